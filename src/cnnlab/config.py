@@ -1,0 +1,162 @@
+"""Typed schemas for the Hydra config tree, and the checks that need more than one key.
+
+The schemas are registered in Hydra's ConfigStore and sit under the YAML files of `conf/`, so a
+typo in a key or a value of the wrong type fails at composition time with the key's full path.
+Free-form nodes (`model`, `optimizer`, `scheduler`, `callbacks`, `task.module`) are checked by
+instantiating them before training starts (see `check_buildable`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A configuration that composes but cannot work; the message names the key and the fix."""
+
+
+class TaskName(Enum):
+    classification = "classification"
+    localization = "localization"
+    segmentation = "segmentation"
+
+
+class Mode(Enum):
+    min = "min"
+    max = "max"
+
+
+class BadSamplePolicy(Enum):
+    error = "error"
+    skip = "skip"
+
+
+@dataclass
+class TaskConfig:
+    name: TaskName = MISSING
+    monitor: str = MISSING  # metric that picks the best checkpoint and the best sweep child
+    mode: Mode = MISSING
+    module: Any = MISSING  # instantiable LightningModule arguments
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    source: Any = MISSING  # instantiable reader of the raw data, see cnnlab.data.sources
+    root: Optional[str] = None  # where raw data lives on disk; None for embedded datasets
+    tasks: List[TaskName] = field(default_factory=list)  # tasks whose labels the source has
+    image_size: int = 32
+    channels: int = 1
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    on_bad_sample: BadSamplePolicy = BadSamplePolicy.error
+    prepared_dir: str = MISSING
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    num_workers: int = 0
+
+
+@dataclass
+class AugmentConfig:
+    name: str = MISSING
+    train: List[Any] = field(default_factory=list)  # albumentations transforms, in order
+    preview: bool = True  # log a grid of augmented training samples to MLflow
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = "none"
+    interval: str = "step"  # Lightning's lr_scheduler interval: step or epoch
+    scheduler: Any = None  # instantiable torch.optim.lr_scheduler, partial
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "cpu"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: Any = "auto"
+    precision: str = "32-true"
+    max_epochs: int = 20
+    min_epochs: Optional[int] = None
+    max_steps: int = -1
+    max_time: Optional[str] = None
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+    check_val_every_n_epoch: int = 1
+    log_every_n_steps: int = 10
+    deterministic: Any = True
+    benchmark: Optional[bool] = None
+    gradient_clip_val: Optional[float] = None
+    accumulate_grad_batches: int = 1
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = True
+    num_sanity_val_steps: int = 2
+
+
+@dataclass
+class LoggerConfig:
+    enabled: bool = True
+    tracking_uri: Optional[str] = None  # None: $MLFLOW_TRACKING_URI, else the project's SQLite file
+    experiment_name: str = "cnnlab"
+    run_name: Optional[str] = None
+    log_checkpoint: bool = True
+    tags: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class PathsConfig:
+    root: str = MISSING
+    data_dir: str = MISSING
+    output_dir: str = MISSING
+
+
+@dataclass
+class CnnlabConfig:
+    task: TaskConfig = MISSING
+    model: Any = MISSING
+    data: DataConfig = MISSING
+    augment: AugmentConfig = MISSING
+    optimizer: Any = MISSING
+    scheduler: SchedulerConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    callbacks: Dict[str, Any] = field(default_factory=dict)
+    logger: LoggerConfig = MISSING
+    paths: PathsConfig = MISSING
+    seed: int = 42
+    ckpt_path: Optional[str] = None  # resume training from this Lightning checkpoint
+    evaluate: Dict[str, Any] = field(default_factory=dict)
+
+
+def register_configs() -> None:
+    """Put the schemas where conf/ refers to them, and the resolvers the YAML files use."""
+    cs = ConfigStore.instance()
+    cs.store(name="cnnlab_schema", node=CnnlabConfig)
+    if not OmegaConf.has_resolver("cnnlab.root"):
+        from cnnlab.paths import project_root
+
+        OmegaConf.register_new_resolver("cnnlab.root", lambda: str(project_root()))
+
+
+def check_task_data(cfg: DictConfig) -> None:
+    """Fail early when the dataset has no labels for the chosen task."""
+    task = TaskName(cfg.task.name.value if isinstance(cfg.task.name, Enum) else cfg.task.name)
+    served = [TaskName(t.value if isinstance(t, Enum) else t) for t in cfg.data.tasks]
+    if task not in served:
+        valid = ", ".join(t.value for t in served) or "none"
+        raise ConfigError(
+            f"task={task.value} needs labels that data={cfg.data.name} does not have: "
+            f"data.tasks is [{valid}]. Choose a task from that list or a dataset that serves "
+            f"{task.value} (e.g. data=shapes serves all three tasks)."
+        )
+
+
+def to_plain_dict(cfg: DictConfig) -> dict:
+    """Resolved config as plain Python values (enums as their names)."""
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]

@@ -1,0 +1,1 @@
+"""Data: readers per source format, the prepared format, augmentation, the DataModule."""

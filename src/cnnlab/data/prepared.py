@@ -1,0 +1,127 @@
+"""The prepared-data format: decoded once, memory-mappable, split, with normalisation statistics.
+
+A prepared dataset is a directory:
+  images.npy  N x H x W x C uint8        labels.npy  N int64
+  boxes.npy   N x 4 float32, (x_min, y_min, x_max, y_max) normalised to [0, 1]   (if the source has boxes)
+  masks.npy   N x H x W uint8 class ids, 255 = ignore                              (if the source has masks)
+  splits.npz  train / val / test index arrays
+  skipped.csv samples the reader rejected under on_bad_sample=skip, with the reason
+  meta.json   classes, mask classes, size, channels, mean/std of the train split, counts, content hash
+It is written to a temporary sibling and renamed into place, so a failed run never leaves a
+half-written dataset and the previous one stays intact until the new one is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+FORMAT_VERSION = 1
+IGNORE_INDEX = 255
+SPLITS = ("train", "val", "test")
+_ARRAYS = ("images", "labels", "boxes", "masks")
+
+
+@dataclass
+class PreparedArrays:
+    images: np.ndarray
+    labels: np.ndarray
+    splits: dict[str, np.ndarray]
+    boxes: Optional[np.ndarray] = None
+    masks: Optional[np.ndarray] = None
+
+
+def content_hash(directory: Path) -> str:
+    """sha256 over the arrays and splits: the identity of the data a run trained on."""
+    digest = hashlib.sha256()
+    for name in (*(f"{a}.npy" for a in _ARRAYS), "splits.npz"):
+        path = directory / name
+        if path.exists():
+            digest.update(name.encode())
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def write_prepared(directory: Path, arrays: PreparedArrays, meta: dict, skipped: list[tuple[str, str]]) -> dict:
+    """Write atomically; returns the final meta (with statistics, counts and content hash)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        for name in _ARRAYS:
+            value = getattr(arrays, name)
+            if value is not None:
+                np.save(staging / f"{name}.npy", value)
+        np.savez(staging / "splits.npz", **arrays.splits)
+        with open(staging / "skipped.csv", "w") as handle:
+            handle.write("name,reason\n")
+            for name, reason in skipped:
+                handle.write(f'"{name}","{reason.replace(chr(34), chr(39))}"\n')
+        train = arrays.images[arrays.splits["train"]].astype(np.float64) / 255.0
+        meta = {
+            **meta,
+            "format_version": FORMAT_VERSION,
+            "num_samples": int(len(arrays.labels)),
+            "split_sizes": {s: int(len(arrays.splits[s])) for s in SPLITS},
+            "mean": train.mean(axis=(0, 1, 2)).tolist(),
+            "std": np.maximum(train.std(axis=(0, 1, 2)), 1e-6).tolist(),
+            "has_boxes": arrays.boxes is not None,
+            "has_masks": arrays.masks is not None,
+            "ignore_index": IGNORE_INDEX,
+            "num_skipped": len(skipped),
+            "content_hash": content_hash(staging),
+        }
+        (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        previous = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+        if directory.exists():
+            directory.rename(previous)
+        staging.rename(directory)
+        shutil.rmtree(previous, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return meta
+
+
+class PreparedDataset:
+    """Read side of the format: arrays are memory-mapped, nothing is decoded again."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        meta_path = self.directory / "meta.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(
+                f"no prepared dataset at {self.directory} (missing meta.json); run `cnnlab-prepare` "
+                f"with the same data= options first (or `dvc repro prepare`)"
+            )
+        self.meta = json.loads(meta_path.read_text())
+        if self.meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{meta_path}: format_version {self.meta.get('format_version')} but this cnnlab reads "
+                f"{FORMAT_VERSION}; prepare the data again"
+            )
+        self.images = np.load(self.directory / "images.npy", mmap_mode="r")
+        self.labels = np.load(self.directory / "labels.npy")
+        self.boxes = np.load(self.directory / "boxes.npy") if self.meta["has_boxes"] else None
+        self.masks = np.load(self.directory / "masks.npy", mmap_mode="r") if self.meta["has_masks"] else None
+        with np.load(self.directory / "splits.npz") as splits:
+            self.splits = {name: splits[name] for name in SPLITS}
+
+    @property
+    def classes(self) -> list[str]:
+        return self.meta["classes"]
+
+    @property
+    def mask_classes(self) -> Optional[list[str]]:
+        return self.meta.get("mask_classes")

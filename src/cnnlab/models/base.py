@@ -1,0 +1,43 @@
+"""The contract every architecture keeps, so any task head can sit on any backbone."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+class Backbone(nn.Module):
+    """A CNN classifier whose body also yields multi-scale feature maps.
+
+    Subclasses keep the reference (torchvision) module names so `state_dict()` loads reference
+    weights, set `feature_channels` / `feature_strides` (shallow to deep, one entry per map that
+    `forward_features` returns) and implement `forward_features` and `forward_head`.
+    `feature_strides` are the nominal reductions of each map relative to the input: a padded
+    network at input size S gives maps of ceil(S / stride); unpadded ones (LeNet-5) a bit less.
+    """
+
+    feature_channels: Sequence[int] = ()
+    feature_strides: Sequence[int] = ()
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps at increasing stride; the last one feeds the classifier."""
+        raise NotImplementedError
+
+    def forward_head(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Class logits from the feature maps."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    @property
+    def num_features(self) -> int:
+        """Channels of the deepest feature map (what a pooled head receives)."""
+        return self.feature_channels[-1]
+
+
+def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
+    """(W - F + 2P) / S + 1, with dilation: the size of a convolution or pooling output."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1

@@ -1,0 +1,90 @@
+"""LeNet-5 (LeCun et al. 1998) and the Keras-book MNIST CNN (Chollet, Deep Learning with Python)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cnnlab.models.base import Backbone, conv_output_size
+from cnnlab.models.registry import register_model
+
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+_POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+
+
+class LeNet5(Backbone):
+    """conv 6@5x5, pool, conv 16@5x5, pool, FC 120, FC 84, FC classes; no padding, as in 1998.
+
+    The 1998 net used tanh-like squashing and trainable subsampling; `activation="tanh",
+    pool="avg"` is the closest plain-torch reading, ReLU + max pooling the modern default.
+    Same parameter count either way: 61,706 at 32x32x1 and 10 classes.
+    """
+
+    feature_strides = (2, 4)
+
+    def __init__(self, num_classes=10, in_channels=1, image_size=32, activation="relu", pool="max", dropout=0.0):
+        super().__init__()
+        act, pool_cls = _ACTIVATIONS[activation], _POOLS[pool]
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 6, kernel_size=5), act(), pool_cls(2),
+            nn.Conv2d(6, 16, kernel_size=5), act(), pool_cls(2),
+        )  # fmt: skip
+        side = image_size
+        for kernel, stride in ((5, 1), (2, 2), (5, 1), (2, 2)):
+            side = conv_output_size(side, kernel, stride)
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(16 * side * side, 120), act(), nn.Dropout(dropout),
+            nn.Linear(120, 84), act(), nn.Dropout(dropout),
+            nn.Linear(84, num_classes),
+        )  # fmt: skip
+        self.feature_channels = (6, 16)
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        first = self.features[:3](x)
+        return [first, self.features[3:](first)]
+
+    def forward_head(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return self.classifier(features[-1])
+
+
+class SimpleCNN(Backbone):
+    """Keras-book MNIST CNN: Conv 32 3x3, pool, Conv 64 3x3, pool, Conv 64 3x3, Dense 64, Dense classes.
+
+    93,322 parameters at 28x28x1 and 10 classes.
+    """
+
+    feature_strides = (2, 4, 4)
+
+    def __init__(self, num_classes=10, in_channels=1, image_size=28, dropout=0.0):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(64, 64, 3), nn.ReLU(),
+        )  # fmt: skip
+        side = image_size
+        for kernel, stride in ((3, 1), (2, 2), (3, 1), (2, 2), (3, 1)):
+            side = conv_output_size(side, kernel, stride)
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(64 * side * side, 64), nn.ReLU(), nn.Linear(64, num_classes)
+        )
+        self.feature_channels = (32, 64, 64)
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        first = self.features[:3](x)
+        second = self.features[3:6](first)
+        return [first, second, self.features[6:](second)]
+
+    def forward_head(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return self.classifier(features[-1])
+
+
+@register_model("lenet5", family="lenet", min_input_size=16)
+def lenet5(**kwargs) -> LeNet5:
+    return LeNet5(**kwargs)
+
+
+@register_model("simple_cnn", family="lenet", min_input_size=16)
+def simple_cnn(**kwargs) -> SimpleCNN:
+    return SimpleCNN(**kwargs)

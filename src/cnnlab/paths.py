@@ -1,0 +1,37 @@
+"""Where the project lives: the root that anchors configs, data, artifacts and the MLflow store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_SOURCE_CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def project_root() -> Path:
+    """The project root: $CNNLAB_ROOT, else the nearest ancestor of the cwd holding conf/config.yaml.
+
+    Resolved from the working directory rather than the installed package so that a copy of the
+    repository (a DVC experiment workspace, a test's temporary clone) uses its own configs and store.
+    """
+    if env := os.environ.get("CNNLAB_ROOT"):
+        return Path(env).resolve()
+    here = Path.cwd().resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "conf" / "config.yaml").is_file():
+            return candidate
+    return _SOURCE_CHECKOUT
+
+
+def config_dir() -> Path:
+    """The Hydra config tree of the project root."""
+    return project_root() / "conf"
+
+
+def default_tracking_uri() -> str:
+    """The embedded MLflow store: a SQLite file at the project root, as an absolute URI.
+
+    Absolute so that Hydra run dirs, DVC workspaces and DDP ranks all reach the same file; the
+    busy timeout lets parallel sweep jobs wait for the write lock instead of failing.
+    """
+    return f"sqlite:///{project_root() / 'mlflow.db'}?timeout=60"
