@@ -9,7 +9,6 @@ instantiating them before training starts (see `check_buildable`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -20,27 +19,22 @@ class ConfigError(ValueError):
     """A configuration that composes but cannot work; the message names the key and the fix."""
 
 
-class TaskName(Enum):
-    classification = "classification"
-    localization = "localization"
-    segmentation = "segmentation"
-
-
-class Mode(Enum):
-    min = "min"
-    max = "max"
-
-
-class BadSamplePolicy(Enum):
-    error = "error"
-    skip = "skip"
+# Choices are plain strings checked by `validate_config`: enum-typed nodes would stringify as
+# "Mode.max" when interpolated into other nodes (callbacks read ${task.mode}).
+TASKS = ("classification", "localization", "segmentation")
+CHOICES = {
+    "task.name": TASKS,
+    "task.mode": ("min", "max"),
+    "data.on_bad_sample": ("error", "skip"),
+    "scheduler.interval": ("step", "epoch"),
+}
 
 
 @dataclass
 class TaskConfig:
-    name: TaskName = MISSING
+    name: str = MISSING  # one of TASKS
     monitor: str = MISSING  # metric that picks the best checkpoint and the best sweep child
-    mode: Mode = MISSING
+    mode: str = MISSING  # min or max
     module: Any = MISSING  # instantiable LightningModule arguments
 
 
@@ -49,12 +43,13 @@ class DataConfig:
     name: str = MISSING
     source: Any = MISSING  # instantiable reader of the raw data, see cnnlab.data.sources
     root: Optional[str] = None  # where raw data lives on disk; None for embedded datasets
-    tasks: List[TaskName] = field(default_factory=list)  # tasks whose labels the source has
+    tasks: List[str] = field(default_factory=list)  # tasks whose labels the source has
     image_size: int = 32
     channels: int = 1
     val_fraction: float = 0.1
     test_fraction: float = 0.2
-    on_bad_sample: BadSamplePolicy = BadSamplePolicy.error
+    split_seed: int = 0  # fixed apart from `seed` so a new training seed does not re-split the data
+    on_bad_sample: str = "error"  # error: stop at the first bad sample; skip: leave it out, listed
     prepared_dir: str = MISSING
     batch_size: int = 64
     eval_batch_size: int = 256
@@ -144,19 +139,27 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("cnnlab.root", lambda: str(project_root()))
 
 
-def check_task_data(cfg: DictConfig) -> None:
-    """Fail early when the dataset has no labels for the chosen task."""
-    task = TaskName(cfg.task.name.value if isinstance(cfg.task.name, Enum) else cfg.task.name)
-    served = [TaskName(t.value if isinstance(t, Enum) else t) for t in cfg.data.tasks]
-    if task not in served:
-        valid = ", ".join(t.value for t in served) or "none"
+def validate_config(cfg: DictConfig) -> None:
+    """Checks that span keys or need the allowed values named; raises ConfigError."""
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not valid; expected one of: {', '.join(allowed)}")
+    unknown = [t for t in cfg.data.tasks if t not in TASKS]
+    if unknown:
+        raise ConfigError(f"data.tasks has {unknown}; expected a subset of: {', '.join(TASKS)}")
+    if cfg.task.name not in cfg.data.tasks:
+        served = ", ".join(cfg.data.tasks) or "none"
         raise ConfigError(
-            f"task={task.value} needs labels that data={cfg.data.name} does not have: "
-            f"data.tasks is [{valid}]. Choose a task from that list or a dataset that serves "
-            f"{task.value} (e.g. data=shapes serves all three tasks)."
+            f"task={cfg.task.name} needs labels that data={cfg.data.name} does not have "
+            f"(data.tasks: {served}). Choose one of those tasks, or a dataset that serves "
+            f"{cfg.task.name} (data=shapes serves all three)."
         )
+    for key in ("data.val_fraction", "data.test_fraction"):
+        if not 0 <= OmegaConf.select(cfg, key) < 1:
+            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)} must be in [0, 1)")
 
 
 def to_plain_dict(cfg: DictConfig) -> dict:
-    """Resolved config as plain Python values (enums as their names)."""
-    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+    """Resolved config as plain Python values."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

@@ -111,6 +111,7 @@ def build_prepared_dataset(
     test_fraction: float,
     seed: int,
     on_bad_sample: str = "error",
+    extra_meta: Optional[dict] = None,
 ) -> dict:
     """Read every sample of `source` once and write the prepared dataset; returns its meta."""
     kept: list[Sample] = []
@@ -146,5 +147,49 @@ def build_prepared_dataset(
         "channels": channels,
         "split_seed": seed,
         "skipped": [n for n, _ in skipped],
+        **(extra_meta or {}),
     }
     return write_prepared(Path(directory), arrays, meta, skipped)
+
+
+def prepare_settings(data_cfg) -> dict:
+    """The data config keys that decide the prepared dataset's contents (its fingerprint)."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(data_cfg, resolve=True)
+    keys = ("name", "source", "root", "image_size", "channels", "val_fraction", "test_fraction", "split_seed", "on_bad_sample")
+    return {key: plain.get(key) for key in keys}
+
+
+def prepare_from_config(data_cfg) -> dict:
+    """Build `data.prepared_dir` from the data config; returns the prepared meta."""
+    from hydra.utils import instantiate
+
+    source = instantiate(data_cfg.source)
+    settings = prepare_settings(data_cfg)
+    log.info("preparing %s -> %s", source.describe(), data_cfg.prepared_dir)
+    return build_prepared_dataset(
+        source,
+        Path(data_cfg.prepared_dir),
+        name=data_cfg.name,
+        image_size=data_cfg.image_size,
+        channels=data_cfg.channels,
+        val_fraction=data_cfg.val_fraction,
+        test_fraction=data_cfg.test_fraction,
+        seed=data_cfg.split_seed,
+        on_bad_sample=data_cfg.on_bad_sample,
+        extra_meta={"prepare_settings": settings},
+    )
+
+
+def ensure_prepared(data_cfg) -> dict:
+    """The prepared meta for this data config, preparing first if it is missing or was built differently."""
+    import json
+
+    meta_path = Path(data_cfg.prepared_dir) / "meta.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("prepare_settings") == prepare_settings(data_cfg):
+            return meta
+        log.info("prepared data at %s was built with other settings; preparing again", data_cfg.prepared_dir)
+    return prepare_from_config(data_cfg)

@@ -1,0 +1,54 @@
+"""What entry points share: fast --help, and user errors as one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from typing import Callable
+
+from cnnlab.config import ConfigError
+from cnnlab.paths import config_dir
+
+log = logging.getLogger("cnnlab")
+
+COMMON_HELP = """\
+Overrides are Hydra's: group=option picks a config file, key=value sets a value, -m sweeps
+(comma-separated values, or hparams_search=optuna). Append --cfg job to print the composed config,
+--info defaults to see what was picked, --hydra-help for Hydra's own flags.
+
+MLflow store: $MLFLOW_TRACKING_URI, else sqlite:///<project root>/mlflow.db (`make ui` browses it).
+"""
+
+
+def config_groups() -> dict[str, list[str]]:
+    """Config groups of conf/ and their options, read from the directory tree."""
+    root = config_dir()
+    groups = {}
+    for directory in sorted(p for p in root.rglob("*") if p.is_dir()):
+        options = sorted(p.stem for p in directory.glob("*.yaml"))
+        if options:
+            groups[directory.relative_to(root).as_posix()] = options
+    return groups
+
+
+def run_app(hydra_main: Callable[[], object], usage: str) -> None:
+    """Answer -h/--help from the file tree (Hydra's own help composes every group: seconds), else run."""
+    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
+        groups = "\n".join(f"  {name}: {', '.join(options)}" for name, options in config_groups().items())
+        print(f"{usage.rstrip()}\n\nConfig groups (pick one with group=option):\n{groups}\n\n{COMMON_HELP}")
+        return
+    hydra_main()
+
+
+@contextlib.contextmanager
+def exit_on_user_error():
+    """ConfigError, a bad sample or a missing file: print the message (no traceback) and exit 2."""
+    from cnnlab.data.sources.base import BadSampleError
+
+    try:
+        yield
+    except (ConfigError, BadSampleError, FileNotFoundError) as err:
+        log.error("%s", err)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,43 @@
+"""cnnlab-train: train one configuration (or sweep many with -m), logging each job to MLflow."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from cnnlab.cli import run_app
+from cnnlab.config import register_configs
+from cnnlab.paths import config_dir
+
+USAGE = """\
+usage: cnnlab-train [group=option ...] [key=value ...] [-m]
+
+Train a CNN on a prepared dataset (prepared on first use) and log the run to MLflow: flattened
+config as params, per-step and per-epoch metrics, the resolved config, the best checkpoint.
+
+examples:
+  cnnlab-train model=lenet5 data=digits
+  cnnlab-train model=simple_cnn data=digits data.image_size=28 trainer.max_epochs=5
+  cnnlab-train -m model=lenet5,simple_cnn optimizer.lr=0.01,0.001   # one parent run, a child per job
+  cnnlab-train debug=fast logger=none                                # a quick smoke run
+"""
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
+def _train(cfg: DictConfig) -> float:
+    # heavy imports (torch, Lightning, MLflow) stay out of start-up so --help is instant
+    from cnnlab.cli import exit_on_user_error
+    from cnnlab.training import train
+
+    with exit_on_user_error():
+        return train(cfg)
+
+
+def main() -> None:
+    run_app(_train, USAGE)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Pictures people look at: confusion matrices, prediction grids, overlays, previews."""
