@@ -1,0 +1,42 @@
+"""cnnlab-evaluate: score the train stage's checkpoint on the test split (the DVC `evaluate` stage)."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from cnnlab.cli import run_app
+from cnnlab.config import register_configs
+from cnnlab.paths import config_dir
+
+USAGE = """\
+usage: cnnlab-evaluate [evaluate.train_dir=DIR] [evaluate.checkpoint=best|last|PATH]
+
+Load a checkpoint written by cnnlab-train (default: artifacts/train, the DVC train stage's
+output), score the test split of the data it was trained on, write metrics.json and plots to
+evaluate.output_dir (default: artifacts/evaluate), and log both into the training's MLflow run.
+
+examples:
+  cnnlab-evaluate
+  cnnlab-evaluate evaluate.train_dir=outputs/2026-01-31/12-00-00 evaluate.checkpoint=last
+"""
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
+def _evaluate(cfg: DictConfig) -> None:
+    from cnnlab.cli import exit_on_user_error
+    from cnnlab.evaluation import evaluate
+
+    with exit_on_user_error():
+        metrics = evaluate(cfg)
+    print("\n".join(f"{key}: {value:.4f}" for key, value in metrics.items() if "/acc_class/" not in key))
+
+
+def main() -> None:
+    run_app(_evaluate, USAGE)
+
+
+if __name__ == "__main__":
+    main()
