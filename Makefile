@@ -1,0 +1,41 @@
+# cnnlab: every target creates the environment it needs (a .venv here), so each works on a fresh clone.
+#   make run    the DVC pipeline (prepare -> train -> evaluate) on the embedded defaults of params.yaml
+#   make test   the test suite (what CI runs)
+#   make ui     the MLflow UI on 127.0.0.1 over the project's store
+#   make bench  the benchmarks of benchmarks/ (figures go to benchmarks/RESULTS.md by hand)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# .ci/constraints.txt pins every package to the versions tested here; torch==2.13.0 is the CPU wheel.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml .ci/constraints.txt | cksum | cut -d' ' -f1)
+PORT ?= 5000
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: setup run test ui bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml .ci/constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c .ci/constraints.txt -e ".[test]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+run: setup
+	dvc repro
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+ui: setup
+	mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port $(PORT)
+
+bench: setup
+	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python benchmarks/zoo_throughput.py
+	$(BIN)/python benchmarks/data_loading.py
+	$(BIN)/python benchmarks/prepare_speed.py
+	$(BIN)/python benchmarks/task_targets.py
+
+clean:
+	rm -rf outputs multirun artifacts data/prepared

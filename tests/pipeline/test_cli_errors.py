@@ -1,0 +1,70 @@
+"""Bad configurations fail before training, with the key and the valid choices, leaving no open run."""
+
+from __future__ import annotations
+
+import time
+
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import QUICK
+
+
+def _runs(uri: str):
+    client = MlflowClient(uri)
+    return client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=10000)
+
+
+def test_help_lists_groups_and_is_fast(run_cli):
+    started = time.perf_counter()
+    done = run_cli("cnnlab-train", "--help")
+    elapsed = time.perf_counter() - started
+    assert "usage: cnnlab-train" in done.stdout
+    assert "model: " in done.stdout and "lenet5" in done.stdout and "data: " in done.stdout
+    assert elapsed < 5  # generous for a loaded CI box; benchmarks/pipeline.py measures the real figure
+    for command in ("cnnlab-prepare", "cnnlab-evaluate"):
+        assert f"usage: {command}" in run_cli(command, "--help").stdout
+
+
+def test_unknown_model_names_the_valid_ones(run_cli):
+    done = run_cli("cnnlab-train", "model=lenet6", check=False)
+    assert done.returncode != 0
+    assert "Could not find 'model/lenet6'" in done.stderr
+    assert "lenet5" in done.stderr and "simple_cnn" in done.stderr
+
+
+def test_typo_in_key_is_named(run_cli):
+    done = run_cli("cnnlab-train", "trainer.max_epoch=3", check=False)
+    assert done.returncode != 0
+    assert "trainer.max_epoch" in done.stderr
+
+
+def test_wrong_type_is_named(run_cli):
+    done = run_cli("cnnlab-train", "trainer.max_epochs=many", check=False)
+    assert done.returncode != 0
+    assert "max_epochs" in done.stderr and "many" in done.stderr
+
+
+def test_invalid_choice_lists_the_allowed_values(run_cli):
+    done = run_cli("cnnlab-train", "task.mode=maximum", check=False)
+    assert done.returncode == 2
+    assert "task.mode='maximum' is not valid; expected one of: min, max" in done.stderr
+
+
+def test_task_without_labels_in_data_fails_at_config_time(run_cli, tracking_uri, project):
+    (project / "conf" / "task" / "segmentation_probe.yaml").write_text(
+        "name: segmentation\nmonitor: val/miou\nmode: max\nmodule:\n  _target_: builtins.dict\n"
+    )
+    before = len(_runs(tracking_uri)) if (project / "mlflow.db").exists() else 0
+    done = run_cli("cnnlab-train", "task=segmentation_probe", "data=digits", check=False)
+    assert done.returncode == 2
+    assert "task=segmentation needs labels that data=digits does not have" in done.stderr
+    after = len(_runs(tracking_uri)) if (project / "mlflow.db").exists() else 0
+    assert after == before  # nothing was started
+
+
+def test_crash_after_start_marks_the_run_failed(run_cli, tracking_uri):
+    done = run_cli("cnnlab-train", *QUICK, "trainer.precision=not-a-precision", "logger.run_name=crash-probe", check=False)
+    assert done.returncode != 0
+    crashed = [r for r in _runs(tracking_uri) if r.info.run_name == "crash-probe"]
+    assert len(crashed) == 1 and crashed[0].info.status == "FAILED"
+    assert not [r for r in _runs(tracking_uri) if r.info.status == "RUNNING"]

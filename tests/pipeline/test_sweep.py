@@ -1,0 +1,26 @@
+"""A Hydra multirun is one MLflow parent run with a child run per job."""
+
+from __future__ import annotations
+
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import QUICK
+
+
+def test_two_job_sweep_has_one_parent_with_the_best_child(run_cli, project, tracking_uri):
+    sweep_dir = project / "multirun" / "models"
+    run_cli("cnnlab-train", "-m", "model=lenet5,simple_cnn", *QUICK, f"hydra.sweep.dir={sweep_dir}")
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("cnnlab-classification")
+    parents = client.search_runs([experiment.experiment_id], filter_string=f"tags.`cnnlab.sweep_dir` = '{sweep_dir}'")
+    assert len(parents) == 1
+    parent = parents[0]
+    children = client.search_runs([experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(c.data.params["model.name"] for c in children) == ["lenet5", "simple_cnn"]
+    assert all(c.info.status == "FINISHED" for c in children) and parent.info.status == "FINISHED"
+    assert parent.data.params["sweep.overrides"].startswith("model=lenet5,simple_cnn")
+    assert parent.data.params["sweep.metric"] == "val/acc"
+    best = max(children, key=lambda c: c.data.metrics["val/acc"])
+    assert parent.data.tags["best_child_run_id"] == best.info.run_id
+    assert parent.data.metrics["best/val/acc"] == best.data.metrics["val/acc"]
+    assert parent.data.metrics["sweep.children"] == 2

@@ -1,0 +1,90 @@
+"""A short training run per embedded dataset, read back from MLflow the way a user would see it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import QUICK
+
+DATASETS = {
+    "digits": ("lenet5", ["data=digits"]),
+    "shapes": ("simple_cnn", ["data=shapes", "data.source.num_samples=240", "data.image_size=32", "data.batch_size=16"]),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(DATASETS))
+def trained(request, run_cli, project, tracking_uri):
+    """Train, then evaluate into the same run; returns (run, output dir, dataset name)."""
+    dataset = request.param
+    model, data_args = DATASETS[dataset]
+    out = project / "runs" / dataset
+    run_cli("cnnlab-train", f"model={model}", *data_args, *QUICK, f"hydra.run.dir={out}")
+    run_cli("cnnlab-evaluate", *data_args, f"evaluate.train_dir={out}", f"evaluate.output_dir={out}/evaluation")
+    run_id = json.loads((out / "run.json").read_text())["run_id"]
+    return MlflowClient(tracking_uri).get_run(run_id), out, dataset
+
+
+def test_run_holds_config_as_params(trained):
+    run, _, dataset = trained
+    params = run.data.params
+    assert params["data.name"] == dataset
+    assert params["model.name"] == DATASETS[dataset][0]
+    assert params["trainer.max_epochs"] == "2"
+    assert params["optimizer._target_"] == "torch.optim.AdamW"
+    assert params["augment.name"] == "affine"
+    assert float(params["optimizer.lr"]) == pytest.approx(0.003)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == f"{DATASETS[dataset][0]}-{dataset}"
+
+
+def test_run_tags_identify_code_data_and_command(trained):
+    run, out, _ = trained
+    tags = run.data.tags
+    meta = json.loads((Path(json.loads((out / "run.json").read_text())["prepared_dir"]) / "meta.json").read_text())
+    assert tags["cnnlab.data_hash"] == meta["content_hash"] and len(meta["content_hash"]) == 64
+    assert len(tags["mlflow.source.git.commit"]) in (40, len("unknown"))
+    assert tags["git.dirty"] in ("true", "false", "unknown")
+    assert tags["cnnlab.command"].startswith("cnnlab-train model=")
+    assert "trainer.max_epochs=2" in tags["cnnlab.overrides"]
+
+
+def test_run_has_step_and_epoch_metrics(trained, tracking_uri):
+    run, _, _ = trained
+    client = MlflowClient(tracking_uri)
+    steps = client.get_metric_history(run.info.run_id, "train/loss_step")
+    assert len(steps) >= 4 and len({m.step for m in steps}) == len(steps)  # a point per logged step
+    epochs = client.get_metric_history(run.info.run_id, "val/acc")
+    assert len(epochs) == 2 and all(0.0 <= m.value <= 1.0 for m in epochs)
+    assert run.data.metrics["best/val/acc"] == pytest.approx(max(m.value for m in epochs))
+    assert "train/loss_epoch" in run.data.metrics and "lr-AdamW" in run.data.metrics
+
+
+def test_run_has_config_checkpoint_and_evaluation(trained, tracking_uri, tmp_path):
+    run, out, _ = trained
+    client = MlflowClient(tracking_uri)
+    top = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "run.json", "history.csv", "checkpoints", "evaluation", "augmentation_preview.png"} <= top
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/best.ckpt"]
+    config = Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path)))
+    assert "name: lenet5" in config.read_text() or "name: simple_cnn" in config.read_text()
+    evaluation = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/metrics.json", "evaluation/confusion_matrix.png", "evaluation/predictions.csv"} <= evaluation
+    # the evaluate stage's test metrics sit in the training run, equal to its metrics.json
+    written = json.loads((out / "evaluation" / "metrics.json").read_text())
+    assert run.data.metrics["test/acc"] == pytest.approx(written["test/acc"])
+    assert 0.0 <= written["test/acc"] <= 1.0 and "test/f1_macro" in written
+
+
+def test_outputs_for_dvc(trained):
+    _, out, _ = trained
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and "val/acc" in metrics
+    history = (out / "history.csv").read_text().splitlines()
+    assert history[0].split(",")[0] == "epoch" and len(history) == 3
+    assert (out / "checkpoints" / "best.ckpt").is_file() and (out / "checkpoints" / "last.ckpt").is_file()
+    predictions = (out / "evaluation" / "plots" / "predictions.csv").read_text().splitlines()
+    assert predictions[0] == "actual,predicted" and len(predictions) > 1
