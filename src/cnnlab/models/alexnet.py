@@ -27,7 +27,7 @@ from cnnlab.models.registry import register_model
 class AlexNet(Backbone):
     """Five convolutions (64, 192, 384, 256, 256), three max-pools, adaptive 6x6 pool, three FCs."""
 
-    MIN_INPUT_SIZE = {False: 31, True: 15}  # smallest input per small_input setting
+    MIN_INPUT_SIZE = {False: 63, True: 15}  # smallest input per small_input setting
 
     def __init__(
         self,
@@ -40,7 +40,7 @@ class AlexNet(Backbone):
         pool_size: int = 6,
     ):
         super().__init__()
-        _check_input_size("alexnet", image_size, self.MIN_INPUT_SIZE, small_input)
+        check_input_size("alexnet", image_size, self.MIN_INPUT_SIZE, small_input)
         if small_input:
             first = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1)
         else:
@@ -83,7 +83,7 @@ class ZFNet(Backbone):
         pool_size: int = 6,
     ):
         super().__init__()
-        _check_input_size("zfnet", image_size, self.MIN_INPUT_SIZE, small_input)
+        check_input_size("zfnet", image_size, self.MIN_INPUT_SIZE, small_input)
         if small_input:
             first = nn.Conv2d(in_channels, 96, kernel_size=3, stride=1, padding=1)
         else:  # padding 1 gives the paper's 110x110 first map at 224
@@ -101,7 +101,7 @@ class ZFNet(Backbone):
         self.avgpool = nn.AdaptiveAvgPool2d((pool_size, pool_size))
         self.classifier = _classifier(256 * pool_size * pool_size, hidden_features, num_classes, dropout)
         # Maps after pool1 (stride 4), conv2 (8), conv5 (16) and the last pool (32).
-        self._stage_ends = (3, 5, 13, 14)
+        self._stage_ends = (3, 5, 12, 13)
         self.feature_channels = (96, 256, 256, 256)
         self.feature_strides = (2, 4, 8, 16) if small_input else (4, 8, 16, 32)
 
@@ -130,8 +130,12 @@ def _run_stages(features: nn.Sequential, stage_ends: tuple[int, ...], x: torch.T
     return maps
 
 
-def _check_input_size(name: str, image_size: int, minimum: dict[bool, int], small_input: bool) -> None:
-    """The registry knows the smallest size over all settings; this knows it per `small_input`."""
+def check_input_size(name: str, image_size: int, minimum: dict[bool, int], small_input: bool) -> None:
+    """Fail at build time when `image_size` is below the minimum of this `small_input` setting.
+
+    The registry's `min_input_size` is the smallest size over all settings (the small-input stem);
+    families whose default stem needs more call this from their builder.
+    """
     if image_size < minimum[small_input]:
         hint = "" if small_input else f" (or set model.small_input=true, which works from {minimum[True]} px)"
         raise ConfigError(

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.config import ConfigError
+from cnnlab.models.alexnet import check_input_size
 from cnnlab.models.base import Backbone
 from cnnlab.models.registry import register_model
 
@@ -164,13 +164,7 @@ _DENSENET121_MIN = {False: 29, True: 8}
 @register_model("densenet121", family="densenet", min_input_size=_DENSENET121_MIN[True])
 def densenet121(small_input: bool = False, image_size: int = 224, **kwargs) -> DenseNet:
     """DenseNet-121: k=32, blocks (6, 12, 24, 16), 64 stem channels."""
-    if image_size < _DENSENET121_MIN[small_input]:
-        hint = "" if small_input else f" (or set model.small_input=true, which works from {_DENSENET121_MIN[True]} px)"
-        raise ConfigError(
-            f"model=densenet121 with small_input={small_input} needs inputs of at least "
-            f"{_DENSENET121_MIN[small_input]}x{_DENSENET121_MIN[small_input]} px, but "
-            f"data.image_size={image_size}: raise data.image_size{hint}."
-        )
+    check_input_size("densenet121", image_size, _DENSENET121_MIN, small_input)
     kwargs.setdefault("growth_rate", 32)
     kwargs.setdefault("block_config", (6, 12, 24, 16))
     kwargs.setdefault("num_init_features", 64)

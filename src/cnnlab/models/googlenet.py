@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.models.alexnet import check_input_size
 from cnnlab.models.base import Backbone
 from cnnlab.models.registry import register_model
 
@@ -175,7 +176,11 @@ def _drop_aux_keys(module, state_dict, prefix, *args) -> None:
         del state_dict[key]
 
 
-# Stem and pools (ceil mode) keep a map of at least 1 px from 1 px up; see tests for the check.
-@register_model("googlenet", family="googlenet", min_input_size=1)
-def googlenet(**kwargs) -> GoogLeNet:
-    return GoogLeNet(**kwargs)
+# Four unpadded 3x3/2 ceil-mode pools; the default stem divides by 4 before the first of them.
+_GOOGLENET_MIN = {False: 15, True: 4}
+
+
+@register_model("googlenet", family="googlenet", min_input_size=_GOOGLENET_MIN[True])
+def googlenet(small_input: bool = False, image_size: int = 224, **kwargs) -> GoogLeNet:
+    check_input_size("googlenet", image_size, _GOOGLENET_MIN, small_input)
+    return GoogLeNet(small_input=small_input, image_size=image_size, **kwargs)

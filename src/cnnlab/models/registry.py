@@ -10,7 +10,17 @@ from cnnlab.config import ConfigError
 from cnnlab.models.base import Backbone
 
 # Modules that register architectures when imported; one file per family.
-FAMILY_MODULES = ("lenet",)
+FAMILY_MODULES = (
+    "lenet",
+    "alexnet",
+    "vgg",
+    "googlenet",
+    "resnet",
+    "densenet",
+    "mobilenet",
+    "xception",
+    "efficientnet",
+)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.models.alexnet import check_input_size
 from cnnlab.models.base import Backbone
 from cnnlab.models.registry import register_model
 
@@ -140,12 +141,5 @@ _XCEPTION_MIN = {False: 7, True: 1}  # two unpadded 3x3 stem convs, the first wi
 
 @register_model("xception", family="xception", min_input_size=_XCEPTION_MIN[True])
 def xception(small_input: bool = False, image_size: int = 299, **kwargs) -> Xception:
-    from cnnlab.config import ConfigError
-
-    if image_size < _XCEPTION_MIN[small_input]:
-        raise ConfigError(
-            f"model=xception with small_input=false needs inputs of at least {_XCEPTION_MIN[False]}x"
-            f"{_XCEPTION_MIN[False]} px, but data.image_size={image_size}: raise data.image_size "
-            f"(or set model.small_input=true, which works from {_XCEPTION_MIN[True]} px)."
-        )
+    check_input_size("xception", image_size, _XCEPTION_MIN, small_input)
     return Xception(small_input=small_input, image_size=image_size, **kwargs)
