@@ -81,11 +81,11 @@ def test_shapes_box_and_mask_describe_the_same_object():
 
 
 def test_prepared_shapes_carry_normalised_boxes_and_masks(tmp_path):
-    build_prepared_dataset(ShapesSource(30, 64, seed=0), tmp_path / "s", name="shapes", image_size=32, channels=3,
+    build_prepared_dataset(ShapesSource(60, 64, seed=0), tmp_path / "s", name="shapes", image_size=32, channels=3,
                            val_fraction=0.1, test_fraction=0.2, seed=0)  # fmt: skip
     prepared = PreparedDataset(tmp_path / "s")
     assert prepared.meta["mask_classes"] == ["background", *SHAPES]
-    for index in range(30):
+    for index in range(60):
         x_min, y_min, x_max, y_max = prepared.boxes[index] * 32
         ys, xs = np.nonzero(prepared.masks[index])
         # the box scaled with the image still encloses the (nearest-resized) mask, within a pixel
