@@ -88,6 +88,7 @@ def test_prepared_shapes_carry_normalised_boxes_and_masks(tmp_path):
     for index in range(60):
         x_min, y_min, x_max, y_max = prepared.boxes[index] * 32
         ys, xs = np.nonzero(prepared.masks[index])
-        # the box scaled with the image still encloses the (nearest-resized) mask, within a pixel
-        assert abs(xs.min() - x_min) <= 1 and abs(xs.max() + 1 - x_max) <= 1
-        assert abs(ys.min() - y_min) <= 1 and abs(ys.max() + 1 - y_max) <= 1
+        # the box scaled with the image matches the nearest-resized mask; halving the size may drop
+        # a one-pixel star tip from the mask, hence two pixels of slack
+        assert abs(xs.min() - x_min) <= 2 and abs(xs.max() + 1 - x_max) <= 2
+        assert abs(ys.min() - y_min) <= 2 and abs(ys.max() + 1 - y_max) <= 2
