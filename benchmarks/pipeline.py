@@ -1,0 +1,73 @@
+"""The default pipeline's wall time and test accuracy, and cnnlab-train's start-up time.
+
+Each figure sits next to a baseline measured in the same run:
+- `dvc repro` on the embedded defaults (LeNet-5 on digits with normalisation, light affine
+  augmentation and a one-cycle schedule) vs. the same pipeline with `augment=none scheduler=none`
+  (what a plain LeNet-5 reaches in the same epochs);
+- `cnnlab-train --help` vs. Hydra composing the config (`--cfg job`, the work Hydra's own help
+  does for every group) and vs. importing the training stack (what --help keeps out of start-up).
+
+    .venv/bin/python benchmarks/pipeline.py [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.conftest import BIN, cli_env, copy_project  # noqa: E402
+
+
+def timed(command: list[str], cwd: Path, env: dict) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, cwd=cwd, env=env, check=True, capture_output=True, text=True)
+    return time.perf_counter() - started
+
+
+def pipeline(root: Path, overrides: dict) -> tuple[float, float]:
+    """(seconds for dvc repro from scratch, test accuracy) in a fresh project copy."""
+    copy_project(root)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params.update(overrides)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = cli_env(root)
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run([str(BIN / "dvc"), "init", "-q"], cwd=root, env=env, check=True)
+    seconds = timed([str(BIN / "dvc"), "repro"], root, env)
+    return seconds, json.loads((root / "artifacts/evaluate/metrics.json").read_text())["test/acc"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5, help="start-up timings per command (median reported)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        rows = [("default pipeline (augment=affine, scheduler=onecycle)", *pipeline(scratch / "default", {})),
+                ("baseline: augment=none scheduler=none", *pipeline(scratch / "plain", {"augment": "none", "scheduler": "none"}))]  # fmt: skip
+        env = cli_env(scratch / "default")
+        startup = {
+            "cnnlab-train --help": [str(BIN / "cnnlab-train"), "--help"],
+            "baseline: cnnlab-train --cfg job (Hydra composes)": [str(BIN / "cnnlab-train"), "--cfg", "job"],
+            "baseline: import pytorch_lightning, mlflow": [sys.executable, "-c", "import pytorch_lightning, mlflow"],
+        }
+        times = {name: statistics.median(timed(cmd, scratch / "default", env) for _ in range(args.repeats)) for name, cmd in startup.items()}
+    print("| pipeline | dvc repro from scratch (s) | test accuracy |\n|---|---|---|")
+    for name, seconds, accuracy in rows:
+        print(f"| {name} | {seconds:.1f} | {accuracy:.2%} |")
+    print(f"\n| start-up (median of {args.repeats}) | seconds |\n|---|---|")
+    for name, seconds in times.items():
+        print(f"| {name} | {seconds:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
