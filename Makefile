@@ -9,6 +9,7 @@ BIN := $(VENV)/bin
 # .ci/constraints.txt pins every package to the versions tested here; torch==2.13.0 is the CPU wheel.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml .ci/constraints.txt | cksum | cut -d' ' -f1)
 PORT ?= 5000
+EXTRAS ?= test
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: setup run test ui bench clean
@@ -18,7 +19,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml .ci/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c .ci/constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c .ci/constraints.txt -e ".[$(EXTRAS)]"
 	rm -f $(VENV)/.installed-* && touch $@
 
 run: setup
