@@ -31,8 +31,8 @@ def cli_env(root: Path, **extra: str) -> dict[str, str]:
         MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}",
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         PYTHONDONTWRITEBYTECODE="1",
-        **extra,
     )
+    env.update(extra)
     return env
 
 
