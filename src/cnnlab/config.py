@@ -102,6 +102,8 @@ class LoggerConfig:
     experiment_name: str = "cnnlab"
     run_name: Optional[str] = None
     log_checkpoint: bool = True
+    system_metrics: bool = True  # CPU, memory (and GPU where present) sampled into the run
+    system_metrics_interval: float = 10.0  # seconds between samples
     tags: Dict[str, str] = field(default_factory=dict)
 
 
@@ -125,8 +127,11 @@ class CnnlabConfig:
     logger: LoggerConfig = MISSING
     paths: PathsConfig = MISSING
     seed: int = 42
-    ckpt_path: Optional[str] = None  # resume training from this Lightning checkpoint
+    ckpt_path: Optional[str] = None  # start from this Lightning checkpoint ("last": resume, as resume=true)
+    resume: bool = False  # continue the run in hydra.run.dir from checkpoints/last.ckpt, same MLflow run
     evaluate: Dict[str, Any] = field(default_factory=dict)
+    register: bool = False  # register the logged model as cnnlab-<task>-<model> (a new version per run)
+    promote_alias: Optional[str] = "champion"  # evaluate moves this alias to a version that beats its holder; null: never
 
 
 def register_configs() -> None:

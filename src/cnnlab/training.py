@@ -104,38 +104,43 @@ def train(cfg: DictConfig) -> float:
     callbacks = build_callbacks(cfg)
     checkpoint = next((c for c in callbacks if isinstance(c, pl.callbacks.ModelCheckpoint)), None)
 
+    resuming = cfg.resume or cfg.ckpt_path == "last"
+    ckpt_path = _resume_checkpoint(output_dir) if resuming else cfg.ckpt_path
+    trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if sweep_dir is not None and trainer_args.get("strategy") == "ddp":
+        # Lightning's ddp relaunches the script with its argv: inside a multirun that would start
+        # the whole sweep again in every rank. Spawned ranks run this job only.
+        log.info("multirun job: trainer.strategy ddp -> ddp_spawn")
+        trainer_args["strategy"] = "ddp_spawn"
+
     uri: Optional[str] = None
     run_id: Optional[str] = None
     loggers: list = []
     rank_zero = pl.utilities.rank_zero_only.rank == 0
-    if cfg.logger.enabled and rank_zero:
+    if cfg.logger.enabled and rank_zero:  # other DDP ranks must not open a second run
         from pytorch_lightning.loggers import MLFlowLogger
 
         uri = mlflow_runs.resolve_tracking_uri(cfg.logger.tracking_uri)
-        parent = mlflow_runs.find_parent_run(sweep_dir) if sweep_dir else None
-        tags = {
-            "cnnlab.task": cfg.task.name,
-            "cnnlab.model": cfg.model.name,
-            "cnnlab.data": cfg.data.name,
-            "cnnlab.data_hash": meta["content_hash"],
-            "cnnlab.overrides": " ".join(overrides),
-            "cnnlab.output_dir": str(output_dir),
-            **dict(cfg.logger.get("tags") or {}),
-        }
-        run_id = mlflow_runs.start_run(uri, cfg.logger.experiment_name, run_name(cfg, job_num), tags, parent)
-        mlflow_runs.log_params(uri, run_id, mlflow_runs.flatten(to_plain_dict(cfg)))
+        run_id = _reopen_run(uri, output_dir) if resuming else _open_run(cfg, uri, meta, output_dir, sweep_dir, job_num, overrides)
+        # written now, not at the end: a killed job can be resumed into this same run
+        _write_run_json(output_dir, {"run_id": run_id, "tracking_uri": uri, "status": "running"})
         loggers.append(MLFlowLogger(experiment_name=cfg.logger.experiment_name, run_id=run_id, tracking_uri=uri, log_model=False))
         log.info("MLflow run %s in %s", run_id, uri)
 
     started = time.time()
+    monitor = _system_metrics_monitor(cfg, uri, run_id)
     try:
-        trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), callbacks=callbacks,
-                             logger=loggers or False, default_root_dir=str(output_dir))  # fmt: skip
-        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        if not loggers:  # logger=none, or a DDP rank other than 0: nothing to monitor the LR into
+            callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
+        trainer = pl.Trainer(**trainer_args, callbacks=callbacks, logger=loggers or False, default_root_dir=str(output_dir))
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
     except BaseException:
         if run_id:  # never leave a run RUNNING: the UI would show it as live forever
             mlflow_runs.end_run(uri, run_id, "FAILED")
         raise
+    finally:
+        if monitor:
+            monitor.finish()
     elapsed = time.time() - started
 
     best_score = _best_score(trainer, checkpoint, cfg.task.monitor)
@@ -161,6 +166,66 @@ def train(cfg: DictConfig) -> float:
     return best_score
 
 
+def _open_run(cfg, uri: str, meta: dict, output_dir: Path, sweep_dir, job_num, overrides: list[str]) -> str:
+    """A new run: standard tags, the job's parent if it is part of a sweep, the flattened config."""
+    from cnnlab.tracking import mlflow_runs
+
+    tags = {
+        "cnnlab.task": cfg.task.name,
+        "cnnlab.model": cfg.model.name,
+        "cnnlab.data": cfg.data.name,
+        "cnnlab.data_hash": meta["content_hash"],
+        "cnnlab.overrides": " ".join(overrides),
+        "cnnlab.output_dir": str(output_dir),
+        **dict(cfg.logger.get("tags") or {}),
+    }
+    parent = mlflow_runs.find_parent_run(sweep_dir) if sweep_dir else None
+    run_id = mlflow_runs.start_run(uri, cfg.logger.experiment_name, run_name(cfg, job_num), tags, parent)
+    mlflow_runs.log_params(uri, run_id, mlflow_runs.flatten(to_plain_dict(cfg)))
+    return run_id
+
+
+def _resume_checkpoint(output_dir: Path) -> str:
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise FileNotFoundError(
+            f"resume=true: no {last}. Point hydra.run.dir at the output directory of the run to "
+            f"continue (the one holding checkpoints/last.ckpt and run.json)"
+        )
+    return str(last)
+
+
+def _reopen_run(uri: str, output_dir: Path) -> str:
+    """The MLflow run of an interrupted job, set RUNNING again; its step axis continues."""
+    from cnnlab.tracking import mlflow_runs
+
+    record = output_dir / "run.json"
+    run_id = json.loads(record.read_text()).get("run_id") if record.is_file() else None
+    if not run_id:
+        raise FileNotFoundError(f"resume=true: {record} names no MLflow run to continue")
+    mlflow_client = mlflow_runs.client(uri)
+    mlflow_runs.with_retry(lambda: mlflow_client.update_run(run_id, status="RUNNING"), what="reopen run")
+    mlflow_client.set_tag(run_id, "cnnlab.resumed", "true")
+    return run_id
+
+
+def _write_run_json(output_dir: Path, record: dict) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _system_metrics_monitor(cfg, uri: Optional[str], run_id: Optional[str]):
+    """MLflow's sampler of CPU, memory (and GPU with pynvml) into the run, or None."""
+    if not (run_id and cfg.logger.system_metrics):
+        return None
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=cfg.logger.system_metrics_interval, tracking_uri=uri,
+                                   resume_logging=cfg.resume or cfg.ckpt_path == "last")  # fmt: skip
+    monitor.start()
+    return monitor
+
+
 def _best_score(trainer, checkpoint, monitor: str) -> float:
     score = checkpoint.best_model_score if checkpoint is not None else None
     if score is None:
@@ -170,8 +235,7 @@ def _best_score(trainer, checkpoint, monitor: str) -> float:
 
 def _write_outputs(cfg: DictConfig, output_dir: Path, summary: dict, trainer) -> None:
     """run.json (for evaluate), metrics.json and history.csv (for DVC), config.yaml (resolved)."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _write_run_json(output_dir, {**summary, "status": "finished"})
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/") and v.numel() == 1}
     metrics.update({f"best/{summary['monitor']}": summary["best_score"], "epochs": summary["epochs"], "train_seconds": summary["train_seconds"]})

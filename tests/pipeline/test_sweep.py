@@ -20,7 +20,28 @@ def test_two_job_sweep_has_one_parent_with_the_best_child(run_cli, project, trac
     assert all(c.info.status == "FINISHED" for c in children) and parent.info.status == "FINISHED"
     assert parent.data.params["sweep.overrides"].startswith("model=lenet5,simple_cnn")
     assert parent.data.params["sweep.metric"] == "val/acc"
-    best = max(children, key=lambda c: c.data.metrics["val/acc"])
+    best = max(children, key=lambda c: c.data.metrics["best/val/acc"])
     assert parent.data.tags["best_child_run_id"] == best.info.run_id
-    assert parent.data.metrics["best/val/acc"] == best.data.metrics["val/acc"]
+    assert parent.data.metrics["best/val/acc"] == best.data.metrics["best/val/acc"]
     assert parent.data.metrics["sweep.children"] == 2
+
+
+def test_optuna_study_of_three_trials(run_cli, project, tracking_uri, tmp_path):
+    sweep_dir = project / "multirun" / "optuna"
+    run_cli("cnnlab-train", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3",
+            "~hydra.sweeper.params.model", *QUICK, f"hydra.sweep.dir={sweep_dir}")  # fmt: skip
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("cnnlab-classification")
+    (parent,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.`cnnlab.sweep_dir` = '{sweep_dir}'")
+    children = client.search_runs([experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 3 and all(c.info.status == "FINISHED" for c in children)
+    assert parent.data.params["sweep.sweeper"] == "OptunaSweeper"
+    best = max(children, key=lambda c: c.data.metrics["best/val/acc"])
+    assert parent.data.metrics["best/val/acc"] == best.data.metrics["best/val/acc"]
+    # the best trial's sampled values are the parent's best.* params
+    sampled = dict(item.split("=", 1) for item in best.data.tags["cnnlab.overrides"].split())
+    assert float(parent.data.params["best.optimizer.lr"]) == float(sampled["optimizer.lr"])
+    assert parent.data.params["best.optimizer"] in ("adamw", "sgd")
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"optimization_history.png"}
+    # trial learning rates came from the configured log-uniform interval
+    assert all(0.0003 <= float(c.data.params["optimizer.lr"]) <= 0.03 for c in children)

@@ -45,6 +45,13 @@ class CNNTask(pl.LightningModule):
                 row[key.replace("_epoch", "")] = round(float(value), 6)
         self.epoch_history.append(row)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["cnnlab_epoch_history"] = self.epoch_history
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # a resumed run's history.csv keeps the epochs before the interruption
+        self.epoch_history = list(checkpoint.get("cnnlab_epoch_history", []))
+
     def build_backbone(self, num_classes: Optional[int] = None) -> torch.nn.Module:
         hp = self.hparams
         return instantiate(

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,13 @@ class MLflowSweepCallback(Callback):
 
 
 def record_best_child(uri: str, parent_run_id: str, metric: str, mode: str) -> None:
-    """Tag the parent with its best child by `metric` and close it (FAILED if every child failed)."""
+    """Tag the parent with its best child and close it (FAILED if every child failed).
+
+    Children are ranked by `best/<metric>`, the best value over each job's epochs: what a job
+    returns to the sweeper, so the parent agrees with Optuna's objective.
+    """
     mlflow_client = mlflow_runs.client(uri)
+    metric = f"best/{metric}"
     experiments = [e.experiment_id for e in mlflow_client.search_experiments()]
     children = mlflow_runs.with_retry(
         lambda: mlflow_client.search_runs(experiments, filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=10000)
@@ -68,8 +74,37 @@ def record_best_child(uri: str, parent_run_id: str, metric: str, mode: str) -> N
     mlflow_runs.log_metrics(uri, parent_run_id, {"sweep.children": len(children), "sweep.finished": finished})
     if scored:
         value, best = (max if mode == "max" else min)(scored, key=lambda pair: pair[0])
+        overrides = best.data.tags.get("cnnlab.overrides", "")
         mlflow_client.set_tag(parent_run_id, "best_child_run_id", best.info.run_id)
-        mlflow_client.set_tag(parent_run_id, "best_child_overrides", best.data.tags.get("cnnlab.overrides", ""))
-        mlflow_runs.log_metrics(uri, parent_run_id, {f"best/{metric}": value})
+        mlflow_client.set_tag(parent_run_id, "best_child_overrides", overrides)
+        mlflow_runs.log_metrics(uri, parent_run_id, {metric: value})
+        best_params = dict(item.split("=", 1) for item in overrides.split() if "=" in item)
+        mlflow_runs.log_params(uri, parent_run_id, {f"best.{k.lstrip('+')}": v for k, v in best_params.items()})
+        trials = sorted(children, key=lambda run: run.info.start_time)
+        values = [run.data.metrics.get(metric, math.nan) for run in trials]
+        with tempfile.TemporaryDirectory() as scratch:
+            plot = plot_optimization_history(values, metric, mode, Path(scratch) / "optimization_history.png")
+            mlflow_runs.log_artifact(uri, parent_run_id, plot)
         log.info("sweep best: %s = %.4f (run %s)", metric, value, best.info.run_id)
     mlflow_runs.end_run(uri, parent_run_id, "FINISHED" if scored else "FAILED")
+
+
+def plot_optimization_history(values: list[float], metric: str, mode: str, path: Path) -> Path:
+    """Each trial's value in start order, and the best so far (Optuna's history plot, for any sweeper)."""
+    import numpy as np
+
+    from cnnlab.viz.figures import pyplot, save
+
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    trials = np.arange(len(values))
+    array = np.array(values, dtype=float)
+    filled = np.where(np.isnan(array), -np.inf if mode == "max" else np.inf, array)
+    best = np.maximum.accumulate(filled) if mode == "max" else np.minimum.accumulate(filled)
+    axis.plot(trials, array, "o", label="trial")
+    axis.step(trials, np.where(np.isinf(best), np.nan, best), where="post", label=f"best ({mode})")
+    axis.set_xlabel("trial (start order)")
+    axis.set_ylabel(metric)
+    axis.set_title("optimisation history")
+    axis.legend()
+    return save(figure, path)

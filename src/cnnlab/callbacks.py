@@ -1,0 +1,34 @@
+"""Lightning callbacks of cnnlab's own (the rest come from Lightning, configured in conf/callbacks)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch: a function of the run's seed and the epoch number only."""
+    return (seed * 1_000_003 + epoch) % (2**31 - 1)
+
+
+class EpochSeed(pl.Callback):
+    """Reseed every random source at the start of each training epoch.
+
+    Seeding once at start-up makes a run reproducible only from its beginning; a run resumed
+    from a checkpoint would draw different dropout masks, mixup weights, shuffles and
+    augmentations from there on. Seeding per epoch makes epoch k the same whether the run got
+    there directly or through a resume. The data side (sampler order and augmentation) follows
+    the same epoch seed through `set_epoch`, which Lightning calls on the sampler.
+    """
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = epoch_seed(self.seed, trainer.current_epoch) + trainer.global_rank
+        torch.manual_seed(value)
+        np.random.seed(value)
+        random.seed(value)
