@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import cv2
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from cnnlab.data.prepared import IGNORE_INDEX, SPLITS, PreparedArrays, write_prepared
 from cnnlab.data.sources.base import BadSampleError, Sample, Source
+from cnnlab.data.sources.images import Unusable
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,10 @@ def _to_channels(image: np.ndarray, channels: int, name: str) -> np.ndarray:
         return image
     if have == 1 and channels == 3:
         return np.repeat(image, 3, axis=2)
+    if have == 4:  # a reader that kept alpha: drop it
+        image, have = np.ascontiguousarray(image[:, :, :3]), 3
+        if channels == 3:
+            return image
     if have == 3 and channels == 1:
         return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[:, :, None]
     raise BadSampleError(f"{name}: {have} channels, cannot convert to data.channels={channels}")
@@ -76,17 +82,26 @@ def _check_labels(sample: Sample, source: Source) -> None:
 def split_indices(
     labels: np.ndarray, given: list[Optional[str]], val_fraction: float, test_fraction: float, seed: int
 ) -> dict[str, np.ndarray]:
-    """Use the source's own split where it has one; otherwise split stratified by label, by seed."""
+    """Use the source's own split where it has one; split the rest stratified by label, by seed.
+
+    A split the source does not provide (MNIST has no val, VOC no public test) is carved from its
+    train split, stratified, by seed.
+    """
+    from sklearn.model_selection import train_test_split  # imported here: worker processes never split
+
     index = np.arange(len(labels))
     splits = {name: index[[g == name for g in given]] for name in SPLITS}
     unassigned = index[[g is None for g in given]]
 
     def stratified_cut(pool: np.ndarray, fraction: float, rng_seed: int) -> tuple[np.ndarray, np.ndarray]:
-        if fraction <= 0 or len(pool) == 0:
+        if fraction <= 0 or len(pool) < 2:
             return pool, pool[:0]
         _, counts = np.unique(labels[pool], return_counts=True)
-        stratify = labels[pool] if counts.min() >= 2 else None
-        keep, cut = train_test_split(pool, test_size=fraction, random_state=rng_seed, stratify=stratify)
+        try:
+            stratify = labels[pool] if counts.min() >= 2 else None
+            keep, cut = train_test_split(pool, test_size=fraction, random_state=rng_seed, stratify=stratify)
+        except ValueError:  # fewer samples to cut than classes: stratifying is impossible
+            keep, cut = train_test_split(pool, test_size=fraction, random_state=rng_seed)
         return np.sort(keep), np.sort(cut)
 
     if len(unassigned):
@@ -94,10 +109,88 @@ def split_indices(
         train, val = stratified_cut(rest, val_fraction / max(1e-9, 1 - test_fraction), seed + 1)
         splits = {"train": np.concatenate([splits["train"], train]), "val": np.concatenate([splits["val"], val]),
                   "test": np.concatenate([splits["test"], test])}  # fmt: skip
-    elif len(splits["val"]) == 0 and val_fraction > 0:
-        # a source with only train/test: carve validation from train, stratified
-        splits["train"], splits["val"] = stratified_cut(splits["train"], val_fraction, seed + 1)
+    else:
+        carve_test = len(splits["test"]) == 0 and test_fraction > 0
+        if carve_test:
+            splits["train"], splits["test"] = stratified_cut(splits["train"], test_fraction, seed)
+        if len(splits["val"]) == 0 and val_fraction > 0:
+            fraction = val_fraction / max(1e-9, 1 - test_fraction) if carve_test else val_fraction
+            splits["train"], splits["val"] = stratified_cut(splits["train"], fraction, seed + 1)
     return {name: np.sort(splits[name]).astype(np.int64) for name in SPLITS}
+
+
+def _prepare_one(source: Source, item: Any, image_size: int, channels: int) -> tuple[Optional[Sample], Optional[tuple[str, str]]]:
+    """Load, validate and resize one item: (sample, None), or (None, (name, reason)) for a bad one."""
+    try:
+        if isinstance(item, Unusable):
+            raise BadSampleError(f"{item.name}: {item.reason}")
+        sample = source.load(item)
+        _check_labels(sample, source)
+        return resize_sample(sample, image_size, channels), None
+    except BadSampleError as err:
+        name = item.name if isinstance(item, Unusable) else source.item_name(item)
+        return None, (name, str(err))
+
+
+_worker: dict[str, Any] = {}
+
+
+def _init_worker(source: Source, image_size: int, channels: int) -> None:
+    cv2.setNumThreads(1)  # one decode per process; the pool is the parallelism
+    _worker.update(source=source, image_size=image_size, channels=channels)
+
+
+def _prepare_in_worker(item: Any) -> tuple[Optional[Sample], Optional[tuple[str, str]]]:
+    return _prepare_one(_worker["source"], item, _worker["image_size"], _worker["channels"])
+
+
+def prepare_workers(source: Source, count: int) -> int:
+    """Processes to decode with: $CNNLAB_PREPARE_WORKERS, else the usable cores; 1 for in-memory
+    sources (nothing to decode in parallel) and small ones (a pool costs about a second to start)."""
+    if not getattr(source, "parallel_load", False) or count < 500:
+        return 1
+    if env := os.environ.get("CNNLAB_PREPARE_WORKERS"):
+        return max(1, int(env))
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def load_samples(source: Source, image_size: int, channels: int, on_bad_sample: str, workers: Optional[int] = None):
+    """Every item of `source`, loaded and resized, in item order: (kept samples, skipped (name, reason)).
+
+    Decodes in a process pool when the source reads files (`parallel_load`); under
+    on_bad_sample=error the first bad item, in item order, stops everything.
+    """
+    if hasattr(source, "set_target_size"):  # readers without pixel annotations may decode JPEGs smaller
+        source.set_target_size(image_size)
+    items = source.items()
+    workers = prepare_workers(source, len(items)) if workers is None else workers
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: the caller may hold torch or OpenCV thread pools that a fork would copy half-alive
+        executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_init_worker, initargs=(source, image_size, channels))  # fmt: skip
+        chunksize = max(1, min(64, len(items) // (workers * 8)))
+        results = executor.map(_prepare_in_worker, items, chunksize=chunksize)
+    else:
+        executor = None
+        results = (_prepare_one(source, item, image_size, channels) for item in items)
+    kept: list[Sample] = []
+    skipped: list[tuple[str, str]] = []
+    try:
+        for sample, problem in results:
+            if problem is None:
+                kept.append(sample)
+                continue
+            if on_bad_sample != "skip":
+                raise BadSampleError(f"{problem[1]} (data.on_bad_sample=error; set it to skip to leave such samples out)")
+            log.warning("skipping %s", problem[1])
+            skipped.append(problem)
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+    return kept, skipped
 
 
 def build_prepared_dataset(
@@ -112,22 +205,19 @@ def build_prepared_dataset(
     seed: int,
     on_bad_sample: str = "error",
     extra_meta: Optional[dict] = None,
+    workers: Optional[int] = None,
 ) -> dict:
-    """Read every sample of `source` once and write the prepared dataset; returns its meta."""
-    kept: list[Sample] = []
-    skipped: list[tuple[str, str]] = []
-    for item in source.items():
-        try:
-            sample = source.load(item)
-            _check_labels(sample, source)
-            kept.append(resize_sample(sample, image_size, channels))
-        except BadSampleError as err:
-            if on_bad_sample != "skip":
-                raise BadSampleError(f"{err} (data.on_bad_sample=error; set it to skip to leave such samples out)") from err
-            log.warning("skipping %s", err)
-            skipped.append((source.item_name(item), str(err)))
+    """Read every sample of `source` once and write the prepared dataset; returns its meta.
+
+    Bad samples stop the run (on_bad_sample=error) or are left out, logged and listed in
+    skipped.csv (skip). Nothing is written unless the whole dataset was read: a failed run
+    leaves the previous prepared dataset as it was.
+    """
+    started = time.perf_counter()
+    kept, skipped = load_samples(source, image_size, channels, on_bad_sample, workers)
     if not kept:
-        raise ValueError(f"{source.describe()}: no usable samples ({len(skipped)} skipped)")
+        reasons = "; ".join(reason for _, reason in skipped[:3])
+        raise BadSampleError(f"{source.describe()}: no usable samples ({len(skipped)} skipped: {reasons})")
     if skipped:
         log.warning("skipped %d bad samples (listed in %s/skipped.csv)", len(skipped), directory)
     labels = np.array([s.label for s in kept], np.int64)
@@ -135,9 +225,10 @@ def build_prepared_dataset(
         images=np.stack([s.image for s in kept]),
         labels=labels,
         splits=split_indices(labels, [s.split for s in kept], val_fraction, test_fraction, seed),
-        boxes=np.array([s.box for s in kept], np.float32) if source.has_boxes else None,
+        boxes=np.array([s.box for s in kept], np.float32).reshape(-1, 4) if source.has_boxes else None,
         masks=np.stack([s.mask for s in kept]) if source.has_masks else None,
     )
+    del kept
     meta = {
         "name": name,
         "source": source.describe(),
@@ -149,7 +240,42 @@ def build_prepared_dataset(
         "skipped": [n for n, _ in skipped],
         **(extra_meta or {}),
     }
-    return write_prepared(Path(directory), arrays, meta, skipped)
+    meta = write_prepared(Path(directory), arrays, meta, skipped)
+    log.info("prepared %d samples in %.1f s", meta["num_samples"], time.perf_counter() - started)
+    return meta
+
+
+TASK_NEEDS = {"localization": ("has_boxes", "boxes"), "segmentation": ("has_masks", "masks")}
+
+
+def check_tasks(source: Source, tasks, dataset: str) -> None:
+    """ConfigError if data.tasks lists a task whose labels this source (as configured) lacks."""
+    from cnnlab.config import ConfigError  # here, not at the top: decode workers never need Hydra
+
+    for task in tasks or ():
+        attribute, what = TASK_NEEDS.get(task, (None, None))
+        if attribute and not getattr(source, attribute, False):
+            served = ["classification", *(t for t, (a, _) in TASK_NEEDS.items() if getattr(source, a, False))]
+            raise ConfigError(
+                f"data.tasks lists {task} but {source.describe()} has no {what} as configured "
+                f"(data={dataset}); set data.tasks=[{','.join(served)}] or pick a reader option that reads {what}"
+            )
+
+
+def check_root(data_cfg) -> None:
+    """A reader of files on disk needs data.root set to an existing path: ConfigError naming it."""
+    from cnnlab.config import ConfigError
+
+    if "root" not in (data_cfg.source or {}):
+        return
+    root = data_cfg.root
+    if root is None or str(root).strip() == "":
+        raise ConfigError(
+            f"data.root is not set: data={data_cfg.name} reads a dataset from disk, in the layout it was "
+            f"downloaded in; pass data.root=/path/to/it (see docs/data.md)"
+        )
+    if not Path(str(root)).expanduser().exists():
+        raise ConfigError(f"data.root={root} does not exist (data={data_cfg.name})")
 
 
 def prepare_settings(data_cfg) -> dict:
@@ -161,13 +287,30 @@ def prepare_settings(data_cfg) -> dict:
     return {key: plain.get(key) for key in keys}
 
 
-def prepare_from_config(data_cfg) -> dict:
-    """Build `data.prepared_dir` from the data config; returns the prepared meta."""
+def build_source(data_cfg) -> Source:
+    """The configured reader; ConfigError (naming the key) for a missing data.root or a bad reader option."""
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    source = instantiate(data_cfg.source)
+    from cnnlab.config import ConfigError
+
+    check_root(data_cfg)
+    try:
+        return instantiate(data_cfg.source)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, (ValueError, TypeError)):
+            raise ConfigError(f"data={data_cfg.name}: {cause}") from err
+        raise
+
+
+def prepare_from_config(data_cfg, workers: Optional[int] = None) -> dict:
+    """Build `data.prepared_dir` from the data config; returns the prepared meta."""
+    source = build_source(data_cfg)
     settings = prepare_settings(data_cfg)
     log.info("preparing %s -> %s", source.describe(), data_cfg.prepared_dir)
+    source.items()  # lists (and for CSV manifests, learns which columns exist) before the task check
+    check_tasks(source, data_cfg.tasks, data_cfg.name)
     return build_prepared_dataset(
         source,
         Path(data_cfg.prepared_dir),
@@ -178,7 +321,8 @@ def prepare_from_config(data_cfg) -> dict:
         test_fraction=data_cfg.test_fraction,
         seed=data_cfg.split_seed,
         on_bad_sample=data_cfg.on_bad_sample,
-        extra_meta={"prepare_settings": settings},
+        extra_meta={"prepare_settings": settings, "tasks": list(data_cfg.tasks)},
+        workers=workers,
     )
 
 

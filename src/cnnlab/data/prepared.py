@@ -51,6 +51,26 @@ def content_hash(directory: Path) -> str:
     return digest.hexdigest()
 
 
+def channel_statistics(images: np.ndarray, indices: np.ndarray, chunk_values: int = 1 << 24) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std (pixel values / 255) of images[indices], in chunks with exact integer sums,
+    so a large dataset never needs a float copy of itself."""
+    channels = images.shape[-1]
+    total = np.zeros(channels, np.uint64)
+    total_sq = np.zeros(channels, np.uint64)
+    count = 0
+    step = max(1, chunk_values // max(1, int(np.prod(images.shape[1:]))))
+    for start in range(0, len(indices), step):
+        block = images[np.sort(indices[start : start + step])].reshape(-1, channels).astype(np.uint32)
+        total += block.sum(axis=0, dtype=np.uint64)
+        total_sq += (block * block).sum(axis=0, dtype=np.uint64)
+        count += len(block)
+    if count == 0:
+        return np.full(channels, np.nan), np.full(channels, np.nan)
+    mean = total.astype(np.float64) / (count * 255.0)
+    var = total_sq.astype(np.float64) / (count * 255.0**2) - mean**2
+    return mean, np.sqrt(np.maximum(var, 0.0))
+
+
 def write_prepared(directory: Path, arrays: PreparedArrays, meta: dict, skipped: list[tuple[str, str]]) -> dict:
     """Write atomically; returns the final meta (with statistics, counts and content hash)."""
     directory = Path(directory)
@@ -68,14 +88,14 @@ def write_prepared(directory: Path, arrays: PreparedArrays, meta: dict, skipped:
             handle.write("name,reason\n")
             for name, reason in skipped:
                 handle.write(f'"{name}","{reason.replace(chr(34), chr(39))}"\n')
-        train = arrays.images[arrays.splits["train"]].astype(np.float64) / 255.0
+        mean, std = channel_statistics(arrays.images, arrays.splits["train"])
         meta = {
             **meta,
             "format_version": FORMAT_VERSION,
             "num_samples": int(len(arrays.labels)),
             "split_sizes": {s: int(len(arrays.splits[s])) for s in SPLITS},
-            "mean": train.mean(axis=(0, 1, 2)).tolist(),
-            "std": np.maximum(train.std(axis=(0, 1, 2)), 1e-6).tolist(),
+            "mean": mean.tolist(),
+            "std": np.maximum(std, 1e-6).tolist(),
             "has_boxes": arrays.boxes is not None,
             "has_masks": arrays.masks is not None,
             "ignore_index": IGNORE_INDEX,
