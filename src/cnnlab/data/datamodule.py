@@ -2,53 +2,91 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Optional, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
-from cnnlab.data.augment import build_transform
+from cnnlab.data.augment import BOX_LABEL_FIELD, BatchNormalizer, build_augmentation
 from cnnlab.data.prepared import PreparedDataset
 
 
 class PreparedSplit(Dataset):
     """One split of a prepared dataset, through an albumentations pipeline.
 
-    Items are dicts: image (C x H x W float), label (int64), and where the data has them box
-    (4 float32, normalised x_min, y_min, x_max, y_max) and mask (H x W int64).
+    Items are dicts: image (C x H x W float, normalised), label (int64), and where the data has
+    them box (4 float32, normalised x_min, y_min, x_max, y_max) and mask (H x W int64).
+    The DataLoader fetches whole batches through `__getitems__`: one read of the memory-mapped
+    arrays, the augmentation per sample, then normalisation and tensor conversion per batch.
     """
 
-    def __init__(self, prepared: PreparedDataset, split: str, transform, *, boxes: bool, masks: bool, fallback=None):
-        self.prepared, self.transform, self.fallback = prepared, transform, fallback or transform
+    def __init__(self, prepared: PreparedDataset, split: str, augment, *, boxes: bool, masks: bool):
+        self.prepared, self.augment = prepared, augment
         self.indices = prepared.splits[split]
         self.boxes, self.masks = boxes and prepared.boxes is not None, masks and prepared.masks is not None
+        self.normalize = BatchNormalizer(prepared.meta["mean"], prepared.meta["std"])
+        self._seeded_in: Optional[int] = None
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, position: int) -> dict[str, Any]:
-        index = self.indices[position]
-        inputs: dict[str, Any] = {"image": np.asarray(self.prepared.images[index])}
-        if self.masks:
-            inputs["mask"] = np.asarray(self.prepared.masks[index])
+        return {key: value[0] for key, value in self.__getitems__([position]).items()}
+
+    def _seed(self) -> None:
+        # albumentations draws from its own generators: seed them from torch's per-process seed
+        # (seed_everything in the main process, base seed + worker id in a DataLoader worker)
+        if self.augment is not None and self._seeded_in != os.getpid():
+            self.augment.set_random_seed(torch.initial_seed() % 2**32)
+            self._seeded_in = os.getpid()
+
+    def __getitems__(self, positions: Sequence[int]) -> dict[str, torch.Tensor]:
+        """A collated batch for these positions of the split."""
+        index = self.indices[np.asarray(positions, dtype=np.int64)]
+        images = self.prepared.images[index]  # fancy indexing copies out of the memory map
+        masks = self.prepared.masks[index] if self.masks else None
+        boxes = self.prepared.boxes[index].astype(np.float32) if self.boxes else None
+        if self.augment is not None:
+            images, masks, boxes = self._augment(images, masks, boxes)
+        batch = {"image": self.normalize(images), "label": torch.from_numpy(self.prepared.labels[index].astype(np.int64))}
         if self.boxes:
-            inputs["bboxes"] = self.prepared.boxes[index][None]
-            inputs["box_labels"] = [0]
-        out = self.transform(**inputs)
-        for _ in range(3):  # an augmentation that moved the object out of view: draw again
-            if not self.boxes or len(out["bboxes"]):
-                break
-            out = self.transform(**inputs)
-        else:
-            out = self.fallback(**inputs)  # normalise only: the sample is kept, never dropped
-        item = {"image": out["image"].float(), "label": torch.as_tensor(self.prepared.labels[index], dtype=torch.long)}
-        if self.boxes:
-            item["box"] = torch.as_tensor(np.asarray(out["bboxes"][0], np.float32))
+            batch["box"] = torch.from_numpy(boxes)
         if self.masks:
-            item["mask"] = torch.as_tensor(np.asarray(out["mask"]), dtype=torch.long)
-        return item
+            batch["mask"] = torch.from_numpy(masks.astype(np.int64))
+        return batch
+
+    def _augment(self, images: np.ndarray, masks: Optional[np.ndarray], boxes: Optional[np.ndarray]):
+        self._seed()
+        out_images, out_masks = [], []
+        out_boxes = boxes.copy() if boxes is not None else None
+        for i in range(len(images)):
+            inputs: dict[str, Any] = {"image": images[i]}
+            if masks is not None:
+                inputs["mask"] = masks[i]
+            if boxes is not None:
+                inputs["bboxes"] = boxes[i : i + 1]
+                inputs[BOX_LABEL_FIELD] = [0]
+            for _ in range(3):  # an augmentation that moved the object out of view: draw again
+                out = self.augment(**inputs)
+                if boxes is None or len(out["bboxes"]):
+                    break
+            else:
+                out = inputs  # the sample is kept unaugmented, never dropped
+            image = out["image"]
+            out_images.append(image[:, :, None] if image.ndim == 2 else image)
+            if masks is not None:
+                out_masks.append(out["mask"])
+            if boxes is not None:
+                out_boxes[i] = np.asarray(out["bboxes"][0], np.float32)
+        return np.stack(out_images), (np.stack(out_masks) if masks is not None else None), out_boxes
+
+
+def collate_batches(batch):
+    """DataLoader collate: batches from `PreparedSplit.__getitems__` are collated already."""
+    return batch if isinstance(batch, dict) else default_collate(batch)
 
 
 class CNNDataModule(pl.LightningDataModule):
@@ -82,10 +120,8 @@ class CNNDataModule(pl.LightningDataModule):
 
     def dataset(self, split: str, augment: bool) -> PreparedSplit:
         self.setup()
-        meta = self.prepared.meta
-        plain = build_transform([], meta["mean"], meta["std"], with_boxes=self.boxes)
-        transform = build_transform(self.train_transforms, meta["mean"], meta["std"], with_boxes=self.boxes) if augment else plain
-        return PreparedSplit(self.prepared, split, transform, boxes=self.boxes, masks=self.masks, fallback=plain)
+        pipeline = build_augmentation(self.train_transforms, with_boxes=self.boxes) if augment else None
+        return PreparedSplit(self.prepared, split, pipeline, boxes=self.boxes, masks=self.masks)
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed) if train else None
@@ -97,6 +133,7 @@ class CNNDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             drop_last=False,
+            collate_fn=collate_batches,
         )
 
     def train_dataloader(self) -> DataLoader:
