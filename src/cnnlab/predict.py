@@ -1,0 +1,67 @@
+"""cnnlab-predict: labels and scores, boxes or masks for new images from a registered or logged model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from cnnlab.cli import run_app
+from cnnlab.config import register_configs
+from cnnlab.paths import config_dir
+
+USAGE = """\
+usage: cnnlab-predict model_uri=URI input=PATH [output_dir=DIR] [batch_size=N] [top_k=K] [tracking_uri=URI]
+
+Run a cnnlab model on image files (png, jpg, ...: one file, or every image under a directory).
+Images are converted to the model's channels, resized to its input size and normalised with the
+statistics stored with the model. Writes output_dir/predictions.csv (file, label, score, top_k;
+x_min, y_min, x_max, y_max in the input image's pixels for localisation) and, for segmentation,
+output_dir/masks/<file stem>.png (class ids at the input's size). An unreadable image is listed in
+the CSV with its error (and a warning); the command fails only when no image can be read.
+
+examples:
+  cnnlab-predict model_uri=models:/cnnlab-classification-lenet5@champion input=scans/
+  cnnlab-predict model_uri=models:/cnnlab-segmentation-vgg11/3 input=photo.jpg output_dir=out
+"""
+
+
+@dataclass
+class PredictConfig:
+    model_uri: str = MISSING  # models:/<name>@<alias>, models:/<name>/<version>, models:/<model id>, or a model dir
+    input: str = MISSING  # an image file or a directory of images
+    output_dir: str = "predictions"
+    tracking_uri: Optional[str] = None  # None: $MLFLOW_TRACKING_URI, else the project's SQLite file
+    batch_size: int = 64
+    top_k: int = 3
+
+
+register_configs()
+ConfigStore.instance().store(name="predict_schema", node=PredictConfig)
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")
+def _predict(cfg: DictConfig) -> None:
+    from cnnlab.cli import exit_on_user_error
+    from cnnlab.config import ConfigError
+    from cnnlab.prediction import predict
+
+    with exit_on_user_error():
+        missing = [key for key in ("model_uri", "input") if OmegaConf.is_missing(cfg, key)]
+        if missing:
+            raise ConfigError(f"{' and '.join(missing)} required: cnnlab-predict model_uri=models:/<name>@<alias> input=<image or dir>")
+        result = predict(cfg.model_uri, cfg.input, cfg.output_dir, cfg.tracking_uri, cfg.batch_size, cfg.top_k)
+    failed = len(result.failed)
+    note = f"; {failed} unreadable, listed with their error" if failed else ""
+    print(f"{len(result.rows) - failed} images predicted -> {result.csv_path}{note}")
+
+
+def main() -> None:
+    run_app(_predict, USAGE)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,316 @@
+"""Predictions for new image files from a logged or registered cnnlab model.
+
+The model brings its own preprocessing facts (see cnnlab.tracking.models): images are converted to
+its channels, resized to its input size and normalised with the statistics of its training data,
+exactly as `prepare` and evaluation do. Results go to one CSV (and, for segmentation, one mask PNG
+per image). An image that cannot be read is never dropped silently: it gets a CSV row whose `error`
+column says why, and a warning on stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from cnnlab.config import ConfigError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm", ".pnm"}
+PREDICTIONS_FILE = "predictions.csv"
+MASKS_DIR = "masks"
+COLUMNS = {
+    "classification": ["file", "label", "score", "top_k", "error"],
+    "localization": ["file", "label", "score", "top_k", "x_min", "y_min", "x_max", "y_max", "error"],
+    "segmentation": ["file", "mask", "classes", "error"],
+}
+
+
+class UnreadableImage(ValueError):
+    """An input file that is not a decodable image; the message names it."""
+
+
+@dataclass
+class LoadedModel:
+    """A cnnlab model ready to run: the network (normalised N x C x H x W -> one tensor) and its metadata."""
+
+    uri: str
+    network: Callable
+    info: dict
+
+    @property
+    def task(self) -> str:
+        return self.info["task"]
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.info["class_names"])
+
+    @cached_property
+    def normalize(self):
+        """Evaluation's transform: normalise with the training statistics, to a C x H x W tensor."""
+        from cnnlab.data.augment import build_transform
+
+        return build_transform([], self.info["mean"], self.info["std"])
+
+
+@dataclass
+class PredictionResult:
+    csv_path: Path
+    rows: list[dict] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[dict]:
+        return [row for row in self.rows if row.get("error")]
+
+
+# ---- the model ------------------------------------------------------------------------------------
+def _registered_models(tracking_uri: str) -> str:
+    """'name (@alias, ...)' of the store's registered models, for error messages."""
+    from cnnlab.tracking.mlflow_runs import client
+
+    try:
+        models = client(tracking_uri).search_registered_models(max_results=50)
+    except Exception:  # the message is a hint; never let it hide the real error
+        return "unknown"
+    names = [m.name + (f" (@{', @'.join(sorted(m.aliases))})" if m.aliases else "") for m in models]
+    return ", ".join(names) or "none"
+
+
+@contextlib.contextmanager
+def open_model(model_uri: str, tracking_uri: str) -> Iterator[LoadedModel]:
+    """Download and load a cnnlab model (models:/name@alias, models:/name/version, models:/<id>, or a local
+    model directory); ConfigError naming the URI when it cannot be found or is not a cnnlab model."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    from cnnlab.tracking.models import METADATA_KEY, use_tracking_uri
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with tempfile.TemporaryDirectory(prefix="cnnlab-model-") as scratch:
+        local = Path(model_uri)
+        if not (local.is_dir() and (local / "MLmodel").is_file()):
+            try:
+                with use_tracking_uri(tracking_uri):
+                    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=scratch))
+            except (MlflowException, OSError, ValueError) as err:
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise ConfigError(
+                    f"model_uri={model_uri!r} was not found in the MLflow store {tracking_uri} ({reason}). "
+                    f"Registered models there: {_registered_models(tracking_uri)}"
+                ) from None
+        if not (local / "MLmodel").is_file():
+            raise ConfigError(f"model_uri={model_uri!r} is not an MLflow model (no MLmodel file in it)")
+        info = (Model.load(str(local)).metadata or {}).get(METADATA_KEY)
+        if not info:
+            raise ConfigError(
+                f"model_uri={model_uri!r} is an MLflow model without cnnlab metadata; "
+                "log it with cnnlab.tracking.models.log_model (cnnlab-train does)"
+            )
+        network = mlflow.pytorch.load_model(str(local), map_location="cpu")
+        yield LoadedModel(uri=model_uri, network=network, info=info)
+
+
+# ---- the images -----------------------------------------------------------------------------------
+def list_images(input_path: str | Path) -> tuple[Path, list[Path]]:
+    """(base directory, image files): the file itself, or the image files under a directory, sorted.
+
+    Files whose suffix is not an image suffix, and hidden files, are left out of a directory listing
+    (a stray README is not an unreadable image); a file named directly is always attempted.
+    """
+    path = Path(input_path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"input={input_path} does not exist: give an image file or a directory of images")
+    if path.is_file():
+        return path.parent, [path]
+    files = sorted(
+        p for p in path.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )  # fmt: skip
+    if not files:
+        raise FileNotFoundError(f"input={input_path} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return path, files
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An image file as H x W x C uint8 (C = 1 or 3; alpha dropped, 16-bit scaled); UnreadableImage if it is not one."""
+    import cv2
+
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise UnreadableImage(f"{path}: cannot be read ({err.strerror or err})") from None
+    if not data:
+        raise UnreadableImage(f"{path}: empty file (0 bytes), not an image")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        image = _read_with_pillow(data, path)
+    elif image.ndim == 3 and image.shape[2] >= 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    if image.dtype == np.uint16:
+        image = np.round(image / 257.0).astype(np.uint8)
+    if image.dtype != np.uint8:
+        raise UnreadableImage(f"{path}: pixel type {image.dtype} is not supported (8- or 16-bit images only)")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.shape[2] not in (1, 3):
+        raise UnreadableImage(f"{path}: {image.shape[2]} channels, expected gray, RGB or RGBA")
+    return image
+
+
+def _read_with_pillow(data: bytes, path: Path) -> np.ndarray:
+    """Formats OpenCV does not decode (GIF, CMYK TIFF, ...)."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            if img.mode in ("1", "L", "LA"):
+                return np.asarray(img.convert("L"))
+            if img.mode.startswith("I"):
+                return np.asarray(img)
+            return np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise UnreadableImage(f"{path}: not a readable image ({err})") from None
+
+
+def preprocess(image: np.ndarray, model: LoadedModel, name: str):
+    """H x W x C uint8 -> the network's C x S x S float tensor: channels and resize as `prepare`, normalise as evaluation."""
+    from cnnlab.data.build import resize_sample
+    from cnnlab.data.sources.base import BadSampleError, Sample
+
+    try:
+        resized = resize_sample(Sample(image=image, label=0, name=name), model.info["image_size"], model.info["channels"]).image
+    except BadSampleError as err:
+        raise UnreadableImage(str(err)) from None
+    return model.normalize(image=resized)["image"].float()
+
+
+# ---- outputs --------------------------------------------------------------------------------------
+def _top_k(probabilities: np.ndarray, names: Sequence[str], k: int) -> str:
+    order = np.argsort(-probabilities, kind="stable")[:k]
+    return ";".join(f"{names[i]}:{probabilities[i]:.4f}" for i in order)
+
+
+def mask_palette() -> list[int]:
+    """A flat RGB palette: class ids stay the pixel values (VOC's convention), with colours to look at."""
+    import matplotlib
+
+    colours = matplotlib.colormaps["tab20"].resampled(20)
+    palette = [0, 0, 0]  # background
+    for index in range(1, 256):
+        r, g, b, _ = colours((index - 1) % 20)
+        palette += [round(r * 255), round(g * 255), round(b * 255)]
+    return palette
+
+
+def _mask_path(output_dir: Path, base: Path, file: Path, taken: set[Path]) -> Path:
+    """output_dir/masks/<relative dir>/<stem>.png; <name>.png when two inputs share a stem."""
+    relative = file.relative_to(base) if file.is_relative_to(base) else Path(file.name)
+    path = output_dir / MASKS_DIR / relative.with_suffix(".png")
+    if path in taken:
+        path = output_dir / MASKS_DIR / relative.parent / f"{relative.name}.png"
+    taken.add(path)
+    return path
+
+
+def _rows_for_batch(model: LoadedModel, outputs: np.ndarray, batch: list[tuple[Path, str, np.ndarray]],
+                    output_dir: Path, base: Path, top_k: int, taken: set[Path]) -> list[dict]:  # fmt: skip
+    import cv2
+    from PIL import Image
+
+    names = model.class_names
+    k = len(names)
+    rows = []
+    for output, (file, display, image) in zip(outputs, batch):
+        height, width = image.shape[:2]
+        row: dict = {"file": display, "error": ""}
+        if model.task in ("classification", "localization"):
+            probabilities = output[:k]
+            best = int(np.argmax(probabilities))
+            row.update(label=names[best], score=f"{probabilities[best]:.6f}", top_k=_top_k(probabilities, names, min(top_k, k)))
+            if model.task == "localization":
+                x_min, y_min, x_max, y_max = (float(v) for v in np.clip(output[k : k + 4], 0, 1))
+                row.update(x_min=f"{x_min * width:.1f}", y_min=f"{y_min * height:.1f}",
+                           x_max=f"{x_max * width:.1f}", y_max=f"{y_max * height:.1f}")  # fmt: skip
+        else:
+            classes = np.argmax(output, axis=0).astype(np.uint8)
+            mask = cv2.resize(classes, (width, height), interpolation=cv2.INTER_NEAREST)
+            path = _mask_path(output_dir, base, file, taken)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            picture = Image.fromarray(mask, mode="P")
+            picture.putpalette(mask_palette())
+            picture.save(path)
+            counts = np.bincount(mask.ravel(), minlength=k)
+            present = [(names[i], counts[i] / mask.size) for i in np.argsort(-counts, kind="stable") if counts[i]]
+            row.update(mask=path.relative_to(output_dir).as_posix(), classes=";".join(f"{n}:{f:.4f}" for n, f in present))
+        rows.append(row)
+    return rows
+
+
+def predict_files(model: LoadedModel, base: Path, files: Sequence[Path], output_dir: Path,
+                  batch_size: int = 64, top_k: int = 3, warn: Callable[[str], None] | None = None) -> PredictionResult:  # fmt: skip
+    """Predict every file, in batches; write output_dir/predictions.csv (and masks/) and return the rows."""
+    import torch
+
+    if batch_size < 1 or top_k < 1:
+        raise ConfigError(f"batch_size={batch_size} and top_k={top_k} must be at least 1")
+    warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    taken: set[Path] = set()
+    for start in range(0, len(files), batch_size):
+        batch, tensors = [], []
+        for file in files[start : start + batch_size]:
+            display = file.relative_to(base).as_posix() if file.is_relative_to(base) else str(file)
+            try:
+                image = read_image(file)
+                tensors.append(preprocess(image, model, str(file)))
+            except UnreadableImage as err:
+                warn(f"{err}; skipped (listed in {PREDICTIONS_FILE} with the error)")
+                rows.append({"file": display, "error": str(err)})
+                continue
+            batch.append((file, display, image))
+        if not batch:
+            continue
+        with torch.no_grad():
+            outputs = model.network(torch.stack(tensors)).detach().cpu().float().numpy()
+        rows.extend(_rows_for_batch(model, outputs, batch, output_dir, base, top_k, taken))
+    order = {(file.relative_to(base).as_posix() if file.is_relative_to(base) else str(file)): i for i, file in enumerate(files)}
+    rows.sort(key=lambda row: order.get(row["file"], len(order)))  # input order, unreadable files in place
+    csv_path = output_dir / PREDICTIONS_FILE
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS[model.task], restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    return PredictionResult(csv_path=csv_path, rows=rows)
+
+
+def predict(model_uri: str, input_path: str | Path, output_dir: str | Path, tracking_uri: Optional[str] = None,
+            batch_size: int = 64, top_k: int = 3) -> PredictionResult:  # fmt: skip
+    """cnnlab-predict: load the model, predict the input file or directory, write the outputs.
+
+    Raises FileNotFoundError for a missing input and ConfigError for an unknown model; when every
+    image is unreadable, ConfigError after the CSV listing them is written.
+    """
+    from cnnlab.tracking.mlflow_runs import resolve_tracking_uri
+
+    if not model_uri or not str(model_uri).strip():
+        raise ConfigError("model_uri is empty: give models:/<name>@<alias>, models:/<name>/<version> or models:/<model id>")
+    base, files = list_images(input_path)  # before loading: a typo in input fails at once
+    uri = resolve_tracking_uri(tracking_uri)
+    with open_model(str(model_uri), uri) as model:
+        result = predict_files(model, base, files, Path(output_dir), batch_size=batch_size, top_k=top_k)
+    if len(result.failed) == len(result.rows):
+        raise ConfigError(f"none of the {len(result.rows)} input images could be read (see the error column of {result.csv_path})")
+    return result
