@@ -122,6 +122,14 @@ def test_missing_split_file(tmp_path, prepare):
     assert meta["num_samples"] == 3 and meta["skipped"] == [str(root / "ImageSets" / "Segmentation" / "val.txt")]
 
 
+def test_zero_based_border_coordinates_are_snapped_not_failed(tmp_path, prepare):
+    root = voc_root(tmp_path)
+    (root / "Annotations" / "2008_000002.xml").write_text(voc_xml("2008_000002", 32, 32, [("cat", (0, 0, 33, 16))]))
+    prepared, meta = prepare(VOCSource(str(root)))
+    assert meta["num_skipped"] == 0
+    np.testing.assert_allclose(prepared.boxes[1], [0, 0, 1, 0.5], atol=1e-6)
+
+
 def test_root_without_jpegimages_says_where_to_point(tmp_path):
     (tmp_path / "VOC").mkdir()
     with pytest.raises(FileNotFoundError, match="point data.root at the VOC2012 folder"):

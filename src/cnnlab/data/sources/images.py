@@ -252,6 +252,22 @@ def check_box(box: tuple[float, float, float, float], width: int, height: int, w
         raise BadSampleError(f"{where}: box {tuple(box)} is outside the {width}x{height} image")
 
 
+def snap_border_pixel(box: tuple[float, float, float, float], width: int, height: int) -> tuple[float, float, float, float]:
+    """Pull coordinates at most one pixel outside the image onto its border.
+
+    Some VOC-format annotations use 0-based indices (xmin = 0) or xmax = width + 1; after the
+    1-based conversion those land one pixel outside the image. Anything further out is still an
+    error (see `check_box`).
+    """
+    x_min, y_min, x_max, y_max = box
+    return (
+        0.0 if -1 <= x_min < 0 else x_min,
+        0.0 if -1 <= y_min < 0 else y_min,
+        float(width) if width < x_max <= width + 1 else x_max,
+        float(height) if height < y_max <= height + 1 else y_max,
+    )
+
+
 def parse_voc_boxes(xml_path: Path, classes: Optional[list[str]] = None) -> list[tuple[str, tuple[float, float, float, float]]]:
     """(class name, box) per <object> of a Pascal VOC annotation file, box in pixel edges.
 

@@ -21,7 +21,15 @@ from typing import Optional, Union
 import numpy as np
 
 from cnnlab.data.sources.base import BadSampleError, Sample, Source
-from cnnlab.data.sources.images import Unusable, check_box, decode_image, decode_mask, parse_voc_boxes, resolve_root
+from cnnlab.data.sources.images import (
+    Unusable,
+    check_box,
+    decode_image,
+    decode_mask,
+    parse_voc_boxes,
+    resolve_root,
+    snap_border_pixel,
+)
 
 BREEDS = [
     "Abyssinian", "american_bulldog", "american_pit_bull_terrier", "basset_hound", "beagle", "Bengal", "Birman",
@@ -136,6 +144,6 @@ class OxfordPetsSource(Source):
             objects = parse_voc_boxes(xml_path)
             if not objects:
                 raise BadSampleError(f"{xml_path}: no head box (<object>) annotated")
-            box = objects[0][1]
+            box = snap_border_pixel(objects[0][1], width, height)
             check_box(box, width, height, f"{xml_path}: head box")
         return Sample(image=image, label=label, name=str(image_path), box=box, mask=mask, split=split)

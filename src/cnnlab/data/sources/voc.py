@@ -28,6 +28,7 @@ from cnnlab.data.sources.images import (
     decode_mask,
     parse_voc_boxes,
     resolve_root,
+    snap_border_pixel,
 )
 
 VOC_CLASSES = [
@@ -99,6 +100,7 @@ class VOCSource(Source):
         objects = parse_voc_boxes(xml_path, VOC_CLASSES)
         if not objects:
             raise BadSampleError(f"{xml_path}: no <object> annotated")
+        objects = [(name, snap_border_pixel(box, width, height)) for name, box in objects]
         for number, (name, box) in enumerate(objects, start=1):
             check_box(box, width, height, f"{xml_path}: object {number} ({name})")
         name, box = max(objects, key=lambda o: (o[1][2] - o[1][0]) * (o[1][3] - o[1][1]))
