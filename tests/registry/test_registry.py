@@ -15,8 +15,17 @@ from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from cnnlab.data.datamodule import CNNDataModule
 from cnnlab.tasks.classification import ClassificationTask
-from cnnlab.tracking.models import log_model, promote_run_model, registered_model_name, registered_version, use_tracking_uri
+from cnnlab.tracking.models import (
+    example_inputs,
+    held_out_metric,
+    log_model,
+    promote_run_model,
+    registered_model_name,
+    registered_version,
+    use_tracking_uri,
+)
 from tests.conftest import QUICK
 
 NAME = registered_model_name("classification", "lenet5")
@@ -29,13 +38,16 @@ def registered(run_cli, project, tracking_uri):
     out = project / "runs" / "registry"
     run_cli("cnnlab-train", "model=lenet5", "data=digits", *QUICK, "register=true", f"hydra.run.dir={out}")
     run = json.loads((out / "run.json").read_text())
+    # what training does at its end (register=true), then what evaluate does with its test metrics
     task = ClassificationTask.load_from_checkpoint(run["best_checkpoint"], map_location="cpu")
-    model_uri = log_model(tracking_uri, run["run_id"], task, register_name=NAME)
+    example = example_inputs(CNNDataModule(run["prepared_dir"]).dataset("val", augment=False))
+    model_uri = log_model(tracking_uri, run["run_id"], task, register_name=NAME, example=example)
     name, version = registered_version(tracking_uri, run["run_id"])
-    promoted = promote_run_model(tracking_uri, run["run_id"], {"test/acc": 0.5}, "test/acc", "max", "champion")
+    metric = held_out_metric(run["monitor"])
+    promoted = promote_run_model(tracking_uri, run["run_id"], {metric: 0.5}, metric, run["mode"], "champion")
     meta = json.loads((Path(run["prepared_dir"]) / "meta.json").read_text())
     return {"run": run, "task": task.eval(), "model_uri": model_uri, "name": name, "version": version, "promoted": promoted,
-            "meta": meta, "prepared_dir": Path(run["prepared_dir"])}  # fmt: skip
+            "meta": meta, "prepared_dir": Path(run["prepared_dir"]), "example": example}  # fmt: skip
 
 
 def test_model_is_logged_with_signature_example_and_metadata(registered, tracking_uri, tmp_path):
@@ -46,7 +58,7 @@ def test_model_is_logged_with_signature_example_and_metadata(registered, trackin
     assert "pytorch" in model.flavors and (local / "data" / "model.pt2").is_file()  # torch.export, not a pickle
     assert model.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 1, 32, 32)
     assert model.signature.outputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 10)
-    assert (local / "input_example.json").is_file()
+    np.testing.assert_allclose(model.load_input_example(str(local)), registered["example"].numpy(), atol=1e-6)  # real images
     meta = registered["meta"]
     cnnlab = model.metadata["cnnlab"]
     assert cnnlab["task"] == "classification" and cnnlab["model"] == "lenet5"

@@ -123,6 +123,12 @@ def use_tracking_uri(uri: str) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def example_inputs(dataset, count: int = EXAMPLE_BATCH) -> Optional[torch.Tensor]:
+    """The first `count` images of a dataset of {"image": tensor} items (e.g. the unaugmented val split), or None if empty."""
+    count = min(count, len(dataset))
+    return torch.stack([dataset[i]["image"] for i in range(count)]) if count else None
+
+
 def log_model(
     uri: str,
     run_id: str,
@@ -268,13 +274,21 @@ def promote_if_better(
     return True
 
 
-def promote_run_model(uri: str, run_id: str, metrics: dict[str, float], metric: str, mode: str, alias: Optional[str]) -> Optional[bool]:
+def held_out_metric(monitor: Optional[str]) -> Optional[str]:
+    """The test-split name of a monitored validation metric: val/acc -> test/acc, val/miou -> test/miou."""
+    if not monitor:
+        return None
+    return "test/" + monitor.split("/", 1)[1] if monitor.startswith("val/") else monitor
+
+
+def promote_run_model(uri: str, run_id: str, metrics: dict[str, float], metric: Optional[str], mode: str,
+                      alias: Optional[str]) -> Optional[bool]:  # fmt: skip
     """After evaluation: promote the version registered from `run_id` by `metrics[metric]`.
 
     None (nothing done) when no alias is configured, the run registered no model, or the metric is
     missing from `metrics`; otherwise what `promote_if_better` returns.
     """
-    if not alias or metric not in metrics:
+    if not alias or not metric or metric not in metrics:
         return None
     registered = registered_version(uri, run_id)
     if registered is None:
