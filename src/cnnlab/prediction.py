@@ -115,8 +115,25 @@ def open_model(model_uri: str, tracking_uri: str) -> Iterator[LoadedModel]:
                 f"model_uri={model_uri!r} is an MLflow model without cnnlab metadata; "
                 "log it with cnnlab.tracking.models.log_model (cnnlab-train does)"
             )
-        network = mlflow.pytorch.load_model(str(local), map_location="cpu")
-        yield LoadedModel(uri=model_uri, network=network, info=info)
+        yield LoadedModel(uri=model_uri, network=load_network(local), info=info)
+
+
+def load_network(model_dir: Path) -> Callable:
+    """The network of a downloaded MLflow PyTorch model, on the CPU.
+
+    A pt2 model is read with torch.export.load, as MLflow does, without importing mlflow.pytorch,
+    which imports Lightning (seconds of start-up); other formats go through mlflow.pytorch.
+    """
+    import torch
+    from mlflow.models import Model
+
+    flavor = Model.load(str(model_dir)).flavors.get("pytorch") or {}
+    exported = model_dir / flavor.get("model_data", "data") / "model.pt2"
+    if exported.is_file():
+        return torch.export.load(str(exported)).module()
+    import mlflow.pytorch
+
+    return mlflow.pytorch.load_model(str(model_dir), map_location="cpu")
 
 
 # ---- the images -----------------------------------------------------------------------------------
