@@ -24,7 +24,9 @@ from cnnlab.models.alexnet import check_input_size
 from cnnlab.models.base import Backbone
 from cnnlab.models.registry import register_model
 
-_LEGACY_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_LEGACY_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
+)
 
 
 class _DenseLayer(nn.Module):

@@ -41,7 +41,9 @@ class ConvNormActivation(nn.Sequential):
         activation: Callable[..., nn.Module] | None = nn.ReLU6,
     ):
         layers: list[nn.Module] = [
-            nn.Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) // 2, groups=groups, bias=False),
+            nn.Conv2d(
+                in_channels, out_channels, kernel_size, stride, (kernel_size - 1) // 2, groups=groups, bias=False
+            ),
             nn.BatchNorm2d(out_channels),
         ]
         if activation is not None:

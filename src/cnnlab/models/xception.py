@@ -50,12 +50,12 @@ class Block(nn.Module):
         rep: list[nn.Module] = []
         filters = in_filters
         if grow_first:
-            rep += [nn.ReLU(inplace=True), SeparableConv2d(in_filters, out_filters, 3, 1, 1), nn.BatchNorm2d(out_filters)]
+            rep += _relu_separable_bn(in_filters, out_filters)
             filters = out_filters
         for _ in range(reps - 1):
-            rep += [nn.ReLU(inplace=True), SeparableConv2d(filters, filters, 3, 1, 1), nn.BatchNorm2d(filters)]
+            rep += _relu_separable_bn(filters, filters)
         if not grow_first:
-            rep += [nn.ReLU(inplace=True), SeparableConv2d(in_filters, out_filters, 3, 1, 1), nn.BatchNorm2d(out_filters)]
+            rep += _relu_separable_bn(in_filters, out_filters)
         if not start_with_relu:
             rep = rep[1:]
         else:
@@ -67,6 +67,10 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skip = self.skipbn(self.skip(x)) if self.skip is not None else x
         return self.rep(x) + skip
+
+
+def _relu_separable_bn(in_channels: int, out_channels: int) -> list[nn.Module]:
+    return [nn.ReLU(inplace=True), SeparableConv2d(in_channels, out_channels, 3, 1, 1), nn.BatchNorm2d(out_channels)]
 
 
 class Xception(Backbone):
