@@ -65,5 +65,6 @@ def run_cli(project: Path):
 
 
 # Few enough batches that a CLI training run costs seconds; still several logged steps.
+# Model logging (an export, ~5 s) is left to the tests that check it.
 QUICK = ("trainer=debug", "trainer.limit_train_batches=6", "trainer.limit_val_batches=2", "trainer.max_epochs=2",
-         "trainer.log_every_n_steps=2")  # fmt: skip
+         "trainer.log_every_n_steps=2", "logger.log_model=false")  # fmt: skip

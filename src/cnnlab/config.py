@@ -102,6 +102,7 @@ class LoggerConfig:
     experiment_name: str = "cnnlab"
     run_name: Optional[str] = None
     log_checkpoint: bool = True
+    log_model: bool = True  # the best checkpoint's network as an MLflow model (signature, example)
     system_metrics: bool = True  # CPU, memory (and GPU where present) sampled into the run
     system_metrics_interval: float = 10.0  # seconds between samples
     tags: Dict[str, str] = field(default_factory=dict)

@@ -82,6 +82,10 @@ def _log_to_training_run(cfg: DictConfig, run_info: dict, metrics: dict, files: 
                                        "cnnlab.train_run_id": run_info.get("run_id") or "unknown"})  # fmt: skip
         mlflow_runs.end_run(uri, run_id)
     mlflow_runs.log_metrics(uri, run_id, metrics)
+    if cfg.evaluate.checkpoint == "best":  # the registered model is the best checkpoint
+        from cnnlab.tracking.models import held_out_metric, promote_run_model
+
+        promote_run_model(uri, run_id, metrics, held_out_metric(run_info.get("monitor")), run_info.get("mode", "max"), cfg.promote_alias)
     for path in files:
         mlflow_runs.log_artifact(uri, run_id, path, "evaluation")
     log.info("test metrics logged to MLflow run %s", run_id)

@@ -159,9 +159,15 @@ def train(cfg: DictConfig) -> float:
         "train_seconds": round(elapsed, 2),
     }
     if rank_zero:
-        _write_outputs(cfg, output_dir, summary, trainer)
+        try:
+            _write_outputs(cfg, output_dir, summary, trainer)
+            if run_id:
+                _log_run_outputs(cfg, uri, run_id, output_dir, summary, datamodule, task)
+        except BaseException:
+            if run_id:
+                mlflow_runs.end_run(uri, run_id, "FAILED")
+            raise
         if run_id:
-            _log_run_outputs(cfg, uri, run_id, output_dir, summary, datamodule, task)
             mlflow_runs.end_run(uri, run_id, "FINISHED")
     return best_score
 
@@ -262,3 +268,9 @@ def _log_run_outputs(cfg, uri: str, run_id: str, output_dir: Path, summary: dict
 
         preview = plot_augmentation_preview(datamodule.dataset("train", augment=True), task, output_dir / "augmentation_preview.png")
         mlflow_runs.log_artifact(uri, run_id, preview)
+    if cfg.logger.log_model and summary["best_checkpoint"]:
+        from cnnlab.tracking.models import example_inputs, log_model, registered_model_name
+
+        best = type(task).load_from_checkpoint(summary["best_checkpoint"], map_location="cpu")
+        register_name = registered_model_name(cfg.task.name, cfg.model.name) if cfg.register else None
+        log_model(uri, run_id, best, register_name, example=example_inputs(datamodule.dataset("val", augment=False)))

@@ -22,7 +22,7 @@ def trained(request, run_cli, project, tracking_uri):
     dataset = request.param
     model, data_args = DATASETS[dataset]
     out = project / "runs" / dataset
-    run_cli("cnnlab-train", f"model={model}", *data_args, *QUICK, f"hydra.run.dir={out}")
+    run_cli("cnnlab-train", f"model={model}", *data_args, *QUICK, "logger.log_model=true", "register=true", f"hydra.run.dir={out}")
     run_cli("cnnlab-evaluate", *data_args, f"evaluate.train_dir={out}", f"evaluate.output_dir={out}/evaluation")
     run_id = json.loads((out / "run.json").read_text())["run_id"]
     return MlflowClient(tracking_uri).get_run(run_id), out, dataset
@@ -77,6 +77,26 @@ def test_run_has_config_checkpoint_and_evaluation(trained, tracking_uri, tmp_pat
     written = json.loads((out / "evaluation" / "metrics.json").read_text())
     assert run.data.metrics["test/acc"] == pytest.approx(written["test/acc"])
     assert 0.0 <= written["test/acc"] <= 1.0 and "test/f1_macro" in written
+
+
+def test_best_model_is_logged_registered_and_promoted(trained, tracking_uri, monkeypatch):
+    run, _, dataset = trained
+    client = MlflowClient(tracking_uri)
+    name = f"cnnlab-classification-{DATASETS[dataset][0]}"
+    versions = [v for v in client.search_model_versions(f"name = '{name}'") if v.run_id == run.info.run_id]
+    assert len(versions) == 1  # register=true: one version for this run
+    champion = client.get_model_version_by_alias(name, "champion")
+    # evaluate promoted it unless an earlier version scored higher on the test split
+    assert float(champion.tags["test/acc"]) >= run.data.metrics["test/acc"]
+    import mlflow.pyfunc
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)  # models:/ URIs resolve through it
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{versions[0].version}")
+    from cnnlab.data.sources.shapes import SHAPES
+
+    classes = {"digits": [str(d) for d in range(10)], "shapes": list(SHAPES)}[dataset]
+    stored = model.metadata.metadata["cnnlab"]
+    assert stored["class_names"] == classes and stored["task"] == "classification"
 
 
 def test_outputs_for_dvc(trained):
