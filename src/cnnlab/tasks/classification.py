@@ -1,4 +1,8 @@
-"""Image classification: softmax cross-entropy, top-1/top-5 accuracy, macro F1, confusion matrix."""
+"""Image classification: softmax cross-entropy, top-1/top-5 accuracy, macro F1, confusion matrix.
+
+Two-class problems can instead use one logit with a sigmoid (`binary_mode: sigmoid`): binary
+cross-entropy and the binary torchmetrics (accuracy, F1 of the positive class, AUROC).
+"""
 
 from __future__ import annotations
 
@@ -9,20 +13,37 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    BinaryAUROC,
+    BinaryF1Score,
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
 
+from cnnlab.config import ConfigError
 from cnnlab.tasks.base import CNNTask
 
 GRID_IMAGES = 32  # test images kept for the prediction grid
+BINARY_MODES = ("softmax", "sigmoid")
 
 
 class ClassificationTask(CNNTask):
-    """Backbone logits trained with cross-entropy (optional label smoothing and mixup)."""
+    """Backbone logits trained with cross-entropy (optional label smoothing and mixup).
 
-    def __init__(self, *args, label_smoothing: float = 0.0, mixup_alpha: float = 0.0, **kwargs):
+    binary_mode applies to two-class data only: softmax (default) keeps two logits and the
+    multiclass path; sigmoid gives the backbone one logit (positive = class index 1), trained with
+    BCEWithLogits, and logs acc, f1 (positive class) and auroc from the binary torchmetrics.
+    """
+
+    def __init__(self, *args, label_smoothing: float = 0.0, mixup_alpha: float = 0.0, binary_mode: str = "softmax", **kwargs):
         super().__init__(*args, **kwargs)
         n = self.hparams.num_classes
-        metrics = {"acc": MulticlassAccuracy(n, average="micro"), "f1_macro": MulticlassF1Score(n, average="macro")}
+        if self.sigmoid:
+            metrics = {"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "auroc": BinaryAUROC()}
+        else:
+            metrics = {"acc": MulticlassAccuracy(n, average="micro"), "f1_macro": MulticlassF1Score(n, average="macro")}
         if n > 5:
             metrics["acc_top5"] = MulticlassAccuracy(n, top_k=5, average="micro")
         self.val_metrics = MetricCollection(metrics, prefix="val/")
@@ -31,11 +52,43 @@ class ClassificationTask(CNNTask):
         self.test_confusion = MulticlassConfusionMatrix(n)
         self._grid: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
+    @property
+    def sigmoid(self) -> bool:
+        return self.hparams.get("binary_mode", "softmax") == "sigmoid"
+
+    def build_backbone(self, num_classes: Optional[int] = None) -> torch.nn.Module:
+        mode = self.hparams.get("binary_mode", "softmax")
+        if mode not in BINARY_MODES:
+            raise ConfigError(f"task.module.binary_mode={mode!r} is not valid; expected one of: {', '.join(BINARY_MODES)}")
+        if mode == "sigmoid":
+            if self.hparams.num_classes != 2:
+                raise ConfigError(
+                    f"task.module.binary_mode=sigmoid needs two classes, but the data has {self.hparams.num_classes}; "
+                    "use binary_mode=softmax"
+                )
+            num_classes = 1
+        return super().build_backbone(num_classes)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(images)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        smoothing = self.hparams.label_smoothing
+        if self.sigmoid:
+            targets = labels.float() * (1 - smoothing) + 0.5 * smoothing
+            return F.binary_cross_entropy_with_logits(logits[:, 0], targets)
+        return F.cross_entropy(logits, labels, label_smoothing=smoothing)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """N x classes probabilities in either mode (sigmoid: [1 - p, p])."""
+        if self.sigmoid:
+            positive = torch.sigmoid(logits[:, 0])
+            return torch.stack([1 - positive, positive], dim=1)
+        return logits.softmax(1)
+
+    def metric_input(self, logits: torch.Tensor) -> torch.Tensor:
+        """What the metric collection takes: logits, or the positive-class probability in sigmoid mode."""
+        return torch.sigmoid(logits[:, 0]) if self.sigmoid else logits
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         images, labels = batch["image"], batch["label"]
@@ -49,13 +102,13 @@ class ClassificationTask(CNNTask):
             logits = self(images)
             loss = self.loss(logits, labels)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels))
-        self.log("train/acc", (logits.argmax(1) == labels).float().mean(), on_epoch=True, batch_size=len(labels))
+        self.log("train/acc", (self.probabilities(logits).argmax(1) == labels).float().mean(), on_epoch=True, batch_size=len(labels))
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         logits = self(batch["image"])
         self.log("val/loss", self.loss(logits, batch["label"]), prog_bar=True, sync_dist=True, batch_size=len(logits))
-        self.val_metrics.update(logits, batch["label"])
+        self.val_metrics.update(self.metric_input(logits), batch["label"])
         self.log_dict(self.val_metrics, prog_bar=True)
 
     def on_test_epoch_start(self) -> None:
@@ -65,12 +118,12 @@ class ClassificationTask(CNNTask):
         logits = self(batch["image"])
         labels = batch["label"]
         self.log("test/loss", self.loss(logits, labels), sync_dist=True, batch_size=len(logits))
-        self.test_metrics.update(logits, labels)
-        self.test_per_class.update(logits, labels)
-        self.test_confusion.update(logits, labels)
+        probs = self.probabilities(logits)
+        self.test_metrics.update(self.metric_input(logits), labels)
+        self.test_per_class.update(probs, labels)
+        self.test_confusion.update(probs, labels)
         self.log_dict(self.test_metrics)
         if sum(len(g[0]) for g in self._grid) < GRID_IMAGES:
-            probs = logits.softmax(1)
             confidence, predicted = probs.max(1)
             self._grid.append((self.denormalize(batch["image"]), labels.cpu().numpy(), predicted.cpu().numpy(), confidence.cpu().numpy()))
 

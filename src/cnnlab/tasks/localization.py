@@ -1,0 +1,154 @@
+"""Classification + localisation: one object per image, its class and its box."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from cnnlab.config import ConfigError
+from cnnlab.tasks.base import CNNTask
+from cnnlab.tasks.boxes import BOX_LOSSES, box_iou, box_loss, center_size_to_corners
+
+GRID_IMAGES = 32  # test images kept for the box grid
+LOC_IOU_THRESHOLD = 0.5  # a localisation counts as right at IoU >= 0.5 (ILSVRC, PASCAL VOC)
+MEAN_BOX = (0.5, 0.5, 0.4, 0.4)  # (cx, cy, w, h) the box head predicts before training
+
+
+class BoxHead(nn.Module):
+    """4 box coordinates from the deepest feature map, normalised to the image.
+
+    The map is average-pooled to a small fixed grid (not to 1x1: a global average forgets where
+    things are), then an MLP predicts (cx, cy, w, h) through a sigmoid, converted to
+    (x_min, y_min, x_max, y_max). Centre and size keep every prediction a valid box (x_max >=
+    x_min), which GIoU needs, and the sigmoid keeps the centre and size inside the image.
+    """
+
+    def __init__(self, channels: int, pool_size: int = 4, hidden: int = 256):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(pool_size)
+        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(channels * pool_size * pool_size, hidden), nn.ReLU(), nn.Linear(hidden, 4))
+        with torch.no_grad():  # start at the typical box, not at random corners
+            self.mlp[-1].weight.mul_(0.1)
+            self.mlp[-1].bias.copy_(torch.logit(torch.tensor(MEAN_BOX)))
+
+    def forward(self, feature: torch.Tensor) -> torch.Tensor:
+        return center_size_to_corners(torch.sigmoid(self.mlp(self.pool(feature)))).clamp(0, 1)
+
+
+def localization_accuracy(logits: torch.Tensor, labels: torch.Tensor, ious: torch.Tensor) -> torch.Tensor:
+    """Per image: 1.0 where the class is right and the box IoU >= 0.5, else 0.0."""
+    return ((logits.argmax(1) == labels) & (ious >= LOC_IOU_THRESHOLD)).float()
+
+
+class LocalizationTask(CNNTask):
+    """Class logits from the backbone's own classifier, a box from `BoxHead` on the same features.
+
+    Loss = cross-entropy + box_weight x box loss (l2: squared error on the corners, the classic
+    formulation; smooth_l1; or giou: 1 - GIoU).
+    """
+
+    def __init__(
+        self,
+        *args,
+        box_loss: str = "smooth_l1",
+        box_weight: float = 1.0,
+        box_pool_size: int = 4,
+        box_hidden: int = 256,
+        label_smoothing: float = 0.0,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        if box_loss not in BOX_LOSSES:
+            raise ConfigError(f"task.module.box_loss={box_loss!r} is not valid; expected one of: {', '.join(BOX_LOSSES)}")
+        n = self.hparams.num_classes
+        self.box_head = BoxHead(self.backbone.num_features, box_pool_size, box_hidden)
+        self.val_metrics = MetricCollection({"acc": MulticlassAccuracy(n, average="micro")}, prefix="val/")
+        self.test_metrics = self.val_metrics.clone(prefix="test/")
+        self.val_box_iou, self.val_loc_acc = MeanMetric(), MeanMetric()
+        self.test_box_iou, self.test_loc_acc = MeanMetric(), MeanMetric()
+        self._test_rows: list[tuple[np.ndarray, ...]] = []
+        self._grid: list[tuple[np.ndarray, ...]] = []
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.hparams.class_names or [str(i) for i in range(self.hparams.num_classes)]
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N x classes logits, N x 4 boxes as normalised x_min, y_min, x_max, y_max)."""
+        features = self.backbone.forward_features(images)
+        return self.backbone.forward_head(features), self.box_head(features[-1])
+
+    def losses(self, logits, boxes, labels, true_boxes) -> dict[str, torch.Tensor]:
+        class_loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        location_loss = box_loss(boxes, true_boxes, self.hparams.box_loss)
+        return {"loss": class_loss + self.hparams.box_weight * location_loss, "class_loss": class_loss, "box_loss": location_loss}
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits, boxes = self(batch["image"])
+        losses = self.losses(logits, boxes, batch["label"], batch["box"])
+        batch_size = len(logits)
+        self.log("train/loss", losses["loss"], on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        for key in ("class_loss", "box_loss"):
+            self.log(f"train/{key}", losses[key], on_epoch=True, batch_size=batch_size)
+        ious = box_iou(boxes.detach(), batch["box"])
+        self.log("train/box_iou", ious.mean(), on_epoch=True, batch_size=batch_size)
+        self.log("train/loc_acc", localization_accuracy(logits.detach(), batch["label"], ious).mean(), on_epoch=True, batch_size=batch_size)
+        return losses["loss"]
+
+    def _evaluate(self, stage: str, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits, boxes = self(batch["image"])
+        labels, true_boxes = batch["label"], batch["box"]
+        losses = self.losses(logits, boxes, labels, true_boxes)
+        for key, value in losses.items():
+            self.log(f"{stage}/{key}", value, prog_bar=key == "loss", sync_dist=True, batch_size=len(logits))
+        ious = box_iou(boxes, true_boxes)
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        box_iou_metric = self.val_box_iou if stage == "val" else self.test_box_iou
+        loc_acc_metric = self.val_loc_acc if stage == "val" else self.test_loc_acc
+        metrics.update(logits, labels)
+        box_iou_metric.update(ious)
+        loc_acc_metric.update(localization_accuracy(logits, labels, ious))
+        self.log_dict(metrics, prog_bar=stage == "val")
+        self.log(f"{stage}/box_iou", box_iou_metric, prog_bar=stage == "val")
+        self.log(f"{stage}/loc_acc", loc_acc_metric, prog_bar=stage == "val")
+        return logits, boxes, ious
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate("val", batch)
+
+    def on_test_epoch_start(self) -> None:
+        self._test_rows, self._grid = [], []
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        logits, boxes, ious = self._evaluate("test", batch)
+        probabilities = logits.softmax(1)
+        confidence, predicted = probabilities.max(1)
+        row = (batch["label"], predicted, confidence, ious, batch["box"], boxes)
+        self._test_rows.append(tuple(t.detach().cpu().numpy() for t in row))
+        if sum(len(g[0]) for g in self._grid) < GRID_IMAGES:
+            self._grid.append((self.denormalize(batch["image"]), *self._test_rows[-1]))
+
+    def write_test_report(self, directory: Path) -> dict[str, Path]:
+        from cnnlab.viz.localization import plot_box_grid
+
+        directory.mkdir(parents=True, exist_ok=True)
+        names = self.class_names
+        files: dict[str, Path] = {}
+        if self._test_rows:
+            labels, predicted, confidence, ious, true_boxes, boxes = (np.concatenate(parts) for parts in zip(*self._test_rows))
+            lines = ["actual,predicted,confidence,iou,true_x_min,true_y_min,true_x_max,true_y_max,x_min,y_min,x_max,y_max"]
+            for i in range(len(labels)):
+                coordinates = ",".join(f"{v:.4f}" for v in (*true_boxes[i], *boxes[i]))
+                lines.append(f"{names[labels[i]]},{names[predicted[i]]},{confidence[i]:.4f},{ious[i]:.4f},{coordinates}")
+            files["predictions"] = directory / "box_predictions.csv"
+            files["predictions"].write_text("\n".join(lines) + "\n")
+        if self._grid:
+            images, labels, predicted, confidence, ious, true_boxes, boxes = (np.concatenate(p)[:GRID_IMAGES] for p in zip(*self._grid))
+            files["box_grid"] = plot_box_grid(images, labels, predicted, ious, true_boxes, boxes, names, directory / "test_boxes.png")
+        return files

@@ -1,0 +1,155 @@
+"""Semantic segmentation: an FCN decoder on any backbone, per-pixel cross-entropy, split-level IoU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from cnnlab.tasks.base import CNNTask
+from cnnlab.tasks.fcn import FCNHead
+
+GRID_IMAGES = 16  # test images kept for the overlay grid
+
+
+def segmentation_scores(confusion: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Scores from a (true x predicted) pixel confusion matrix accumulated over a whole split.
+
+    Returns iou and dice per class (NaN for a class that is neither present nor predicted),
+    miou and dice (means over the classes that are not NaN) and pixel_acc. Ignored pixels never
+    reach the matrix, so they count nowhere.
+    """
+    confusion = confusion.double()
+    true_positive = confusion.diagonal()
+    predicted = confusion.sum(0)
+    actual = confusion.sum(1)
+    union = actual + predicted - true_positive
+    iou = true_positive / union  # 0/0 = NaN: the class is absent from this split and never predicted
+    dice = 2 * true_positive / (actual + predicted)
+    return {
+        "iou": iou,
+        "dice_class": dice,
+        "miou": iou.nanmean(),
+        "dice": dice.nanmean(),
+        "pixel_acc": true_positive.sum() / confusion.sum().clamp(min=1),
+    }
+
+
+class SegmentationTask(CNNTask):
+    """Backbone features -> FCN-32s/16s/8s -> per-pixel class logits at input resolution.
+
+    `num_classes` counts the mask classes including background; pixels labelled `ignore_index`
+    (object boundaries in VOC and Oxford-IIIT Pet trimaps) carry no loss and no metric.
+    """
+
+    def __init__(
+        self,
+        *args,
+        variant: str = "fcn8s",
+        class_weights: Optional[list[float]] = None,
+        ignore_index: int = 255,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        n = self.hparams.num_classes
+        if class_weights is not None and len(class_weights) != n:
+            from cnnlab.config import ConfigError
+
+            raise ConfigError(
+                f"task.module.class_weights has {len(class_weights)} entries but the data has {n} mask classes "
+                f"({', '.join(self.class_names)}); give one weight per class or null"
+            )
+        self.head = FCNHead(
+            self.backbone.feature_channels, self.backbone.feature_strides, n, variant, self.hparams.model.get("name", "backbone")
+        )
+        self.register_buffer("class_weights", None if class_weights is None else torch.tensor(class_weights, dtype=torch.float))
+        self.val_confusion = MulticlassConfusionMatrix(n, ignore_index=ignore_index)
+        self.test_confusion = MulticlassConfusionMatrix(n, ignore_index=ignore_index)
+        self._grid: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.hparams.class_names or [str(i) for i in range(self.hparams.num_classes)]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone.forward_features(images), images.shape[-2:])
+
+    def loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, masks, weight=self.class_weights, ignore_index=self.hparams.ignore_index)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits = self(batch["image"])
+        loss = self.loss(logits, batch["mask"])
+        batch_size = len(logits)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        valid = batch["mask"] != self.hparams.ignore_index
+        pixel_acc = (logits.argmax(1) == batch["mask"])[valid].float().mean()
+        self.log("train/pixel_acc", pixel_acc, on_epoch=True, batch_size=batch_size)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        logits = self(batch["image"])
+        self.log("val/loss", self.loss(logits, batch["mask"]), prog_bar=True, sync_dist=True, batch_size=len(logits))
+        self.val_confusion.update(logits.argmax(1), batch["mask"])
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_scores("val", self.val_confusion)
+
+    def on_test_epoch_start(self) -> None:
+        self._grid = []
+        self.test_confusion.reset()
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        logits = self(batch["image"])
+        self.log("test/loss", self.loss(logits, batch["mask"]), sync_dist=True, batch_size=len(logits))
+        predicted = logits.argmax(1)
+        self.test_confusion.update(predicted, batch["mask"])
+        if sum(len(g[0]) for g in self._grid) < GRID_IMAGES:
+            self._grid.append((self.denormalize(batch["image"]), batch["mask"].cpu().numpy(), predicted.cpu().numpy()))
+
+    def on_test_epoch_end(self) -> None:
+        self._test_confusion_matrix = self.test_confusion.compute().cpu()
+        self._log_scores("test", self.test_confusion, keep=True)
+
+    def _log_scores(self, stage: str, confusion_metric: MulticlassConfusionMatrix, keep: bool = False) -> None:
+        # the matrix holds every pixel of the split (synced across DDP ranks by torchmetrics): split-level
+        # IoU, not a mean of per-batch IoUs, which would over-weight small batches and rare classes
+        scores = segmentation_scores(confusion_metric.compute())
+        for key in ("miou", "pixel_acc", "dice"):
+            self.log(f"{stage}/{key}", scores[key].float(), prog_bar=key == "miou")
+        for name, value in zip(self.class_names, scores["iou"]):
+            if not torch.isnan(value):
+                self.log(f"{stage}/iou_class/{name}", value.float())
+        if not keep:
+            confusion_metric.reset()
+
+    def write_test_report(self, directory: Path) -> dict[str, Path]:
+        from cnnlab.viz.classification import plot_confusion_matrix
+        from cnnlab.viz.segmentation import plot_mask_grid
+
+        directory.mkdir(parents=True, exist_ok=True)
+        names = self.class_names
+        confusion = getattr(self, "_test_confusion_matrix", None)
+        if confusion is None:
+            confusion = self.test_confusion.compute().cpu()
+        scores = segmentation_scores(confusion)
+        rows = ["class,iou,dice,pixels"] + [
+            f"{name},{float(iou):.6f},{float(dice):.6f},{int(count)}"
+            for name, iou, dice, count in zip(names, scores["iou"], scores["dice_class"], confusion.sum(1))
+        ]
+        table = directory / "per_class_iou.csv"
+        table.write_text("\n".join(rows) + "\n")
+        files = {
+            "per_class_iou": table,
+            "pixel_confusion_matrix": plot_confusion_matrix(confusion.numpy(), names, directory / "pixel_confusion_matrix.png"),
+        }
+        if self._grid:
+            images, masks, predicted = (np.concatenate(parts)[:GRID_IMAGES] for parts in zip(*self._grid))
+            files["mask_grid"] = plot_mask_grid(
+                images, masks, predicted, names, directory / "test_masks.png", ignore_index=self.hparams.ignore_index
+            )
+        return files
