@@ -8,7 +8,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+
+from cnnlab.callbacks import epoch_seed
 
 from cnnlab.data.augment import BOX_LABEL_FIELD, BatchNormalizer, build_augmentation
 from cnnlab.data.prepared import PreparedDataset
@@ -29,6 +31,12 @@ class PreparedSplit(Dataset):
         self.boxes, self.masks = boxes and prepared.boxes is not None, masks and prepared.masks is not None
         self.normalize = BatchNormalizer(prepared.meta["mean"], prepared.meta["std"])
         self._seeded_in: Optional[int] = None
+        self._epoch_seed: Optional[int] = None
+
+    def set_epoch(self, seed: int) -> None:
+        """Draw this epoch's augmentations from `seed` (see EpochShuffleSampler)."""
+        self._epoch_seed = seed
+        self._seeded_in = None
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -40,7 +48,9 @@ class PreparedSplit(Dataset):
         # albumentations draws from its own generators: seed them from torch's per-process seed
         # (seed_everything in the main process, base seed + worker id in a DataLoader worker)
         if self.augment is not None and self._seeded_in != os.getpid():
-            self.augment.set_random_seed(torch.initial_seed() % 2**32)
+            base = self._epoch_seed if self._epoch_seed is not None else torch.initial_seed()
+            worker = torch.utils.data.get_worker_info()
+            self.augment.set_random_seed((base + (worker.id if worker else 0)) % 2**32)
             self._seeded_in = os.getpid()
 
     def __getitems__(self, positions: Sequence[int]) -> dict[str, torch.Tensor]:
@@ -84,6 +94,29 @@ class PreparedSplit(Dataset):
         return np.stack(out_images), (np.stack(out_masks) if masks is not None else None), out_boxes
 
 
+class EpochShuffleSampler(Sampler[int]):
+    """A shuffle whose order, and the dataset's augmentations, are functions of (seed, epoch).
+
+    Lightning calls `set_epoch` before each training epoch, so epoch k draws the same order and
+    augmentations whether the run got there directly or resumed from a checkpoint. Under DDP
+    Lightning swaps in its DistributedSampler, which is seeded per epoch the same way.
+    """
+
+    def __init__(self, dataset: PreparedSplit, seed: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.dataset.set_epoch(epoch_seed(self.seed, epoch))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        return iter(torch.randperm(len(self.dataset), generator=generator).tolist())
+
+
 def collate_batches(batch):
     """DataLoader collate: batches from `PreparedSplit.__getitems__` are collated already."""
     return batch if isinstance(batch, dict) else default_collate(batch)
@@ -124,14 +157,14 @@ class CNNDataModule(pl.LightningDataModule):
         return PreparedSplit(self.prepared, split, pipeline, boxes=self.boxes, masks=self.masks)
 
     def _loader(self, split: str, train: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if train else None
+        dataset = self.dataset(split, augment=train)
         return DataLoader(
-            self.dataset(split, augment=train),
+            dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
-            generator=generator,
+            sampler=EpochShuffleSampler(dataset, self.seed) if train else None,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            # workers re-created each epoch receive the dataset's new epoch seed
+            persistent_workers=self.num_workers > 0 and not train,
             drop_last=False,
             collate_fn=collate_batches,
         )

@@ -1,0 +1,50 @@
+"""Kill a run during epoch 2 of 3, resume it: same MLflow run, every epoch once, same result."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import BIN, REPO, cli_env
+
+pytestmark = pytest.mark.slow
+
+RUN = ("trainer.max_epochs=3", "trainer.limit_train_batches=8", "trainer.limit_val_batches=3", "trainer.num_sanity_val_steps=0",
+       "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=2", "logger.log_model=false",
+       "logger.system_metrics=false", "callbacks.early_stopping=null")  # fmt: skip
+
+
+def _train(project, *args: str) -> subprocess.CompletedProcess:
+    env = cli_env(project, PYTHONPATH=str(REPO))  # the test's crash callback is importable
+    return subprocess.run([str(BIN / "cnnlab-train"), *RUN, *args], cwd=project, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_resume_after_kill_continues_the_same_run_to_the_same_result(project, tracking_uri):
+    client = MlflowClient(tracking_uri)
+    straight_dir, killed_dir = project / "runs" / "straight", project / "runs" / "killed"
+    assert _train(project, f"hydra.run.dir={straight_dir}").returncode == 0
+    straight = client.get_run(json.loads((straight_dir / "run.json").read_text())["run_id"])
+
+    # 8 steps per epoch: step 12 is the middle of epoch 2; SIGKILL leaves no chance to clean up
+    crashed = _train(project, "+callbacks.kill._target_=tests.crash.KillAtStep", "+callbacks.kill.step=12", f"hydra.run.dir={killed_dir}")
+    assert crashed.returncode == -9
+    run_id = json.loads((killed_dir / "run.json").read_text())["run_id"]
+    assert client.get_run(run_id).info.status == "RUNNING"  # what a kill leaves behind
+
+    resumed = _train(project, "resume=true", f"hydra.run.dir={killed_dir}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((killed_dir / "run.json").read_text())["run_id"] == run_id
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["cnnlab.resumed"] == "true"
+
+    # every epoch once, on the step axis of the uninterrupted run
+    history = client.get_metric_history(run_id, "val/acc")
+    reference = client.get_metric_history(straight.info.run_id, "val/acc")
+    steps = [m.step for m in history]
+    assert steps == [m.step for m in reference] and len(steps) == 3 and steps == sorted(set(steps))
+    assert [m.value for m in history] == pytest.approx([m.value for m in reference], abs=1e-6)
+    assert run.data.metrics["val/loss"] == pytest.approx(straight.data.metrics["val/loss"], abs=1e-6)
+    assert len((killed_dir / "history.csv").read_text().splitlines()) == 1 + 3  # header + 3 epochs
