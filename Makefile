@@ -10,6 +10,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml .ci/constraints.txt | cksum | cut -d' ' -f1)
 PORT ?= 5000
 EXTRAS ?= test
+# two workers, one test file each: most tests wait on a cnnlab CLI start-up, single-threaded
+PYTEST_ARGS ?= -n 2 --dist loadfile
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: setup run test ui bench clean
