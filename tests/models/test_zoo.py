@@ -12,24 +12,13 @@ from cnnlab.models import build_backbone, model_spec
 
 from .zoo_cases import MODELS, UNPADDED_IMAGENET_SIZES, UNPADDED_SMALL_SIZES, has_small_input, imagenet_size, small_case
 
-# lenet.py (not part of the zoo files) declares min_input_size=16 for simple_cnn, but its three
-# unpadded 3x3 convs and two pools need 18 px: at 16 the last conv sees a 2x2 map.
-SIMPLE_CNN_MIN_BUG = pytest.mark.xfail(
-    strict=True, reason="lenet.py: simple_cnn declares min_input_size=16, forward needs 18 px"
-)
-
-
-def _param(name: str, buggy_min: bool = False):
-    return pytest.param(name, marks=SIMPLE_CNN_MIN_BUG) if buggy_min and name == "simple_cnn" else name
-
-
 def expected_sizes(name: str, size: int, strides, table) -> list[int]:
     if name in table:
         return table[name]
     return [math.ceil(size / stride) for stride in strides]
 
 
-@pytest.mark.parametrize("name", [_param(n, buggy_min=True) for n in MODELS])
+@pytest.mark.parametrize("name", MODELS)
 def test_small_input_forward_backward_and_features(name):
     """Batch 2 in train mode: logits (2, classes), finite, every parameter gets a gradient, and the
     feature maps have the declared channels and the sizes the declared strides imply."""
@@ -91,8 +80,7 @@ def _min_cases():
     for name in MODELS:
         settings = [False, True] if has_small_input(name) else [None]
         for small in settings:
-            marks = SIMPLE_CNN_MIN_BUG if name == "simple_cnn" else ()
-            yield pytest.param(name, small, marks=marks, id=f"{name}-{small}")
+            yield pytest.param(name, small, id=f"{name}-{small}")
 
 
 # Smallest input per small_input setting where the builder checks more than the registry minimum.

@@ -85,6 +85,6 @@ def lenet5(**kwargs) -> LeNet5:
     return LeNet5(**kwargs)
 
 
-@register_model("simple_cnn", family="lenet", min_input_size=16)
+@register_model("simple_cnn", family="lenet", min_input_size=18)
 def simple_cnn(**kwargs) -> SimpleCNN:
     return SimpleCNN(**kwargs)
