@@ -67,3 +67,14 @@ def test_too_few_feature_maps_fail_at_construction_naming_model_count_and_workin
 def test_unknown_variant_is_a_config_error():
     with pytest.raises(ConfigError, match="fcn8s"):
         FCNHead((8,), (4,), num_classes=3, variant="fcn4s")
+
+
+def test_alignment_translates_and_never_stretches():
+    from cnnlab.tasks.fcn import align_to
+
+    scores = torch.arange(12.0).repeat(12, 1)[None, None]  # a ramp along x, one value per column
+    grown = align_to(scores, (14, 14))  # an unpadded net's short map: centred, edges repeated
+    assert grown.shape[-2:] == (14, 14)
+    torch.testing.assert_close(grown[0, 0, 7], torch.tensor([0.0, *range(12), 11.0]))
+    cropped = align_to(torch.arange(10.0).repeat(10, 1)[None, None], (6, 6))  # a padded net's overhang
+    torch.testing.assert_close(cropped[0, 0, 0], torch.arange(0.0, 6.0))  # cut at the far edge

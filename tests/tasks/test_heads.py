@@ -82,3 +82,15 @@ def test_binary_sigmoid_mode_has_one_logit(make_task_arguments):
     assert task(torch.randn(3, 3, 32, 32)).shape == (3, 1)
     with pytest.raises(ConfigError, match="two classes"):
         ClassificationTask(**make_task_arguments("simple_cnn", num_classes=3), binary_mode="sigmoid")
+
+
+@torch.no_grad()
+def test_channels_last_changes_speed_not_numbers(make_task_arguments):
+    arguments = make_task_arguments("mobilenet_v2", num_classes=CLASSES, image_size=32, small_input=True)
+    plain = SegmentationTask(**arguments).eval()
+    fast = SegmentationTask(**arguments, channels_last=True).eval()
+    fast.load_state_dict(plain.state_dict())
+    images = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(fast(images), plain(images), rtol=1e-4, atol=1e-4)
+    boxes = LocalizationTask(**arguments, channels_last=True).eval()(images)[1]
+    assert boxes.shape == (2, 4)

@@ -37,7 +37,7 @@ class ClassificationTask(CNNTask):
     BCEWithLogits, and logs acc, f1 (positive class) and auroc from the binary torchmetrics.
     """
 
-    def __init__(self, *args, label_smoothing: float = 0.0, mixup_alpha: float = 0.0, binary_mode: str = "softmax", **kwargs):
+    def __init__(self, *args, mixup_alpha: float = 0.0, binary_mode: str = "softmax", **kwargs):
         super().__init__(*args, **kwargs)
         n = self.hparams.num_classes
         if self.sigmoid:
@@ -70,7 +70,7 @@ class ClassificationTask(CNNTask):
         return super().build_backbone(num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone(images)
+        return self.backbone(self.network_input(images))
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         smoothing = self.hparams.label_smoothing

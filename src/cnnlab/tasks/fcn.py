@@ -63,14 +63,22 @@ class BilinearUpsample(nn.Module):
 
 
 def align_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bring a score map to `size`: crop when it is larger (padded nets round sizes up at the far edge),
-    interpolate otherwise (unpadded nets such as LeNet-5 lose a border at every valid convolution)."""
+    """Bring a score map to `size` by translation only: crop what overhangs, edge-pad what is short.
+
+    Padded nets (ResNet, VGG, ...) round odd sizes up at the far edge, so their overhang is cropped
+    there, keeping cell i over input pixel i x stride. The maps of unpadded nets (LeNet-5, the Keras
+    CNN) lose a border at every valid convolution and come out short: they are centred and
+    edge-padded. Never stretched: resizing a 56-px map to 64 px would move every boundary by a
+    position-dependent amount (up to 4 px at the edges) that no translation-equivariant network can
+    learn to undo, whereas a constant offset is learnt away by the layers below.
+    """
     height, width = int(size[0]), int(size[1])
-    if tuple(x.shape[-2:]) == (height, width):
-        return x
-    if x.shape[-2] >= height and x.shape[-1] >= width:
-        return x[..., :height, :width]
-    return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+    x = x[..., :height, :width]
+    pads = []
+    for have, want in ((x.shape[-1], width), (x.shape[-2], height)):  # F.pad order: last dim first
+        short = want - have
+        pads += [short // 2, short - short // 2]
+    return F.pad(x, pads, mode="replicate") if any(pads) else x
 
 
 def _upsampling_factor(deep_stride: int, shallow_stride: int) -> int:

@@ -60,7 +60,6 @@ class LocalizationTask(CNNTask):
         box_weight: float = 1.0,
         box_pool_size: int = 4,
         box_hidden: int = 256,
-        label_smoothing: float = 0.0,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -81,7 +80,7 @@ class LocalizationTask(CNNTask):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N x classes logits, N x 4 boxes as normalised x_min, y_min, x_max, y_max)."""
-        features = self.backbone.forward_features(images)
+        features = self.backbone.forward_features(self.network_input(images))
         return self.backbone.forward_head(features), self.box_head(features[-1])
 
     def losses(self, logits, boxes, labels, true_boxes) -> dict[str, torch.Tensor]:

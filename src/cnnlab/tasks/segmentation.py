@@ -76,10 +76,16 @@ class SegmentationTask(CNNTask):
         return self.hparams.class_names or [str(i) for i in range(self.hparams.num_classes)]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone.forward_features(images), images.shape[-2:])
+        return self.head(self.backbone.forward_features(self.network_input(images)), images.shape[-2:])
 
     def loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, masks, weight=self.class_weights, ignore_index=self.hparams.ignore_index)
+        return F.cross_entropy(
+            logits,
+            masks,
+            weight=self.class_weights,
+            ignore_index=self.hparams.ignore_index,
+            label_smoothing=self.hparams.label_smoothing,
+        )
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])
