@@ -8,6 +8,10 @@ ImageNet `.pth` loads with `load_state_dict(..., strict=True)`. Bottlenecks stri
 
 `small_input=True` is the CIFAR-style stem: a 3x3 stride-1 conv1 and no max-pool, so the four stage
 maps sit at strides 1/2/4/8 instead of 4/8/16/32 (conv1 is then 3x3, unlike the ImageNet weights).
+`stem_pool=False` keeps the 7x7 stride-2 conv1 but drops the max-pool: strides 2/4/8/16, a middle way
+for 64-px images (an FCN-8s output at stride 4 for a quarter of the CIFAR stem's cost).
+`width_mult` scales the stem and every stage (0.25: 16/32/64/128 planes); 1.0 is the reference
+network and the only width whose state_dict matches torchvision's.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cnnlab.config import ConfigError
 from cnnlab.models.base import Backbone
 from cnnlab.models.registry import register_model
 
@@ -90,29 +95,37 @@ class ResNet(Backbone):
         width_per_group: int = 64,
         zero_init_residual: bool = False,
         dropout: float = 0.0,
+        width_mult: float = 1.0,
+        stem_pool: bool = True,
     ):
         super().__init__()
-        self.inplanes = 64
+        if width_mult <= 0:
+            raise ConfigError(f"model.width_mult must be a positive number (1.0 = the reference widths), got {width_mult}")
+        # stem and stage widths (64/128/256/512 at 1.0, the reference); < 1 for cheap small-image nets
+        stem, *planes = (max(1, int(round(c * width_mult))) for c in (64, 64, 128, 256, 512))
+        self.inplanes = stem
         self.groups = groups
         self.base_width = width_per_group
         if small_input:
-            self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            self.conv1 = nn.Conv2d(in_channels, stem, kernel_size=3, stride=1, padding=1, bias=False)
         else:
-            self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+            self.conv1 = nn.Conv2d(in_channels, stem, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.Identity() if small_input else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(block, 64, layers[0])
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
+        pooled = stem_pool and not small_input
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if pooled else nn.Identity()
+        self.layer1 = self._make_layer(block, planes[0], layers[0])
+        self.layer2 = self._make_layer(block, planes[1], layers[1], stride=2)
+        self.layer3 = self._make_layer(block, planes[2], layers[2], stride=2)
+        self.layer4 = self._make_layer(block, planes[3], layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         # Dropout has no parameters, so a non-zero rate keeps the torchvision state_dict layout.
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        self.fc = nn.Linear(planes[3] * block.expansion, num_classes)
 
-        self.feature_channels = tuple(c * block.expansion for c in (64, 128, 256, 512))
-        self.feature_strides = (1, 2, 4, 8) if small_input else (4, 8, 16, 32)
+        self.feature_channels = tuple(c * block.expansion for c in planes)
+        first = 1 if small_input else 4 if pooled else 2
+        self.feature_strides = tuple(first * 2**i for i in range(4))
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
