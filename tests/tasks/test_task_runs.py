@@ -3,6 +3,7 @@ falls, and the MLflow run holds the task's val and test metrics and its test pic
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -98,3 +99,20 @@ def test_short_run_learns_logs_and_reports(task_name, workspace):
     assert artifacts.get(picture_name, 0) > 0, artifacts
     picture = imread(workspace / f"{task_name}-eval" / "plots" / picture_name)
     assert picture.ndim == 3 and picture.shape[0] > 100 and picture.shape[1] > 100
+
+    # the table DVC's confusion template reads: one row per test image, agreeing with test/acc
+    rows = list(csv.DictReader(open(workspace / f"{task_name}-eval" / "plots" / "predictions.csv")))
+    if task_name == "segmentation":
+        assert rows == []  # per-pixel classes live in per_class_iou.csv and the pixel confusion matrix
+        per_class_rows = list(csv.DictReader(open(workspace / f"{task_name}-eval" / "plots" / "per_class_iou.csv")))
+        assert [row["class"] for row in per_class_rows] == cfg_classes(run)
+    else:
+        assert len(rows) == 60  # 20% of 300 shapes
+        accuracy = sum(row["actual"] == row["predicted"] for row in rows) / len(rows)
+        assert accuracy == pytest.approx(results["test/acc"], abs=1e-6)
+        assert artifacts.get("confusion_matrix.png", 0) > 0, artifacts
+
+
+def cfg_classes(run: dict) -> list[str]:
+    meta = json.loads((Path(run["prepared_dir"]) / "meta.json").read_text())
+    return meta["mask_classes"]

@@ -134,6 +134,7 @@ class LocalizationTask(CNNTask):
             self._grid.append((self.denormalize(batch["image"]), *self._test_rows[-1]))
 
     def write_test_report(self, directory: Path) -> dict[str, Path]:
+        from cnnlab.viz.classification import plot_confusion_matrix
         from cnnlab.viz.localization import plot_box_grid
 
         directory.mkdir(parents=True, exist_ok=True)
@@ -141,12 +142,16 @@ class LocalizationTask(CNNTask):
         files: dict[str, Path] = {}
         if self._test_rows:
             labels, predicted, confidence, ious, true_boxes, boxes = (np.concatenate(parts) for parts in zip(*self._test_rows))
+            # actual/predicted first: DVC's confusion template (dvc.yaml) reads these two columns
             lines = ["actual,predicted,confidence,iou,true_x_min,true_y_min,true_x_max,true_y_max,x_min,y_min,x_max,y_max"]
             for i in range(len(labels)):
                 coordinates = ",".join(f"{v:.4f}" for v in (*true_boxes[i], *boxes[i]))
                 lines.append(f"{names[labels[i]]},{names[predicted[i]]},{confidence[i]:.4f},{ious[i]:.4f},{coordinates}")
-            files["predictions"] = directory / "box_predictions.csv"
+            files["predictions"] = directory / "predictions.csv"
             files["predictions"].write_text("\n".join(lines) + "\n")
+            n = len(names)
+            confusion = np.bincount(labels * n + predicted, minlength=n * n).reshape(n, n)
+            files["confusion_matrix"] = plot_confusion_matrix(confusion, names, directory / "confusion_matrix.png")
         if self._grid:
             images, labels, predicted, confidence, ious, true_boxes, boxes = (np.concatenate(p)[:GRID_IMAGES] for p in zip(*self._grid))
             files["box_grid"] = plot_box_grid(images, labels, predicted, ious, true_boxes, boxes, names, directory / "test_boxes.png")

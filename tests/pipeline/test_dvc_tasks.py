@@ -1,0 +1,52 @@
+"""`dvc repro` runs any task as params.yaml configures it: segmentation, then localisation, on shapes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from tests.conftest import cli_env, copy_project
+from tests.pipeline.test_dvc_pipeline import _dvc, _ran
+
+pytestmark = pytest.mark.slow
+
+
+def test_params_select_the_task_and_dvc_repro_trains_evaluates_and_logs_it(tmp_path: Path):
+    repo = copy_project(tmp_path / "repo")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"].update(name="shapes", image_size=32)
+    params.update(task="segmentation", model="simple_cnn", augment="shapes")
+    params["train"].update(max_epochs=1, label_smoothing=0.0)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    _dvc(repo, "init", "-q")
+
+    assert _ran(_dvc(repo, "repro")) == {"prepare", "train", "evaluate"}
+    metrics = json.loads((repo / "artifacts/evaluate/metrics.json").read_text())
+    assert {"test/miou", "test/pixel_acc", "test/dice", "test/iou_class/background"} <= set(metrics)
+    plots = repo / "artifacts/evaluate/plots"
+    per_class = list(csv.DictReader(open(plots / "per_class_iou.csv")))
+    assert [row["class"] for row in per_class] == ["background", "circle", "square", "triangle", "diamond", "cross", "star"]
+    assert (plots / "test_masks.png").stat().st_size > 0
+    run = json.loads((repo / "artifacts/train/run.json").read_text())
+    client = mlflow.MlflowClient(cli_env(repo)["MLFLOW_TRACKING_URI"])
+    logged = client.get_run(run["run_id"])
+    assert logged.data.tags["cnnlab.task"] == "segmentation"
+    assert logged.data.params["model.name"] == "simple_cnn"
+    assert logged.data.metrics["test/miou"] == pytest.approx(metrics["test/miou"])
+
+    # another task on the same prepared data: train and evaluate re-run, prepare does not
+    params["task"] = "localization"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _ran(_dvc(repo, "repro")) == {"train", "evaluate"}
+    metrics = json.loads((repo / "artifacts/evaluate/metrics.json").read_text())
+    assert {"test/acc", "test/box_iou", "test/loc_acc"} <= set(metrics)
+    rows = list(csv.DictReader(open(plots / "predictions.csv")))
+    assert len(rows) == 600  # 20% of 3,000 shapes, one row each, as DVC's confusion plot reads them
+    assert sum(r["actual"] == r["predicted"] for r in rows) / len(rows) == pytest.approx(metrics["test/acc"], abs=1e-6)
