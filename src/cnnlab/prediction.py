@@ -158,47 +158,17 @@ def list_images(input_path: str | Path) -> tuple[Path, list[Path]]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """An image file as H x W x C uint8 (C = 1 or 3; alpha dropped, 16-bit scaled); UnreadableImage if it is not one."""
-    import cv2
+    """An image file as H x W x C uint8 (C = 1 or 3; alpha dropped, 16-bit scaled); UnreadableImage if it is not one.
+
+    The same decoder as `prepare`, so a model sees new images exactly as it saw its training data.
+    """
+    from cnnlab.data.sources.base import BadSampleError
+    from cnnlab.data.sources.images import decode_image
 
     try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise UnreadableImage(f"{path}: cannot be read ({err.strerror or err})") from None
-    if not data:
-        raise UnreadableImage(f"{path}: empty file (0 bytes), not an image")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        image = _read_with_pillow(data, path)
-    elif image.ndim == 3 and image.shape[2] >= 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-    if image.dtype == np.uint16:
-        image = np.round(image / 257.0).astype(np.uint8)
-    if image.dtype != np.uint8:
-        raise UnreadableImage(f"{path}: pixel type {image.dtype} is not supported (8- or 16-bit images only)")
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.shape[2] not in (1, 3):
-        raise UnreadableImage(f"{path}: {image.shape[2]} channels, expected gray, RGB or RGBA")
-    return image
-
-
-def _read_with_pillow(data: bytes, path: Path) -> np.ndarray:
-    """Formats OpenCV does not decode (GIF, CMYK TIFF, ...)."""
-    import io
-
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            if img.mode in ("1", "L", "LA"):
-                return np.asarray(img.convert("L"))
-            if img.mode.startswith("I"):
-                return np.asarray(img)
-            return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise UnreadableImage(f"{path}: not a readable image ({err})") from None
+        return decode_image(path)
+    except BadSampleError as err:
+        raise UnreadableImage(str(err)) from None
 
 
 def preprocess(image: np.ndarray, model: LoadedModel, name: str):

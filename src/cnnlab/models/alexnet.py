@@ -19,12 +19,30 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnnlab.config import ConfigError
-from cnnlab.models.base import Backbone
+from cnnlab.models.base import Backbone, check_input_size
 from cnnlab.models.registry import register_model
 
 
-class AlexNet(Backbone):
+class _PooledConvNet(Backbone):
+    """AlexNet's shape, shared with ZFNet: `features` cut into stages at `_stage_ends`, an adaptive
+    average pool and the `classifier`."""
+
+    features: nn.Sequential
+    _stage_ends: tuple[int, ...]
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        maps, start = [], 0
+        for end in self._stage_ends:
+            x = self.features[start:end](x)
+            maps.append(x)
+            start = end
+        return maps
+
+    def forward_head(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(features[-1]), 1))
+
+
+class AlexNet(_PooledConvNet):
     """Five convolutions (64, 192, 384, 256, 256), three max-pools, adaptive 6x6 pool, three FCs."""
 
     MIN_INPUT_SIZE = {False: 63, True: 15}  # smallest input per small_input setting
@@ -60,14 +78,8 @@ class AlexNet(Backbone):
         self.feature_channels = (64, 192, 256, 256)
         self.feature_strides = (1, 2, 4, 8) if small_input else (4, 8, 16, 32)
 
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return _run_stages(self.features, self._stage_ends, x)
 
-    def forward_head(self, features: list[torch.Tensor]) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.avgpool(features[-1]), 1))
-
-
-class ZFNet(Backbone):
+class ZFNet(_PooledConvNet):
     """Zeiler & Fergus' refinement of AlexNet: a 7x7 stride-2 first conv and 5x5 stride-2 second conv."""
 
     MIN_INPUT_SIZE = {False: 63, True: 30}
@@ -105,12 +117,6 @@ class ZFNet(Backbone):
         self.feature_channels = (96, 256, 256, 256)
         self.feature_strides = (2, 4, 8, 16) if small_input else (4, 8, 16, 32)
 
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return _run_stages(self.features, self._stage_ends, x)
-
-    def forward_head(self, features: list[torch.Tensor]) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.avgpool(features[-1]), 1))
-
 
 def _classifier(in_features: int, hidden: int, num_classes: int, dropout: float) -> nn.Sequential:
     """torchvision's AlexNet head: linears at indices 1, 4, 6."""
@@ -119,30 +125,6 @@ def _classifier(in_features: int, hidden: int, num_classes: int, dropout: float)
         nn.Dropout(p=dropout), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
         nn.Linear(hidden, num_classes),
     )  # fmt: skip
-
-
-def _run_stages(features: nn.Sequential, stage_ends: tuple[int, ...], x: torch.Tensor) -> list[torch.Tensor]:
-    maps, start = [], 0
-    for end in stage_ends:
-        x = features[start:end](x)
-        maps.append(x)
-        start = end
-    return maps
-
-
-def check_input_size(name: str, image_size: int, minimum: dict[bool, int], small_input: bool) -> None:
-    """Fail at build time when `image_size` is below the minimum of this `small_input` setting.
-
-    The registry's `min_input_size` is the smallest size over all settings (the small-input stem);
-    families whose default stem needs more call this from their builder.
-    """
-    if image_size < minimum[small_input]:
-        hint = "" if small_input else f" (or set model.small_input=true, which works from {minimum[True]} px)"
-        raise ConfigError(
-            f"model={name} with small_input={small_input} needs inputs of at least "
-            f"{minimum[small_input]}x{minimum[small_input]} px, but data.image_size={image_size}: "
-            f"raise data.image_size{hint}."
-        )
 
 
 @register_model("alexnet", family="alexnet", min_input_size=AlexNet.MIN_INPUT_SIZE[True])

@@ -7,6 +7,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from cnnlab.config import ConfigError
+
 
 class Backbone(nn.Module):
     """A CNN classifier whose body also yields multi-scale feature maps.
@@ -41,3 +43,18 @@ class Backbone(nn.Module):
 def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
     """(W - F + 2P) / S + 1, with dilation: the size of a convolution or pooling output."""
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def check_input_size(name: str, image_size: int, minimum: dict[bool, int], small_input: bool) -> None:
+    """Fail at build time when `image_size` is below the minimum of this `small_input` setting.
+
+    The registry's `min_input_size` is the smallest size over all settings (the small-input stem);
+    families whose default stem needs more call this from their builder.
+    """
+    if image_size < minimum[small_input]:
+        hint = "" if small_input else f" (or set model.small_input=true, which works from {minimum[True]} px)"
+        raise ConfigError(
+            f"model={name} with small_input={small_input} needs inputs of at least "
+            f"{minimum[small_input]}x{minimum[small_input]} px, but data.image_size={image_size}: "
+            f"raise data.image_size{hint}."
+        )

@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.models.alexnet import check_input_size
-from cnnlab.models.base import Backbone
+from cnnlab.models.base import Backbone, check_input_size
 from cnnlab.models.registry import register_model
 
 
