@@ -19,7 +19,12 @@ def class_colors(count: int) -> np.ndarray:
 
 
 def overlay_mask(image: np.ndarray, mask: np.ndarray, colors: np.ndarray, ignore_index: int = 255, alpha: float = 0.55) -> np.ndarray:
-    """H x W x C uint8 image with every non-background class tinted in its colour; returns H x W x 3 uint8."""
+    """H x W x C uint8 image with every non-background class tinted in its colour and outlined in it
+    at full strength; returns H x W x 3 uint8.
+
+    The outline is what makes a mask legible on a uniformly coloured object, where a tint alone only
+    looks like another colour of the same object: a predicted edge off the object's edge shows.
+    """
     rgb = image.astype(np.float64) / 255
     if rgb.shape[-1] == 1:
         rgb = np.repeat(rgb, 3, axis=-1)
@@ -29,7 +34,19 @@ def overlay_mask(image: np.ndarray, mask: np.ndarray, colors: np.ndarray, ignore
     ignored = mask == ignore_index
     tint[ignored] = IGNORE_COLOR
     weight = (painted | ignored)[..., None] * alpha
+    weight[painted & region_edges(mask)] = 1.0
     return np.round((rgb * (1 - weight) + tint * weight) * 255).astype(np.uint8)
+
+
+def region_edges(mask: np.ndarray) -> np.ndarray:
+    """H x W bool: pixels with a 4-neighbour of another value (the image border is no edge)."""
+    edges = np.zeros(mask.shape, bool)
+    vertical, horizontal = mask[1:] != mask[:-1], mask[:, 1:] != mask[:, :-1]
+    edges[1:] |= vertical
+    edges[:-1] |= vertical
+    edges[:, 1:] |= horizontal
+    edges[:, :-1] |= horizontal
+    return edges
 
 
 def plot_mask_grid(
