@@ -16,33 +16,13 @@ inputs keep useful maps (strides 1/2/4/8 instead of 4/8/16/32).
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from cnnlab.models.base import Backbone, check_input_size
+from cnnlab.models.base import SequentialBackbone, check_input_size
 from cnnlab.models.registry import register_model
 
 
-class _PooledConvNet(Backbone):
-    """AlexNet's shape, shared with ZFNet: `features` cut into stages at `_stage_ends`, an adaptive
-    average pool and the `classifier`."""
-
-    features: nn.Sequential
-    _stage_ends: tuple[int, ...]
-
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        maps, start = [], 0
-        for end in self._stage_ends:
-            x = self.features[start:end](x)
-            maps.append(x)
-            start = end
-        return maps
-
-    def forward_head(self, features: list[torch.Tensor]) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.avgpool(features[-1]), 1))
-
-
-class AlexNet(_PooledConvNet):
+class AlexNet(SequentialBackbone):
     """Five convolutions (64, 192, 384, 256, 256), three max-pools, adaptive 6x6 pool, three FCs."""
 
     MIN_INPUT_SIZE = {False: 63, True: 15}  # smallest input per small_input setting
@@ -79,7 +59,7 @@ class AlexNet(_PooledConvNet):
         self.feature_strides = (1, 2, 4, 8) if small_input else (4, 8, 16, 32)
 
 
-class ZFNet(_PooledConvNet):
+class ZFNet(SequentialBackbone):
     """Zeiler & Fergus' refinement of AlexNet: a 7x7 stride-2 first conv and 5x5 stride-2 second conv."""
 
     MIN_INPUT_SIZE = {False: 63, True: 30}

@@ -40,6 +40,31 @@ class Backbone(nn.Module):
         return self.feature_channels[-1]
 
 
+class SequentialBackbone(Backbone):
+    """A backbone whose body is one `features` Sequential, cut into stages at `_stage_ends`.
+
+    Layers before `_stage_start` yield no map (VGG's first block, whose stride-2 map no head uses).
+    The head average-pools the deepest map with `avgpool` and runs `classifier`; a family without
+    an `avgpool` module overrides `forward_head`.
+    """
+
+    features: nn.Sequential
+    _stage_ends: tuple[int, ...]
+    _stage_start: int = 0
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.features[: self._stage_start](x)
+        maps, start = [], self._stage_start
+        for end in self._stage_ends:
+            x = self.features[start:end](x)
+            maps.append(x)
+            start = end
+        return maps
+
+    def forward_head(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(features[-1]), 1))
+
+
 def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
     """(W - F + 2P) / S + 1, with dilation: the size of a convolution or pooling output."""
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1

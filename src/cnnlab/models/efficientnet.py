@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cnnlab.models.base import Backbone
+from cnnlab.models.base import SequentialBackbone
 from cnnlab.models.mobilenet import ConvNormActivation, make_divisible
 from cnnlab.models.registry import register_model
 
@@ -107,7 +107,7 @@ B0_SETTING = [
 ]
 
 
-class EfficientNet(Backbone):
+class EfficientNet(SequentialBackbone):
     """Stem, seven MBConv stages, 1x1 conv to 4x the last width, global pool, dropout, linear."""
 
     def __init__(
@@ -167,17 +167,6 @@ class EfficientNet(Backbone):
                 init_range = 1.0 / math.sqrt(m.out_features)
                 nn.init.uniform_(m.weight, -init_range, init_range)
                 nn.init.zeros_(m.bias)
-
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        maps, start = [], 0
-        for end in self._stage_ends:
-            x = self.features[start:end](x)
-            maps.append(x)
-            start = end
-        return maps
-
-    def forward_head(self, features: list[torch.Tensor]) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.avgpool(features[-1]), 1))
 
 
 # Every convolution is padded and pooling is global, so any input size from 1 px up works.

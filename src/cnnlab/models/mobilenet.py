@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from cnnlab.models.base import Backbone
+from cnnlab.models.base import SequentialBackbone
 from cnnlab.models.registry import register_model
 
 
@@ -86,7 +86,7 @@ INVERTED_RESIDUAL_SETTING = [
 ]
 
 
-class MobileNetV2(Backbone):
+class MobileNetV2(SequentialBackbone):
     """Stem conv, 17 inverted residual blocks, 1x1 conv to 1280, global pool, dropout, linear."""
 
     def __init__(
@@ -134,14 +134,6 @@ class MobileNetV2(Backbone):
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
-
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        maps, start = [], 0
-        for end in self._stage_ends:
-            x = self.features[start:end](x)
-            maps.append(x)
-            start = end
-        return maps
 
     def forward_head(self, features: list[torch.Tensor]) -> torch.Tensor:
         x = torch.flatten(nn.functional.adaptive_avg_pool2d(features[-1], (1, 1)), 1)

@@ -10,10 +10,9 @@ that dominates the parameter count (e.g. 14.7M conv + 0.5M head for vgg16 instea
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from cnnlab.models.base import Backbone
+from cnnlab.models.base import SequentialBackbone
 from cnnlab.models.registry import register_model
 
 CONFIGS: dict[str, list[int | str]] = {
@@ -24,7 +23,7 @@ CONFIGS: dict[str, list[int | str]] = {
 }
 
 
-class VGG(Backbone):
+class VGG(SequentialBackbone):
     """Stacks of 3x3 convs separated by 2x2 max-pools, adaptive pool, three fully connected layers."""
 
     def __init__(
@@ -60,6 +59,7 @@ class VGG(Backbone):
             nn.Linear(hidden_features, num_classes),
         )  # fmt: skip
         # The maps after pools 2..5 (strides 4..32), as FCN's skip connections use them.
+        self._stage_start = self._pool_indices[0] + 1
         self._stage_ends = tuple(i + 1 for i in self._pool_indices[1:])
         self.feature_channels = (128, 256, 512, 512)
         self.feature_strides = (4, 8, 16, 32)
@@ -74,19 +74,6 @@ class VGG(Backbone):
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.constant_(m.bias, 0)
-
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        start = self._pool_indices[0] + 1
-        x = self.features[:start](x)
-        maps = []
-        for end in self._stage_ends:
-            x = self.features[start:end](x)
-            maps.append(x)
-            start = end
-        return maps
-
-    def forward_head(self, features: list[torch.Tensor]) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.avgpool(features[-1]), 1))
 
 
 def _register(name: str, config: str, batch_norm: bool):
