@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnnlab.models.base import Backbone, conv_output_size
+from cnnlab.models.base import Backbone, SequentialBackbone, conv_output_size
 from cnnlab.models.registry import register_model
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
@@ -48,7 +48,7 @@ class LeNet5(Backbone):
         return self.classifier(features[-1])
 
 
-class SimpleCNN(Backbone):
+class SimpleCNN(SequentialBackbone):
     """Keras-book MNIST CNN: Conv 32 3x3, pool, Conv 64 3x3, pool, Conv 64 3x3, Dense 64, Dense classes.
 
     93,322 parameters at 28x28x1 and 10 classes. `batch_norm=True` puts a BatchNorm after every
@@ -69,7 +69,7 @@ class SimpleCNN(Backbone):
         stages = [[*conv(in_channels, 32), nn.MaxPool2d(2)], [*conv(32, 64), nn.MaxPool2d(2)], conv(64, 64)]
         # one flat Sequential, as before batch_norm existed, so saved state_dict keys stay valid
         self.features = nn.Sequential(*(layer for stage in stages for layer in stage))
-        self.stage_ends = [sum(len(stage) for stage in stages[: i + 1]) for i in range(len(stages))]
+        self._stage_ends = tuple(sum(len(stage) for stage in stages[: i + 1]) for i in range(len(stages)))
         side = image_size
         for kernel, stride in ((3, 1), (2, 2), (3, 1), (2, 2), (3, 1)):
             side = conv_output_size(side, kernel, stride)
@@ -78,16 +78,8 @@ class SimpleCNN(Backbone):
         )
         self.feature_channels = (32, 64, 64)
 
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features, start = [], 0
-        for end in self.stage_ends:
-            x = self.features[start:end](x)
-            features.append(x)
-            start = end
-        return features
-
     def forward_head(self, features: list[torch.Tensor]) -> torch.Tensor:
-        return self.classifier(features[-1])
+        return self.classifier(features[-1])  # the book's Flatten + Dense: no pooling
 
 
 @register_model("lenet5", family="lenet", min_input_size=16)
