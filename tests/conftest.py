@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -34,6 +36,29 @@ def cli_env(root: Path, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+def dvc_project(destination: Path, edit_params) -> Path:
+    """A copy of the project as its own git + DVC repo, params.yaml changed in place by `edit_params(params)`."""
+    root = copy_project(destination)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    edit_params(params)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    run_dvc(root, "init", "-q")
+    return root
+
+
+def run_dvc(root: Path, *args: str) -> str:
+    """`dvc <args>` in `root` with the project's environment; its output, or a failure showing it."""
+    done = subprocess.run([str(BIN / "dvc"), *args], cwd=root, env=cli_env(root), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return done.stdout + done.stderr
+
+
+def stages_ran(output: str) -> set[str]:
+    """The stages a `dvc repro` output says it ran."""
+    return set(re.findall(r"Running stage '(\w+)'", output))
 
 
 @pytest.fixture(scope="session")

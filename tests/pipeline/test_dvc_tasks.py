@@ -4,30 +4,26 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 from pathlib import Path
 
 import mlflow
 import pytest
 import yaml
 
-from tests.conftest import cli_env, copy_project
-from tests.pipeline.test_dvc_pipeline import _dvc, _ran
+from tests.conftest import cli_env, dvc_project, run_dvc, stages_ran
 
 pytestmark = pytest.mark.slow
 
 
 def test_params_select_the_task_and_dvc_repro_trains_evaluates_and_logs_it(tmp_path: Path):
-    repo = copy_project(tmp_path / "repo")
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["data"].update(name="shapes", image_size=32)
-    params.update(task="segmentation", model="simple_cnn", augment="shapes")
-    params["train"].update(max_epochs=1, label_smoothing=0.0)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    _dvc(repo, "init", "-q")
+    def segmentation_on_shapes(params: dict) -> None:
+        params["data"].update(name="shapes", image_size=32)
+        params.update(task="segmentation", model="simple_cnn", augment="shapes")
+        params["train"].update(max_epochs=1, label_smoothing=0.0)
 
-    assert _ran(_dvc(repo, "repro")) == {"prepare", "train", "evaluate"}
+    repo = dvc_project(tmp_path / "repo", segmentation_on_shapes)
+
+    assert stages_ran(run_dvc(repo, "repro")) == {"prepare", "train", "evaluate"}
     metrics = json.loads((repo / "artifacts/evaluate/metrics.json").read_text())
     assert {"test/miou", "test/pixel_acc", "test/dice", "test/iou_class/background"} <= set(metrics)
     plots = repo / "artifacts/evaluate/plots"
@@ -42,9 +38,10 @@ def test_params_select_the_task_and_dvc_repro_trains_evaluates_and_logs_it(tmp_p
     assert logged.data.metrics["test/miou"] == pytest.approx(metrics["test/miou"])
 
     # another task on the same prepared data: train and evaluate re-run, prepare does not
+    params = yaml.safe_load((repo / "params.yaml").read_text())
     params["task"] = "localization"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert _ran(_dvc(repo, "repro")) == {"train", "evaluate"}
+    assert stages_ran(run_dvc(repo, "repro")) == {"train", "evaluate"}
     metrics = json.loads((repo / "artifacts/evaluate/metrics.json").read_text())
     assert {"test/acc", "test/box_iou", "test/loc_acc"} <= set(metrics)
     rows = list(csv.DictReader(open(plots / "predictions.csv")))

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from cnnlab.config import ConfigError
 from cnnlab.tasks.base import CNNTask
@@ -149,9 +150,8 @@ class LocalizationTask(CNNTask):
                 lines.append(f"{names[labels[i]]},{names[predicted[i]]},{confidence[i]:.4f},{ious[i]:.4f},{coordinates}")
             files["predictions"] = directory / "predictions.csv"
             files["predictions"].write_text("\n".join(lines) + "\n")
-            n = len(names)
-            confusion = np.bincount(labels * n + predicted, minlength=n * n).reshape(n, n)
-            files["confusion_matrix"] = plot_confusion_matrix(confusion, names, directory / "confusion_matrix.png")
+            confusion = multiclass_confusion_matrix(torch.from_numpy(predicted), torch.from_numpy(labels), len(names))
+            files["confusion_matrix"] = plot_confusion_matrix(confusion.numpy(), names, directory / "confusion_matrix.png")
         if self._grid:
             images, labels, predicted, confidence, ious, true_boxes, boxes = (np.concatenate(p)[:GRID_IMAGES] for p in zip(*self._grid))
             files["box_grid"] = plot_box_grid(images, labels, predicted, ious, true_boxes, boxes, names, directory / "test_boxes.png")
