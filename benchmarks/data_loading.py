@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from cnnlab.data.augment import build_transform  # noqa: E402
-from cnnlab.data.build import build_prepared_dataset  # noqa: E402
+from cnnlab.data.prepare import build_prepared_dataset  # noqa: E402
 from cnnlab.data.datamodule import CNNDataModule  # noqa: E402
 from cnnlab.data.prepared import PreparedDataset  # noqa: E402
 from cnnlab.data.sources.shapes import ShapesSource  # noqa: E402

@@ -55,13 +55,14 @@ def score(output_dir: Path) -> tuple[dict, dict, object]:
     from hydra.utils import get_class
     from omegaconf import OmegaConf
 
-    from cnnlab.training import build_datamodule
+    from cnnlab.data.datamodule import datamodule_from_config
 
     run = json.loads((output_dir / "run.json").read_text())
     cfg = OmegaConf.load(output_dir / "config.yaml")
-    task = get_class(cfg.task.module._target_).load_from_checkpoint(run["best_checkpoint"], map_location="cpu")
+    task_class = get_class(cfg.task.module._target_)
+    task = task_class.load_from_checkpoint(run["best_checkpoint"], map_location="cpu")
     trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
-    metrics = trainer.test(task, datamodule=build_datamodule(cfg, seed=cfg.seed), verbose=False)[0]
+    metrics = trainer.test(task, datamodule=datamodule_from_config(cfg, task_class.labels), verbose=False)[0]
     return metrics, run, cfg
 
 

@@ -20,10 +20,9 @@ class ConfigError(ValueError):
 
 
 # Choices are plain strings checked by `validate_config`: enum-typed nodes would stringify as
-# "Mode.max" when interpolated into other nodes (callbacks read ${task.mode}).
-TASKS = ("classification", "localization", "segmentation")
+# "Mode.max" when interpolated into other nodes (callbacks read ${task.mode}). Task names are the
+# task classes' own (cnnlab.tasks.task_class_for checks them).
 CHOICES = {
-    "task.name": TASKS,
     "task.mode": ("min", "max"),
     "data.on_bad_sample": ("error", "skip"),
     "scheduler.interval": ("step", "epoch"),
@@ -32,7 +31,7 @@ CHOICES = {
 
 @dataclass
 class TaskConfig:
-    name: str = MISSING  # one of TASKS
+    name: str = MISSING  # the task class's declared name (cnnlab.tasks.available_tasks)
     monitor: str = MISSING  # metric that picks the best checkpoint and the best sweep child
     mode: str = MISSING  # min or max
     module: Any = MISSING  # instantiable LightningModule arguments
@@ -151,16 +150,6 @@ def validate_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value is not None and value not in allowed:
             raise ConfigError(f"{key}={value!r} is not valid; expected one of: {', '.join(allowed)}")
-    unknown = [t for t in cfg.data.tasks if t not in TASKS]
-    if unknown:
-        raise ConfigError(f"data.tasks has {unknown}; expected a subset of: {', '.join(TASKS)}")
-    if cfg.task.name not in cfg.data.tasks:
-        served = ", ".join(cfg.data.tasks) or "none"
-        raise ConfigError(
-            f"task={cfg.task.name} needs labels that data={cfg.data.name} does not have "
-            f"(data.tasks: {served}). Choose one of those tasks, or a dataset that serves "
-            f"{cfg.task.name} (data=shapes serves all three)."
-        )
     for key in ("data.val_fraction", "data.test_fraction"):
         if not 0 <= OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"{key}={OmegaConf.select(cfg, key)} must be in [0, 1)")

@@ -29,19 +29,20 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     import pytorch_lightning as pl
     from hydra.utils import get_class
 
-    from cnnlab.training import build_datamodule
+    from cnnlab.data.datamodule import datamodule_from_config
+    from cnnlab.tracking.run import log_evaluation, read_run_record
 
     train_dir, output_dir = Path(cfg.evaluate.train_dir), Path(cfg.evaluate.output_dir)
     config_file = train_dir / "config.yaml"
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file} not found: evaluate.train_dir must be a cnnlab-train output directory")
     train_cfg = OmegaConf.load(config_file)
-    run_info = json.loads((train_dir / "run.json").read_text()) if (train_dir / "run.json").is_file() else {}
+    run_info = read_run_record(train_dir)
     checkpoint = resolve_checkpoint(train_dir, cfg.evaluate.checkpoint)
 
     task_class = get_class(train_cfg.task.module._target_)
     task = task_class.load_from_checkpoint(checkpoint, map_location="cpu")
-    datamodule = build_datamodule(train_cfg, train_cfg.seed)
+    datamodule = datamodule_from_config(train_cfg, task_class.labels)
     if datamodule.meta["content_hash"] != run_info.get("data_hash", datamodule.meta["content_hash"]):
         raise ConfigError(
             f"the prepared data at {train_cfg.data.prepared_dir} changed since training "
@@ -59,33 +60,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if not predictions.exists():  # dvc.yaml declares it for every task
         predictions.parent.mkdir(parents=True, exist_ok=True)
         predictions.write_text("actual,predicted\n")
-    _log_to_training_run(cfg, run_info, metrics, [output_dir / "metrics.json", *files.values()])
+    if cfg.logger.enabled:
+        log_evaluation(cfg, run_info, metrics, [output_dir / "metrics.json", *files.values()])
     return metrics
 
-
-def _log_to_training_run(cfg: DictConfig, run_info: dict, metrics: dict, files: list[Path]) -> None:
-    """Test metrics and plots go into the training run, so one run holds the whole result."""
-    if not cfg.logger.enabled:
-        return
-    from cnnlab.tracking import mlflow_runs
-
-    uri = mlflow_runs.resolve_tracking_uri(cfg.logger.tracking_uri)
-    run_id = run_info.get("run_id")
-    if run_id:
-        try:
-            mlflow_runs.client(uri).get_run(run_id)
-        except Exception:
-            log.warning("training run %s is not in %s; logging the evaluation to a new run", run_id, uri)
-            run_id = None
-    if run_id is None:
-        run_id = mlflow_runs.start_run(uri, cfg.logger.experiment_name, "evaluate", {"cnnlab.role": "evaluate",
-                                       "cnnlab.train_run_id": run_info.get("run_id") or "unknown"})  # fmt: skip
-        mlflow_runs.end_run(uri, run_id)
-    mlflow_runs.log_metrics(uri, run_id, metrics)
-    if cfg.evaluate.checkpoint == "best":  # the registered model is the best checkpoint
-        from cnnlab.tracking.models import held_out_metric, promote_run_model
-
-        promote_run_model(uri, run_id, metrics, held_out_metric(run_info.get("monitor")), run_info.get("mode", "max"), cfg.promote_alias)
-    for path in files:
-        mlflow_runs.log_artifact(uri, run_id, path, "evaluation")
-    log.info("test metrics logged to MLflow run %s", run_id)

@@ -26,11 +26,6 @@ from cnnlab.config import ConfigError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm", ".pnm"}
 PREDICTIONS_FILE = "predictions.csv"
 MASKS_DIR = "masks"
-COLUMNS = {
-    "classification": ["file", "label", "score", "top_k", "error"],
-    "localization": ["file", "label", "score", "top_k", "x_min", "y_min", "x_max", "y_max", "error"],
-    "segmentation": ["file", "mask", "classes", "error"],
-}
 
 
 class UnreadableImage(ValueError):
@@ -54,11 +49,26 @@ class LoadedModel:
         return list(self.info["class_names"])
 
     @cached_property
-    def normalize(self):
-        """Evaluation's transform: normalise with the training statistics, to a C x H x W tensor."""
-        from cnnlab.data.augment import build_transform
+    def task_class(self):
+        """The task's class, which turns outputs into CSV rows: the metadata's task_class, or its task name."""
+        from cnnlab.tasks import task_class
 
-        return build_transform([], self.info["mean"], self.info["std"])
+        target = self.info.get("task_class")
+        if target:
+            from hydra.utils import get_class
+
+            try:
+                return get_class(target)
+            except Exception as err:
+                raise ConfigError(f"model_uri={self.uri!r} was made by the task {target}, which cannot be imported here: {err}") from None
+        return task_class(self.task)
+
+    @cached_property
+    def normalize(self):
+        """Evaluation's normalisation: the training split's statistics, a batch at a time."""
+        from cnnlab.data.preprocess import BatchNormalizer
+
+        return BatchNormalizer(self.info["mean"], self.info["std"])
 
 
 @dataclass
@@ -74,7 +84,7 @@ class PredictionResult:
 # ---- the model ------------------------------------------------------------------------------------
 def _registered_models(tracking_uri: str) -> str:
     """'name (@alias, ...)' of the store's registered models, for error messages."""
-    from cnnlab.tracking.mlflow_runs import client
+    from cnnlab.tracking.store import client
 
     try:
         models = client(tracking_uri).search_registered_models(max_results=50)
@@ -92,7 +102,7 @@ def open_model(model_uri: str, tracking_uri: str) -> Iterator[LoadedModel]:
     from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
-    from cnnlab.tracking.models import METADATA_KEY, use_tracking_uri
+    from cnnlab.tracking.model_registry import METADATA_KEY, use_tracking_uri
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory(prefix="cnnlab-model-") as scratch:
@@ -162,8 +172,8 @@ def read_image(path: Path) -> np.ndarray:
 
     The same decoder as `prepare`, so a model sees new images exactly as it saw its training data.
     """
+    from cnnlab.data.decode import decode_image
     from cnnlab.data.sources.base import BadSampleError
-    from cnnlab.data.sources.images import decode_image
 
     try:
         return decode_image(path)
@@ -173,22 +183,17 @@ def read_image(path: Path) -> np.ndarray:
 
 def preprocess(image: np.ndarray, model: LoadedModel, name: str):
     """H x W x C uint8 -> the network's C x S x S float tensor: channels and resize as `prepare`, normalise as evaluation."""
-    from cnnlab.data.build import resize_sample
+    from cnnlab.data.preprocess import resize_sample
     from cnnlab.data.sources.base import BadSampleError, Sample
 
     try:
         resized = resize_sample(Sample(image=image, label=0, name=name), model.info["image_size"], model.info["channels"]).image
     except BadSampleError as err:
         raise UnreadableImage(str(err)) from None
-    return model.normalize(image=resized)["image"].float()
+    return model.normalize(resized[None])[0]
 
 
 # ---- outputs --------------------------------------------------------------------------------------
-def _top_k(probabilities: np.ndarray, names: Sequence[str], k: int) -> str:
-    order = np.argsort(-probabilities, kind="stable")[:k]
-    return ";".join(f"{names[i]}:{probabilities[i]:.4f}" for i in order)
-
-
 def mask_palette() -> list[int]:
     """A flat RGB palette: class ids stay the pixel values (VOC's convention), with colours to look at."""
     import matplotlib
@@ -213,35 +218,27 @@ def _mask_path(output_dir: Path, base: Path, file: Path, taken: set[Path]) -> Pa
 
 def _rows_for_batch(model: LoadedModel, outputs: np.ndarray, batch: list[tuple[Path, str, np.ndarray]],
                     output_dir: Path, base: Path, top_k: int, taken: set[Path]) -> list[dict]:  # fmt: skip
-    import cv2
-    from PIL import Image
+    """One CSV row per image, made by the model's task from the image's output."""
+    from cnnlab.tasks.base import PredictionInput
 
-    names = model.class_names
-    k = len(names)
-    rows = []
-    for output, (file, display, image) in zip(outputs, batch):
-        height, width = image.shape[:2]
-        row: dict = {"file": display, "error": ""}
-        if model.task in ("classification", "localization"):
-            probabilities = output[:k]
-            best = int(np.argmax(probabilities))
-            row.update(label=names[best], score=f"{probabilities[best]:.6f}", top_k=_top_k(probabilities, names, min(top_k, k)))
-            if model.task == "localization":
-                x_min, y_min, x_max, y_max = (float(v) for v in np.clip(output[k : k + 4], 0, 1))
-                row.update(x_min=f"{x_min * width:.1f}", y_min=f"{y_min * height:.1f}",
-                           x_max=f"{x_max * width:.1f}", y_max=f"{y_max * height:.1f}")  # fmt: skip
-        else:
-            classes = np.argmax(output, axis=0).astype(np.uint8)
-            mask = cv2.resize(classes, (width, height), interpolation=cv2.INTER_NEAREST)
+    def mask_saver(file: Path) -> Callable[[np.ndarray], str]:
+        def save(mask: np.ndarray) -> str:
+            from PIL import Image
+
             path = _mask_path(output_dir, base, file, taken)
             path.parent.mkdir(parents=True, exist_ok=True)
             picture = Image.fromarray(mask, mode="P")
             picture.putpalette(mask_palette())
             picture.save(path)
-            counts = np.bincount(mask.ravel(), minlength=k)
-            present = [(names[i], counts[i] / mask.size) for i in np.argsort(-counts, kind="stable") if counts[i]]
-            row.update(mask=path.relative_to(output_dir).as_posix(), classes=";".join(f"{n}:{f:.4f}" for n, f in present))
-        rows.append(row)
+            return path.relative_to(output_dir).as_posix()
+
+        return save
+
+    rows = []
+    for output, (file, display, image) in zip(outputs, batch):
+        height, width = image.shape[:2]
+        context = PredictionInput(height, width, model.class_names, top_k, mask_saver(file))
+        rows.append({"file": display, "error": "", **model.task_class.prediction_row(output, context)})
     return rows
 
 
@@ -277,7 +274,7 @@ def predict_files(model: LoadedModel, base: Path, files: Sequence[Path], output_
     rows.sort(key=lambda row: order.get(row["file"], len(order)))  # input order, unreadable files in place
     csv_path = output_dir / PREDICTIONS_FILE
     with open(csv_path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS[model.task], restval="")
+        writer = csv.DictWriter(handle, fieldnames=["file", *model.task_class.prediction_columns, "error"], restval="")
         writer.writeheader()
         writer.writerows(rows)
     return PredictionResult(csv_path=csv_path, rows=rows)
@@ -290,7 +287,7 @@ def predict(model_uri: str, input_path: str | Path, output_dir: str | Path, trac
     Raises FileNotFoundError for a missing input and ConfigError for an unknown model; when every
     image is unreadable, ConfigError after the CSV listing them is written.
     """
-    from cnnlab.tracking.mlflow_runs import resolve_tracking_uri
+    from cnnlab.tracking.store import resolve_tracking_uri
 
     if not model_uri or not str(model_uri).strip():
         raise ConfigError("model_uri is empty: give models:/<name>@<alias>, models:/<name>/<version> or models:/<model id>")

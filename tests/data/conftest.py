@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnlab.data.build import build_prepared_dataset
+from cnnlab.data.prepare import build_prepared_dataset
 from cnnlab.data.prepared import PreparedDataset
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -45,7 +45,7 @@ class RectangleSource(Source):
 
 @pytest.fixture(scope="module")
 def rectangles(tmp_path_factory):
-    from cnnlab.data.build import build_prepared_dataset
+    from cnnlab.data.prepare import build_prepared_dataset
 
     directory = tmp_path_factory.mktemp("rect") / "prepared"
     build_prepared_dataset(RectangleSource(), directory, name="rect", image_size=SIZE, channels=3, val_fraction=0.0,

@@ -8,7 +8,7 @@ from data_writers import encoded, image_array, write_image, write_palette_png
 from PIL import Image
 
 from cnnlab.data.sources.base import BadSampleError
-from cnnlab.data.sources.images import decode_image, decode_mask
+from cnnlab.data.decode import decode_image, decode_mask
 
 
 def test_rgb_png_is_decoded_exactly_as_rgb(tmp_path):

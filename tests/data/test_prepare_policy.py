@@ -14,7 +14,7 @@ from data_writers import image_array, read_skipped, write_image
 
 from cnnlab.config import ConfigError
 from cnnlab.data import prepared as prepared_module
-from cnnlab.data.build import ensure_prepared, prepare_from_config
+from cnnlab.data.prepare import ensure_prepared, prepare_from_config
 from cnnlab.data.sources.base import BadSampleError
 from cnnlab.data.sources.image_folder import ImageFolderSource
 
@@ -91,11 +91,20 @@ def test_every_data_config_composes_with_tasks_and_a_sized_prepared_dir(compose_
 
 
 def test_tasks_the_source_cannot_serve_are_refused(compose_config, tmp_path):
+    """Training checks data.tasks against the labels the prepared data carries (each task declares its own)."""
+    from cnnlab.data.prepare import build_source
+    from cnnlab.data.prepared import label_kinds
+    from cnnlab.tasks import check_data_labels
+
     root = tmp_path / "voc"
     (root / "JPEGImages").mkdir(parents=True)
     cfg = compose_config("data=voc", f"data.root={root}", "data.source.subset=detection", f"paths.data_dir={tmp_path}")
-    with pytest.raises(ConfigError, match="data.tasks lists segmentation but .* has no masks"):
-        prepare_from_config(cfg.data)
+    source = build_source(cfg.data)
+    carried = label_kinds({"has_boxes": source.has_boxes, "has_masks": source.has_masks})
+    assert carried == ["label", "box"]
+    with pytest.raises(ConfigError, match=r"data.tasks lists segmentation but .* has no masks .*data.tasks=\[classification,localization\]"):
+        check_data_labels(cfg.data.tasks, carried, source.describe(), cfg.data.name)
+    check_data_labels(["classification", "localization"], carried, source.describe(), cfg.data.name)
     cfg = compose_config("data=voc", f"data.root={root}", "data.source.subset=boxes", f"paths.data_dir={tmp_path}")
     with pytest.raises(ConfigError, match="data.source.subset='boxes' is not valid"):
         prepare_from_config(cfg.data)

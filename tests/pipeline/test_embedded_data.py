@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnnlab.data.build import build_prepared_dataset
+from cnnlab.data.prepare import build_prepared_dataset
 from cnnlab.data.prepared import PreparedDataset
 from cnnlab.data.sources.digits import DigitsSource
 from cnnlab.data.sources.shapes import SHAPES, ShapesSource

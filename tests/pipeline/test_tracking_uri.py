@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from cnnlab.paths import default_tracking_uri
-from cnnlab.tracking.mlflow_runs import resolve_tracking_uri
+from cnnlab.tracking.store import resolve_tracking_uri
 from tests.conftest import BIN, QUICK, cli_env, copy_project
 
 

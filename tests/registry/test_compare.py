@@ -6,7 +6,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from cnnlab.comparison import RunRow, compare
+from cnnlab.tracking.comparison import RunRow, compare
 
 EXPERIMENT = "compare-test"
 RUNS = {  # run name: (optimizer.lr, model.name, best/val/acc, test/acc)

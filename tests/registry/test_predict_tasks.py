@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from cnnlab.prediction import open_model, predict_files, preprocess, read_image
-from cnnlab.tracking import mlflow_runs
-from cnnlab.tracking.models import log_model
+from cnnlab.tracking.run import TrackedRun
+from cnnlab.tracking.model_registry import log_model
 
 BACKBONE = {"_target_": "cnnlab.models.build_backbone", "name": "simple_cnn"}
 COMMON = dict(model=BACKBONE, in_channels=3, image_size=32, optimizer={"_target_": "torch.optim.SGD", "lr": 0.1},
@@ -35,9 +35,10 @@ def inputs(tmp_path_factory):
 
 
 def logged(store: str, task) -> str:
-    run_id = mlflow_runs.start_run(store, "tasks", type(task).__name__, {})
+    run = TrackedRun.start(store, "tasks", type(task).__name__, {})
+    run_id = run.run_id
     model_uri = log_model(store, run_id, task)
-    mlflow_runs.end_run(store, run_id)
+    run.end()
     return model_uri
 
 

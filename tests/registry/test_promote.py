@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from cnnlab.tracking.models import promote_if_better
+from cnnlab.tracking.model_registry import promote_if_better
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from PIL import Image
 
 from cnnlab.data.datamodule import CNNDataModule
 from cnnlab.tasks.classification import ClassificationTask
-from cnnlab.tracking.models import (
+from cnnlab.tracking.model_registry import (
     example_inputs,
     held_out_metric,
     log_model,

@@ -22,7 +22,7 @@ def test_the_three_task_experiments_exist():
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_experiment_composes_validates_and_builds(path):
-    from cnnlab.training import build_task
+    from cnnlab.tasks import build_task
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

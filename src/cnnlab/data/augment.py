@@ -1,9 +1,9 @@
 """Albumentations pipelines from config: image, box and mask transformed together.
 
 Training applies the configured transforms per sample (`build_augmentation`), then normalises a
-whole batch at once (`BatchNormalizer`): the same arithmetic as albumentations' Normalize +
-ToTensorV2, without their per-sample cost. `build_transform` is the single-sample equivalent
-(configured transforms + Normalize + ToTensorV2) for code that handles one image at a time.
+whole batch at once (`cnnlab.data.preprocess.BatchNormalizer`): the same arithmetic as
+albumentations' Normalize + ToTensorV2, without their per-sample cost. `build_transform` is the
+single-sample equivalent (configured transforms + Normalize + ToTensorV2).
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import warnings
 from typing import Any, Optional, Sequence
 
 import albumentations as A
-import numpy as np
-import torch
 from albumentations.pytorch import ToTensorV2
 from hydra.utils import instantiate
 
@@ -62,18 +60,3 @@ def build_transform(
     transforms = _instantiate(train_transforms)
     transforms += [A.Normalize(mean=list(mean), std=list(std), max_pixel_value=255.0), ToTensorV2()]
     return _compose(transforms, with_boxes)
-
-
-class BatchNormalizer:
-    """N x H x W x C uint8 -> N x C x H x W float32, (pixel / 255 - mean) / std per channel."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
-        mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
-        self.scale = torch.tensor(1.0 / (255.0 * std), dtype=torch.float32).view(1, -1, 1, 1)
-        self.shift = torch.tensor(mean / std, dtype=torch.float32).view(1, -1, 1, 1)
-
-    def __call__(self, images: np.ndarray) -> torch.Tensor:
-        pixels = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
-        out = torch.empty(pixels.shape, dtype=torch.float32)  # contiguous N x C x H x W
-        out.copy_(pixels)
-        return out.mul_(self.scale).sub_(self.shift)

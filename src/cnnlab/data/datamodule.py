@@ -10,10 +10,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from cnnlab.callbacks import epoch_seed
-
-from cnnlab.data.augment import BOX_LABEL_FIELD, BatchNormalizer, build_augmentation
+from cnnlab.data.augment import BOX_LABEL_FIELD, build_augmentation
 from cnnlab.data.prepared import PreparedDataset
+from cnnlab.data.preprocess import BatchNormalizer
+from cnnlab.seeding import epoch_seed
 
 
 class PreparedSplit(Dataset):
@@ -177,3 +177,19 @@ class CNNDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
+
+
+def datamodule_from_config(cfg, labels: Sequence[str]) -> CNNDataModule:
+    """The DataModule of a composed config, loading the label kinds a task needs (`CNNTask.labels`)."""
+    from omegaconf import OmegaConf
+
+    return CNNDataModule(
+        prepared_dir=cfg.data.prepared_dir,
+        train_transforms=OmegaConf.to_container(cfg.augment.train, resolve=True),
+        batch_size=cfg.data.batch_size,
+        eval_batch_size=cfg.data.eval_batch_size,
+        num_workers=cfg.data.num_workers,
+        boxes="box" in labels,
+        masks="mask" in labels,
+        seed=cfg.seed,
+    )

@@ -114,6 +114,11 @@ def write_prepared(directory: Path, arrays: PreparedArrays, meta: dict, skipped:
     return meta
 
 
+def label_kinds(meta: dict) -> list[str]:
+    """What every sample of a prepared dataset carries: "label", and "box" / "mask" where it has them."""
+    return ["label", *(["box"] if meta.get("has_boxes") else []), *(["mask"] if meta.get("has_masks") else [])]
+
+
 class PreparedDataset:
     """Read side of the format: arrays are memory-mapped, nothing is decoded again."""
 

@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from dataclasses import dataclass
 from typing import Callable
 
 from cnnlab.config import ConfigError
 from cnnlab.models.base import Backbone
-
-# Modules that register architectures when imported; one file per family.
-FAMILY_MODULES = (
-    "lenet",
-    "alexnet",
-    "vgg",
-    "googlenet",
-    "resnet",
-    "densenet",
-    "mobilenet",
-    "xception",
-    "efficientnet",
-)
 
 
 @dataclass(frozen=True)
@@ -47,8 +35,11 @@ def register_model(name: str, family: str, min_input_size: int = 1):
 
 
 def _load_families() -> None:
-    for module in FAMILY_MODULES:
-        importlib.import_module(f"cnnlab.models.{module}")
+    """Import every module of this package: each family file registers its architectures when imported."""
+    import cnnlab.models
+
+    for module in pkgutil.iter_modules(cnnlab.models.__path__):
+        importlib.import_module(f"cnnlab.models.{module.name}")
 
 
 def available_models() -> list[str]:

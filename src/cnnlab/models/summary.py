@@ -139,3 +139,29 @@ def _si(value: int) -> str:
         if value >= scale:
             return f"{value / scale:.2f} {unit}"
     return f"{value} "
+
+
+# ---- cnnlab-summary: a composed summary config (conf/summary.yaml) -> the table ---------------------
+def build_summary(cfg) -> ModelSummary:
+    """Instantiate `cfg.model` for `cfg.data` inputs and `cfg.num_classes` on the meta device, and summarise it."""
+    from hydra.utils import instantiate
+
+    from cnnlab.config import ConfigError
+
+    size, channels = int(cfg.data.image_size), int(cfg.data.channels)
+    try:
+        with torch.device("meta"):
+            model = instantiate(
+                cfg.model, num_classes=int(cfg.num_classes), in_channels=channels, image_size=size, _convert_="all"
+            )
+    except Exception as err:  # Hydra wraps the builder's ConfigError in an InstantiationException
+        if isinstance(err.__cause__, ConfigError):
+            raise err.__cause__ from None
+        raise
+    return summarize(model, (channels, size, size))
+
+
+def summary_text(cfg) -> str:
+    """The printed table for a composed summary config."""
+    title = f"model={cfg.model.name}  input={cfg.data.channels}x{cfg.data.image_size}x{cfg.data.image_size}"
+    return format_summary(build_summary(cfg), title=f"{title}  num_classes={cfg.num_classes}")

@@ -1,25 +1,68 @@
-"""What every task shares: backbone from config, optimiser and schedule from config, test report."""
+"""What every task shares, and what each task declares about itself.
+
+A task is one class in tasks/<name>.py (plus conf/task/<name>.yaml). Besides its LightningModule
+hooks it declares, as class attributes and methods, everything that is particular to it; training,
+evaluation, the model registry and prediction read those declarations and never branch on a
+task's name:
+
+  name                   the task's name (conf/task/<name>.yaml, data.tasks, registry names)
+  labels                 what each sample must carry: "label", "box" and/or "mask"
+  output                 what `inference_output` returns, in words: the logged model's contract
+  prediction_columns     the columns of cnnlab-predict's CSV between "file" and "error"
+  output_classes(meta)   the classes the network outputs, for a prepared dataset's meta
+  inference_output(x)    one tensor per batch of images: what a logged model serves
+  prediction_row(...)    one CSV row (and any mask file) from one image's inference output
+  write_test_report(dir) evaluation's pictures and tables
+"""
 
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class, instantiate
 
+LABEL_KINDS = {"label": "labels", "box": "boxes", "mask": "masks"}  # what a sample can carry (cnnlab.data.prepared)
+_TASKS: dict[str, type["CNNTask"]] = {}  # name -> class, filled as task classes are defined
+
+
+@dataclass
+class PredictionInput:
+    """What `CNNTask.prediction_row` knows of one input image besides the network's output."""
+
+    height: int  # the input image's own size, for boxes and masks in its pixels
+    width: int
+    class_names: list[str]
+    top_k: int
+    save_mask: Callable[[np.ndarray], str]  # writes an H x W class-id mask, returns its path in the CSV
+
 
 class CNNTask(pl.LightningModule):
-    """Base LightningModule. Subclasses add heads, losses, metrics and `write_test_report`.
+    """Base LightningModule. Subclasses add heads, losses, metrics and the declarations above.
 
     Arguments are plain dicts and lists (saved as hyperparameters), so `load_from_checkpoint`
     rebuilds the exact network without the Hydra config. Shared by every task: `label_smoothing` of
     the class cross-entropy, and `channels_last`, which feeds the network NHWC images (the same
     numbers; oneDNN's depthwise convolutions, as in MobileNet and EfficientNet, run 1.4-1.6x faster on CPU).
     """
+
+    name: ClassVar[str] = ""
+    labels: ClassVar[tuple[str, ...]] = ("label",)
+    output: ClassVar[str] = ""
+    prediction_columns: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("name"):  # a subclass that keeps its parent's name does not replace it
+            unknown = set(cls.labels) - set(LABEL_KINDS)
+            if unknown:
+                raise TypeError(f"{cls.__name__}.labels has {sorted(unknown)}; expected some of {list(LABEL_KINDS)}")
+            _TASKS[cls.name] = cls
 
     def __init__(
         self,
@@ -93,6 +136,38 @@ class CNNTask(pl.LightningModule):
         pixels = (images.detach().cpu().float() * std + mean).clamp(0, 1) * 255
         return pixels.round().byte().permute(0, 2, 3, 1).numpy()
 
+    # ---- what the task declares ----------------------------------------------------------------
+    @classmethod
+    def output_classes(cls, meta: dict) -> list[str]:
+        """The classes the network outputs, for a prepared dataset's meta (its `classes` by default)."""
+        return list(meta["classes"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.hparams.class_names or [str(i) for i in range(self.hparams.num_classes)])
+
+    def inference_output(self, images: torch.Tensor) -> torch.Tensor:
+        """One tensor per batch of normalised images (see `output`): what a logged model returns."""
+        raise NotImplementedError
+
+    def model_metadata(self) -> dict:
+        """Task-specific entries of a logged model's cnnlab metadata (beyond the common ones)."""
+        return {}
+
+    @classmethod
+    def prediction_row(cls, output: np.ndarray, image: PredictionInput) -> dict[str, str]:
+        """The `prediction_columns` of one image from its `inference_output` row."""
+        raise NotImplementedError
+
     def write_test_report(self, directory: Path) -> dict[str, Path]:
         """After `trainer.test`: write the task's plots and tables; returns {name: path}."""
         return {}
+
+
+def class_prediction(probabilities: np.ndarray, image: PredictionInput) -> dict[str, str]:
+    """label, score and top_k ("name:p;name:p", most probable first) from class probabilities."""
+    names = image.class_names
+    best = int(np.argmax(probabilities))
+    order = np.argsort(-probabilities, kind="stable")[: min(image.top_k, len(names))]
+    top_k = ";".join(f"{names[i]}:{probabilities[i]:.4f}" for i in order)
+    return {"label": names[best], "score": f"{probabilities[best]:.6f}", "top_k": top_k}

@@ -23,7 +23,7 @@ from torchmetrics.classification import (
 )
 
 from cnnlab.config import ConfigError
-from cnnlab.tasks.base import CNNTask
+from cnnlab.tasks.base import CNNTask, PredictionInput, class_prediction
 
 GRID_IMAGES = 32  # test images kept for the prediction grid
 BINARY_MODES = ("softmax", "sigmoid")
@@ -36,6 +36,11 @@ class ClassificationTask(CNNTask):
     multiclass path; sigmoid gives the backbone one logit (positive = class index 1), trained with
     BCEWithLogits, and logs acc, f1 (positive class) and auroc from the binary torchmetrics.
     """
+
+    name = "classification"
+    labels = ("label",)
+    output = "N x K class probabilities"
+    prediction_columns = ("label", "score", "top_k")
 
     def __init__(self, *args, mixup_alpha: float = 0.0, binary_mode: str = "softmax", **kwargs):
         super().__init__(*args, **kwargs)
@@ -86,6 +91,13 @@ class ClassificationTask(CNNTask):
             return torch.stack([1 - positive, positive], dim=1)
         return logits.softmax(1)
 
+    def inference_output(self, images: torch.Tensor) -> torch.Tensor:
+        return self.probabilities(self(images))
+
+    @classmethod
+    def prediction_row(cls, output: np.ndarray, image: PredictionInput) -> dict[str, str]:
+        return class_prediction(output[: len(image.class_names)], image)
+
     def metric_input(self, logits: torch.Tensor) -> torch.Tensor:
         """What the metric collection takes: logits, or the positive-class probability in sigmoid mode."""
         return torch.sigmoid(logits[:, 0]) if self.sigmoid else logits
@@ -129,15 +141,14 @@ class ClassificationTask(CNNTask):
 
     def on_test_epoch_end(self) -> None:
         per_class = self.test_per_class.compute()
-        names = self.hparams.class_names or [str(i) for i in range(self.hparams.num_classes)]
-        for name, value in zip(names, per_class):
+        for name, value in zip(self.class_names, per_class):
             self.log(f"test/acc_class/{name}", value)
 
     def write_test_report(self, directory: Path) -> dict[str, Path]:
         from cnnlab.viz.classification import plot_confusion_matrix, plot_prediction_grid
 
         directory.mkdir(parents=True, exist_ok=True)
-        names = self.hparams.class_names or [str(i) for i in range(self.hparams.num_classes)]
+        names = self.class_names
         confusion = self.test_confusion.compute().cpu().numpy()
         # one row per test image, the layout DVC's confusion template reads
         rows = ["actual,predicted"] + [

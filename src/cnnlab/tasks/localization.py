@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from cnnlab.config import ConfigError
-from cnnlab.tasks.base import CNNTask
+from cnnlab.tasks.base import CNNTask, PredictionInput, class_prediction
 from cnnlab.tasks.boxes import BOX_LOSSES, box_iou, box_loss, center_size_to_corners
 
 GRID_IMAGES = 32  # test images kept for the box grid
@@ -54,6 +54,11 @@ class LocalizationTask(CNNTask):
     formulation; smooth_l1; or giou: 1 - GIoU).
     """
 
+    name = "localization"
+    labels = ("label", "box")
+    output = "N x (K + 4): class probabilities, then x_min, y_min, x_max, y_max normalised to the input"
+    prediction_columns = ("label", "score", "top_k", "x_min", "y_min", "x_max", "y_max")
+
     def __init__(
         self,
         *args,
@@ -75,14 +80,21 @@ class LocalizationTask(CNNTask):
         self._test_rows: list[tuple[np.ndarray, ...]] = []
         self._grid: list[tuple[np.ndarray, ...]] = []
 
-    @property
-    def class_names(self) -> list[str]:
-        return self.hparams.class_names or [str(i) for i in range(self.hparams.num_classes)]
-
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N x classes logits, N x 4 boxes as normalised x_min, y_min, x_max, y_max)."""
         features = self.backbone.forward_features(self.network_input(images))
         return self.backbone.forward_head(features), self.box_head(features[-1])
+
+    def inference_output(self, images: torch.Tensor) -> torch.Tensor:
+        logits, boxes = self(images)
+        return torch.cat([logits.softmax(1), boxes], dim=1)
+
+    @classmethod
+    def prediction_row(cls, output: np.ndarray, image: PredictionInput) -> dict[str, str]:
+        k = len(image.class_names)
+        x_min, y_min, x_max, y_max = (float(v) for v in np.clip(output[k : k + 4], 0, 1))
+        return {**class_prediction(output[:k], image), "x_min": f"{x_min * image.width:.1f}", "y_min": f"{y_min * image.height:.1f}",
+                "x_max": f"{x_max * image.width:.1f}", "y_max": f"{y_max * image.height:.1f}"}  # fmt: skip
 
     def losses(self, logits, boxes, labels, true_boxes) -> dict[str, torch.Tensor]:
         class_loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from cnnlab.tasks.base import CNNTask
+from cnnlab.tasks.base import CNNTask, PredictionInput
 from cnnlab.tasks.fcn import FCNHead
 
 GRID_IMAGES = 16  # test images kept for the overlay grid
@@ -46,6 +46,16 @@ class SegmentationTask(CNNTask):
     (object boundaries in VOC and Oxford-IIIT Pet trimaps) carry no loss and no metric.
     """
 
+    name = "segmentation"
+    labels = ("mask",)
+    output = "N x K x H x W per-pixel class probabilities"
+    prediction_columns = ("mask", "classes")
+
+    @classmethod
+    def output_classes(cls, meta: dict) -> list[str]:
+        """The mask classes, background first (a dataset without mask class names: its classes)."""
+        return list(meta.get("mask_classes") or meta["classes"])
+
     def __init__(
         self,
         *args,
@@ -71,12 +81,26 @@ class SegmentationTask(CNNTask):
         self.test_confusion = MulticlassConfusionMatrix(n, ignore_index=ignore_index)
         self._grid: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
-    @property
-    def class_names(self) -> list[str]:
-        return self.hparams.class_names or [str(i) for i in range(self.hparams.num_classes)]
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone.forward_features(self.network_input(images)), images.shape[-2:])
+
+    def inference_output(self, images: torch.Tensor) -> torch.Tensor:
+        return self(images).softmax(1)
+
+    def model_metadata(self) -> dict:
+        return {"mask_class_names": self.class_names}
+
+    @classmethod
+    def prediction_row(cls, output: np.ndarray, image: PredictionInput) -> dict[str, str]:
+        """The mask at the input image's size (nearest), saved as a PNG, and each class's share of it."""
+        import cv2
+
+        names = image.class_names
+        classes = np.argmax(output, axis=0).astype(np.uint8)
+        mask = cv2.resize(classes, (image.width, image.height), interpolation=cv2.INTER_NEAREST)
+        counts = np.bincount(mask.ravel(), minlength=len(names))
+        present = [(names[i], counts[i] / mask.size) for i in np.argsort(-counts, kind="stable") if counts[i]]
+        return {"mask": image.save_mask(mask), "classes": ";".join(f"{n}:{f:.4f}" for n, f in present)}
 
     def loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(

@@ -13,7 +13,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from cnnlab.tracking import mlflow_runs
+from cnnlab.tracking.run import PARENT_RUN_FILE, TrackedRun
+from cnnlab.tracking.store import client, resolve_tracking_uri, with_retry
 
 log = logging.getLogger(__name__)
 
@@ -28,27 +29,24 @@ class MLflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.logger.enabled:
             return
-        uri = mlflow_runs.resolve_tracking_uri(config.logger.tracking_uri)
+        uri = resolve_tracking_uri(config.logger.tracking_uri)
         sweep_dir = Path(config.hydra.sweep.dir)
         overrides = list(config.hydra.overrides.task)
-        run_id = mlflow_runs.start_run(
-            uri,
-            config.logger.experiment_name,
-            run_name=f"sweep-{sweep_dir.name}",
-            tags={"cnnlab.role": "sweep", "cnnlab.sweep_dir": str(sweep_dir), "cnnlab.overrides": " ".join(overrides)},
-        )
+        tags = {"cnnlab.role": "sweep", "cnnlab.sweep_dir": str(sweep_dir), "cnnlab.overrides": " ".join(overrides)}
+        run = TrackedRun.start(uri, config.logger.experiment_name, run_name=f"sweep-{sweep_dir.name}", tags=tags)
         sweeper = config.hydra.sweeper.get("_target_", "basic").rsplit(".", 1)[-1]
-        mlflow_runs.log_params(uri, run_id, {"sweep.overrides": " ".join(overrides), "sweep.sweeper": sweeper,
-                                             "sweep.metric": config.task.monitor, "sweep.mode": config.task.mode})  # fmt: skip
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / mlflow_runs.PARENT_RUN_FILE).write_text(json.dumps({"run_id": run_id, "tracking_uri": uri}))
-        os.environ["CNNLAB_PARENT_RUN_ID"] = run_id
-        log.info("MLflow parent run %s for sweep %s", run_id, sweep_dir)
+        with run.failed_on_error():
+            run.log_params({"sweep.overrides": " ".join(overrides), "sweep.sweeper": sweeper,
+                            "sweep.metric": config.task.monitor, "sweep.mode": config.task.mode})  # fmt: skip
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            (sweep_dir / PARENT_RUN_FILE).write_text(json.dumps({"run_id": run.run_id, "tracking_uri": uri}))
+        os.environ["CNNLAB_PARENT_RUN_ID"] = run.run_id
+        log.info("MLflow parent run %s for sweep %s", run.run_id, sweep_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.logger.enabled:
             return
-        marker = Path(config.hydra.sweep.dir) / mlflow_runs.PARENT_RUN_FILE
+        marker = Path(config.hydra.sweep.dir) / PARENT_RUN_FILE
         if not marker.is_file():
             return
         parent = json.loads(marker.read_text())
@@ -62,31 +60,31 @@ def record_best_child(uri: str, parent_run_id: str, metric: str, mode: str) -> N
     Children are ranked by `best/<metric>`, the best value over each job's epochs: what a job
     returns to the sweeper, so the parent agrees with Optuna's objective.
     """
-    mlflow_client = mlflow_runs.client(uri)
+    mlflow_client = client(uri)
+    parent = TrackedRun(uri, parent_run_id)
     metric = f"best/{metric}"
     experiments = [e.experiment_id for e in mlflow_client.search_experiments()]
-    children = mlflow_runs.with_retry(
+    children = with_retry(
         lambda: mlflow_client.search_runs(experiments, filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=10000)
     )
     scored = [(run.data.metrics[metric], run) for run in children if metric in run.data.metrics
               and not math.isnan(run.data.metrics[metric])]  # fmt: skip
     finished = sum(run.info.status == "FINISHED" for run in children)
-    mlflow_runs.log_metrics(uri, parent_run_id, {"sweep.children": len(children), "sweep.finished": finished})
+    parent.log_metrics({"sweep.children": len(children), "sweep.finished": finished})
     if scored:
         value, best = (max if mode == "max" else min)(scored, key=lambda pair: pair[0])
         overrides = best.data.tags.get("cnnlab.overrides", "")
-        mlflow_client.set_tag(parent_run_id, "best_child_run_id", best.info.run_id)
-        mlflow_client.set_tag(parent_run_id, "best_child_overrides", overrides)
-        mlflow_runs.log_metrics(uri, parent_run_id, {metric: value})
+        parent.set_tags({"best_child_run_id": best.info.run_id, "best_child_overrides": overrides})
+        parent.log_metrics({metric: value})
         best_params = dict(item.split("=", 1) for item in overrides.split() if "=" in item)
-        mlflow_runs.log_params(uri, parent_run_id, {f"best.{k.lstrip('+')}": v for k, v in best_params.items()})
+        parent.log_params({f"best.{k.lstrip('+')}": v for k, v in best_params.items()})
         trials = sorted(children, key=lambda run: run.info.start_time)
         values = [run.data.metrics.get(metric, math.nan) for run in trials]
         with tempfile.TemporaryDirectory() as scratch:
             plot = plot_optimization_history(values, metric, mode, Path(scratch) / "optimization_history.png")
-            mlflow_runs.log_artifact(uri, parent_run_id, plot)
+            parent.log_artifact(plot)
         log.info("sweep best: %s = %.4f (run %s)", metric, value, best.info.run_id)
-    mlflow_runs.end_run(uri, parent_run_id, "FINISHED" if scored else "FAILED")
+    parent.end("FINISHED" if scored else "FAILED")
 
 
 def plot_optimization_history(values: list[float], metric: str, mode: str, path: Path) -> Path:

@@ -57,3 +57,13 @@ class Source:
 
 class BadSampleError(ValueError):
     """A sample that cannot be used; the message names the file and what is wrong with it."""
+
+
+@dataclass(frozen=True)
+class Unusable:
+    """An item that stands for a problem found while listing (a missing split file, an empty
+    class folder). `prepare` treats loading it as a bad sample named `name`, so the
+    data.on_bad_sample policy and skipped.csv cover dataset-level problems as well."""
+
+    name: str
+    reason: str

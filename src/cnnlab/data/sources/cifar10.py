@@ -18,8 +18,8 @@ from typing import Optional, Union
 
 import numpy as np
 
-from cnnlab.data.sources.base import BadSampleError, Sample, Source
-from cnnlab.data.sources.images import Unusable, resolve_root
+from cnnlab.data.sources.base import BadSampleError, Sample, Source, Unusable
+from cnnlab.data.sources.files import resolve_root
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +123,9 @@ class CIFAR10Source(Source):
         return data, labels
 
     def item_name(self, item: Item) -> str:
-        if isinstance(item, Unusable):
-            return item.name
         return f"{self._dir / item[0]}[{item[1]}]"
 
     def load(self, item: Item) -> Sample:
-        if isinstance(item, Unusable):
-            raise BadSampleError(f"{item.name}: {item.reason}")
         batch_name, index = item
         data, labels = self._batches[batch_name]
         image = data[index].reshape(3, 32, 32).transpose(1, 2, 0).copy()

@@ -17,8 +17,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from cnnlab.data.sources.base import BadSampleError, Sample, Source
-from cnnlab.data.sources.images import Unusable, decode_image, is_system_file, resolve_root
+from cnnlab.data.decode import decode_image
+from cnnlab.data.sources.base import Sample, Source, Unusable
+from cnnlab.data.sources.files import is_system_file, resolve_root
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +99,9 @@ class ImageFolderSource(Source):
         return self._items
 
     def item_name(self, item: Item) -> str:
-        return item.name if isinstance(item, Unusable) else item[0]
+        return item[0]
 
     def load(self, item: Item) -> Sample:
-        if isinstance(item, Unusable):
-            raise BadSampleError(f"{item.name}: {item.reason}")
         path, label, split = item
         return Sample(image=decode_image(path, self._min_side), label=label, name=path, split=split)
 

@@ -15,8 +15,9 @@ import csv
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from cnnlab.data.sources.base import BadSampleError, Sample, Source
-from cnnlab.data.sources.images import Unusable, check_box, check_mask_ids, decode_image, decode_mask, resolve_root
+from cnnlab.data.decode import decode_image, decode_mask
+from cnnlab.data.sources.base import BadSampleError, Sample, Source, Unusable
+from cnnlab.data.sources.files import check_box, check_mask_ids, resolve_root
 
 BOX_COLUMNS = ("x_min", "y_min", "x_max", "y_max")
 POSITIONAL = {2: ("path", "label"), 3: ("path", "label", "mask_path"), 6: ("path", "label", *BOX_COLUMNS),
@@ -100,8 +101,6 @@ class ManifestSource(Source):
         return items
 
     def item_name(self, item: Item) -> str:
-        if isinstance(item, Unusable):
-            return item.name
         return f"{self._csv}: line {item[0]} ({item[1]['path']})"
 
     def _resolve(self, value: str) -> Path:
@@ -109,8 +108,6 @@ class ManifestSource(Source):
         return path if path.is_absolute() else self._csv.parent / path
 
     def load(self, item: Item) -> Sample:
-        if isinstance(item, Unusable):
-            raise BadSampleError(f"{item.name}: {item.reason}")
         number, row = item
         where = f"{self._csv}: line {number}"
         if not row["path"]:

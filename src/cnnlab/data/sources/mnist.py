@@ -15,8 +15,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from cnnlab.data.sources.base import BadSampleError, Sample, Source
-from cnnlab.data.sources.images import Unusable, resolve_root
+from cnnlab.data.sources.base import BadSampleError, Sample, Source, Unusable
+from cnnlab.data.sources.files import resolve_root
 
 SPLITS = {"train": "train", "t10k": "test"}
 IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801  # unsigned bytes, 3 dims / 1 dim
@@ -95,13 +95,9 @@ class MNISTSource(Source):
         return items
 
     def item_name(self, item: Item) -> str:
-        if isinstance(item, Unusable):
-            return item.name
         return f"{self._data[item[0]][0]}[{item[1]}]"
 
     def load(self, item: Item) -> Sample:
-        if isinstance(item, Unusable):
-            raise BadSampleError(f"{item.name}: {item.reason}")
         prefix, index = item
         images_path, pixels, labels_path, labels, (height, width) = self._data[prefix]
         size = height * width

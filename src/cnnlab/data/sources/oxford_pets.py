@@ -20,16 +20,9 @@ from typing import Optional, Union
 
 import numpy as np
 
-from cnnlab.data.sources.base import BadSampleError, Sample, Source
-from cnnlab.data.sources.images import (
-    Unusable,
-    check_box,
-    decode_image,
-    decode_mask,
-    parse_voc_boxes,
-    resolve_root,
-    snap_border_pixel,
-)
+from cnnlab.data.decode import decode_image, decode_mask
+from cnnlab.data.sources.base import BadSampleError, Sample, Source, Unusable
+from cnnlab.data.sources.files import check_box, parse_voc_boxes, resolve_root, snap_border_pixel
 
 BREEDS = [
     "Abyssinian", "american_bulldog", "american_pit_bull_terrier", "basset_hound", "beagle", "Bengal", "Birman",
@@ -106,13 +99,9 @@ class OxfordPetsSource(Source):
         return items
 
     def item_name(self, item: Item) -> str:
-        if isinstance(item, Unusable):
-            return item.name
         return str(self._dir / "images" / f"{item[0]}.jpg")
 
     def load(self, item: Item) -> Sample:
-        if isinstance(item, Unusable):
-            raise BadSampleError(f"{item.name}: {item.reason}")
         name, class_id, species, split = item
         image_path = self._dir / "images" / f"{name}.jpg"
         if self.labels == "breed":

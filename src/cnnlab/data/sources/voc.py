@@ -19,17 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Union
 
-from cnnlab.data.sources.base import BadSampleError, Sample, Source
-from cnnlab.data.sources.images import (
-    Unusable,
-    check_box,
-    check_mask_ids,
-    decode_image,
-    decode_mask,
-    parse_voc_boxes,
-    resolve_root,
-    snap_border_pixel,
-)
+from cnnlab.data.decode import decode_image, decode_mask
+from cnnlab.data.sources.base import BadSampleError, Sample, Source, Unusable
+from cnnlab.data.sources.files import check_box, check_mask_ids, parse_voc_boxes, resolve_root, snap_border_pixel
 
 VOC_CLASSES = [
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -86,13 +78,9 @@ class VOCSource(Source):
         return items
 
     def item_name(self, item: Item) -> str:
-        if isinstance(item, Unusable):
-            return item.name
         return str(self._dir / "JPEGImages" / f"{item[0]}.jpg")
 
     def load(self, item: Item) -> Sample:
-        if isinstance(item, Unusable):
-            raise BadSampleError(f"{item.name}: {item.reason}")
         image_id, split = item
         image = decode_image(self._dir / "JPEGImages" / f"{image_id}.jpg")
         height, width = image.shape[:2]

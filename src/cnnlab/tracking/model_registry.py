@@ -1,16 +1,12 @@
 """The model registry: a run's best network as an MLflow model, its registered versions and aliases.
 
 A cnnlab model is the task's network in eval mode behind `InferenceNetwork`, which gives every task
-one output tensor (what MLflow's pyfunc serves):
-
-  classification  N x K class probabilities
-  localization    N x (K + 4): class probabilities, then the box (x_min, y_min, x_max, y_max)
-                  normalised to the network's input
-  segmentation    N x K x H x W per-pixel class probabilities
+one output tensor, the task's `inference_output` (what MLflow's pyfunc serves; each task declares
+it in words as `output`, e.g. "N x K class probabilities").
 
 It is saved with torch.export (MLflow's "pt2" format: a traced graph, no pickle, loadable without
-cnnlab) and carries what prediction needs in its MLmodel metadata under "cnnlab": the task, class
-names, image size, channels and the normalisation of the data it was trained on.
+cnnlab) and carries what prediction needs in its MLmodel metadata under "cnnlab": the task (its name
+and class), class names, image size, channels and the normalisation of the data it was trained on.
 """
 
 from __future__ import annotations
@@ -24,8 +20,9 @@ from typing import Iterator, Optional
 import torch
 from torch import nn
 
-from cnnlab.tracking.mlflow_runs import client as tracking_client
-from cnnlab.tracking.mlflow_runs import with_retry
+from cnnlab.tracking.run import TrackedRun
+from cnnlab.tracking.store import client as tracking_client
+from cnnlab.tracking.store import with_retry
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +31,6 @@ METADATA_KEY = "cnnlab"
 METADATA_VERSION = 1
 SERIALIZATION_FORMAT = "pt2"  # torch.export: safe to load (no pickle), needs no cnnlab code
 EXAMPLE_BATCH = 2  # torch.export fixes a size-1 dimension: two images keep the batch dynamic
-TASK_CLASSES = {"ClassificationTask": "classification", "LocalizationTask": "localization", "SegmentationTask": "segmentation"}
-OUTPUTS = {
-    "classification": "N x K class probabilities",
-    "localization": "N x (K + 4): class probabilities, then x_min, y_min, x_max, y_max normalised to the input",
-    "segmentation": "N x K x H x W per-pixel class probabilities",
-}
-
-
-def task_name(task: nn.Module) -> str:
-    """classification, localization or segmentation, from the task's class (or a subclass of it)."""
-    for cls in type(task).__mro__:
-        if cls.__name__ in TASK_CLASSES:
-            return TASK_CLASSES[cls.__name__]
-    raise TypeError(f"{type(task).__name__} is not a cnnlab task (expected one of: {', '.join(TASK_CLASSES)})")
 
 
 def registered_model_name(task: str, model: str) -> str:
@@ -56,41 +39,33 @@ def registered_model_name(task: str, model: str) -> str:
 
 
 class InferenceNetwork(nn.Module):
-    """A task's network with one output tensor per batch (see the module docstring)."""
+    """A task's network with one output tensor per batch: the task's `inference_output`."""
 
     def __init__(self, task: nn.Module):
         super().__init__()
-        self.kind = task_name(task)
         self.task = task
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        output = self.task(images)
-        if self.kind == "classification":
-            probabilities = getattr(self.task, "probabilities", None)  # sigmoid mode: one logit -> [1 - p, p]
-            return probabilities(output) if probabilities else output.softmax(1)
-        if self.kind == "localization":
-            logits, boxes = output
-            return torch.cat([logits.softmax(1), boxes], dim=1)
-        return output.softmax(1)
+        return self.task.inference_output(images)
 
 
 def model_metadata(task: nn.Module) -> dict:
     """What prediction needs besides the weights; stored in the MLmodel file under "cnnlab"."""
     hp = task.hparams
-    kind = task_name(task)
-    names = list(hp.get("class_names") or [str(i) for i in range(hp.num_classes)])
     channels = int(hp.in_channels)
+    cls = type(task)
     return {
         "format_version": METADATA_VERSION,
-        "task": kind,
+        "task": task.name,
+        "task_class": f"{cls.__module__}.{cls.__qualname__}",  # what prediction dispatches to
         "model": str(hp.model.get("name", "unknown")),
-        "class_names": names,  # the network's output classes: the mask classes for segmentation
-        "mask_class_names": names if kind == "segmentation" else None,
+        "class_names": task.class_names,  # the network's output classes: the mask classes for segmentation
         "image_size": int(hp.image_size),
         "channels": channels,
         "mean": [float(v) for v in (hp.get("mean") or [0.0] * channels)],
         "std": [float(v) for v in (hp.get("std") or [1.0] * channels)],
-        "output": OUTPUTS[kind],
+        "output": task.output,
+        **task.model_metadata(),
     }
 
 
@@ -203,8 +178,7 @@ def register_model(uri: str, model_uri: str, name: str, run_id: str, model_id: O
             lambda: mlflow_client.create_model_version(name, source=model_uri, run_id=run_id, tags=tags, model_id=model_id),
             what="create model version",
         ).version
-    for key, value in {"cnnlab.registered_model": name, "cnnlab.model_version": str(version)}.items():
-        with_retry(lambda: mlflow_client.set_tag(run_id, key, value), what="tag run")
+    TrackedRun(uri, run_id).set_tags({"cnnlab.registered_model": name, "cnnlab.model_version": str(version)})
     return str(version)
 
 

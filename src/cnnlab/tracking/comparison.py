@@ -46,7 +46,7 @@ class Comparison:
 
 def fetch_runs(tracking_uri: str, experiment: str, include_children: bool = True, include_sweeps: bool = False) -> tuple[list[RunRow], int]:
     """(runs of `experiment`, number of sweep parent runs left out); ConfigError for an unknown experiment."""
-    from cnnlab.tracking.mlflow_runs import client, with_retry
+    from cnnlab.tracking.store import client, with_retry
 
     mlflow_client = client(tracking_uri)
     found = with_retry(lambda: mlflow_client.get_experiment_by_name(experiment), what="get experiment")

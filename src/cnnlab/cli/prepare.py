@@ -5,7 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from cnnlab.cli import run_app
+from cnnlab.cli.app import run_app
 from cnnlab.config import register_configs
 from cnnlab.paths import config_dir
 
@@ -27,8 +27,8 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def _prepare(cfg: DictConfig) -> None:
-    from cnnlab.cli import exit_on_user_error
-    from cnnlab.data.build import prepare_from_config
+    from cnnlab.cli.app import exit_on_user_error
+    from cnnlab.data.prepare import prepare_from_config
 
     with exit_on_user_error():
         meta = prepare_from_config(cfg.data)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from cnnlab.cli import run_app
+from cnnlab.cli.app import run_app
 from cnnlab.config import register_configs
 from cnnlab.paths import config_dir
 
@@ -26,7 +26,7 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def _evaluate(cfg: DictConfig) -> None:
-    from cnnlab.cli import exit_on_user_error
+    from cnnlab.cli.app import exit_on_user_error
     from cnnlab.evaluation import evaluate
 
     with exit_on_user_error():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from cnnlab.cli import run_app
+from cnnlab.cli.app import run_app
 from cnnlab.config import register_configs
 from cnnlab.paths import config_dir
 
@@ -28,7 +28,7 @@ register_configs()
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def _train(cfg: DictConfig) -> float:
     # heavy imports (torch, Lightning, MLflow) stay out of start-up so --help is instant
-    from cnnlab.cli import exit_on_user_error
+    from cnnlab.cli.app import exit_on_user_error
     from cnnlab.training import train
 
     with exit_on_user_error():

@@ -1,4 +1,4 @@
-"""Turn a raw `Source` into the prepared format: validate, resize, split, compute statistics."""
+"""The prepare step: turn a raw `Source` into the prepared format (validate, resize, split, statistics)."""
 
 from __future__ import annotations
 
@@ -12,56 +12,10 @@ import cv2
 import numpy as np
 
 from cnnlab.data.prepared import IGNORE_INDEX, SPLITS, PreparedArrays, write_prepared
-from cnnlab.data.sources.base import BadSampleError, Sample, Source
-from cnnlab.data.sources.images import Unusable
+from cnnlab.data.preprocess import resize_sample
+from cnnlab.data.sources.base import BadSampleError, Sample, Source, Unusable
 
 log = logging.getLogger(__name__)
-
-
-def _to_channels(image: np.ndarray, channels: int, name: str) -> np.ndarray:
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.dtype != np.uint8:
-        raise BadSampleError(f"{name}: pixel type {image.dtype}, expected uint8 after decoding")
-    have = image.shape[2]
-    if have == channels:
-        return image
-    if have == 1 and channels == 3:
-        return np.repeat(image, 3, axis=2)
-    if have == 4:  # a reader that kept alpha: drop it
-        image, have = np.ascontiguousarray(image[:, :, :3]), 3
-        if channels == 3:
-            return image
-    if have == 3 and channels == 1:
-        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[:, :, None]
-    raise BadSampleError(f"{name}: {have} channels, cannot convert to data.channels={channels}")
-
-
-def resize_sample(sample: Sample, size: int, channels: int) -> Sample:
-    """Resize image (area when shrinking, linear when growing), mask (nearest) and box to size x size."""
-    image = _to_channels(sample.image, channels, sample.name)
-    height, width = image.shape[:2]
-    interpolation = cv2.INTER_AREA if size < min(height, width) else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (size, size), interpolation=interpolation)
-    if resized.ndim == 2:
-        resized = resized[:, :, None]
-    box = None
-    if sample.box is not None:
-        x_min, y_min, x_max, y_max = sample.box
-        if not (0 <= x_min < x_max <= width and 0 <= y_min < y_max <= height):
-            raise BadSampleError(
-                f"{sample.name}: box {sample.box} is not inside the {width}x{height} image with "
-                f"x_min < x_max and y_min < y_max"
-            )
-        box = (x_min / width, y_min / height, x_max / width, y_max / height)
-    mask = None
-    if sample.mask is not None:
-        if sample.mask.shape[:2] != (height, width):
-            raise BadSampleError(
-                f"{sample.name}: mask is {sample.mask.shape[1]}x{sample.mask.shape[0]} but its image is {width}x{height}"
-            )
-        mask = cv2.resize(sample.mask, (size, size), interpolation=cv2.INTER_NEAREST)
-    return Sample(image=resized, label=sample.label, name=sample.name, box=box, mask=mask, split=sample.split)
 
 
 def _check_labels(sample: Sample, source: Source) -> None:
@@ -245,23 +199,6 @@ def build_prepared_dataset(
     return meta
 
 
-TASK_NEEDS = {"localization": ("has_boxes", "boxes"), "segmentation": ("has_masks", "masks")}
-
-
-def check_tasks(source: Source, tasks, dataset: str) -> None:
-    """ConfigError if data.tasks lists a task whose labels this source (as configured) lacks."""
-    from cnnlab.config import ConfigError  # here, not at the top: decode workers never need Hydra
-
-    for task in tasks or ():
-        attribute, what = TASK_NEEDS.get(task, (None, None))
-        if attribute and not getattr(source, attribute, False):
-            served = ["classification", *(t for t, (a, _) in TASK_NEEDS.items() if getattr(source, a, False))]
-            raise ConfigError(
-                f"data.tasks lists {task} but {source.describe()} has no {what} as configured "
-                f"(data={dataset}); set data.tasks=[{','.join(served)}] or pick a reader option that reads {what}"
-            )
-
-
 def check_root(data_cfg) -> None:
     """A reader of files on disk needs data.root set to an existing path: ConfigError naming it."""
     from cnnlab.config import ConfigError
@@ -309,8 +246,6 @@ def prepare_from_config(data_cfg, workers: Optional[int] = None) -> dict:
     source = build_source(data_cfg)
     settings = prepare_settings(data_cfg)
     log.info("preparing %s -> %s", source.describe(), data_cfg.prepared_dir)
-    source.items()  # lists (and for CSV manifests, learns which columns exist) before the task check
-    check_tasks(source, data_cfg.tasks, data_cfg.name)
     return build_prepared_dataset(
         source,
         Path(data_cfg.prepared_dir),

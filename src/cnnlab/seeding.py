@@ -1,4 +1,8 @@
-"""Lightning callbacks of cnnlab's own (the rest come from Lightning, configured in conf/callbacks)."""
+"""Per-epoch seeding: every epoch's randomness (shuffle, augmentation, dropout, mixup) from (seed, epoch).
+
+The data side (`EpochShuffleSampler`) and the model side (the `EpochSeed` callback, configured in
+conf/callbacks) draw from the same `epoch_seed`, so a resumed run retraces the uninterrupted one.
+"""
 
 from __future__ import annotations
 

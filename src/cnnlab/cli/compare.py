@@ -9,7 +9,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from cnnlab.cli import run_app
+from cnnlab.cli.app import run_app
 from cnnlab.config import register_configs
 from cnnlab.paths import config_dir
 
@@ -60,9 +60,9 @@ store_configs()
 
 @hydra.main(version_base="1.3", config_path=None, config_name="compare")
 def _compare(cfg: DictConfig) -> None:
-    from cnnlab.cli import exit_on_user_error
-    from cnnlab.comparison import compare, fetch_runs, format_table, plot_metric_against_param
-    from cnnlab.tracking.mlflow_runs import resolve_tracking_uri
+    from cnnlab.cli.app import exit_on_user_error
+    from cnnlab.tracking.comparison import compare, fetch_runs, format_table, plot_metric_against_param
+    from cnnlab.tracking.store import resolve_tracking_uri
 
     with exit_on_user_error():
         uri = resolve_tracking_uri(cfg.tracking_uri)

@@ -9,7 +9,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from cnnlab.cli import run_app
+from cnnlab.cli.app import run_app
 from cnnlab.config import register_configs
 from cnnlab.paths import config_dir
 
@@ -45,7 +45,7 @@ ConfigStore.instance().store(name="predict_schema", node=PredictConfig)
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")
 def _predict(cfg: DictConfig) -> None:
-    from cnnlab.cli import exit_on_user_error
+    from cnnlab.cli.app import exit_on_user_error
     from cnnlab.config import ConfigError
     from cnnlab.prediction import predict
 

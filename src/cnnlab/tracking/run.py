@@ -1,0 +1,255 @@
+"""The one owner of an MLflow run's lifecycle.
+
+Opening (a new run, a sweep's child, or an interrupted run reopened to resume), tags, params,
+the outputs logged at the end, and the final status (FINISHED, or FAILED when anything raised:
+a run is never left RUNNING). Training, evaluation and sweeps go through `TrackedRun`; nothing else
+sets a run's state. The run record `run.json` in a training output directory ties the directory
+to its run, so resume and evaluate find it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator, Optional
+
+from cnnlab.paths import project_root
+from cnnlab.tracking.store import client, flatten, get_or_create_experiment, with_retry
+
+log = logging.getLogger(__name__)
+
+RUN_RECORD = "run.json"  # in a training output directory: the run id, store and summary
+PARENT_RUN_FILE = "mlflow_parent_run.json"  # in a Hydra sweep dir: the sweep's parent run
+
+
+def git_state(root: Path) -> dict[str, str]:
+    """Commit and dirty flag of the project checkout ("unknown" outside git)."""
+
+    def git(*args: str) -> Optional[str]:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"mlflow.source.git.commit": "unknown", "git.dirty": "unknown"}
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"mlflow.source.git.commit": commit, "git.dirty": str(bool(dirty)).lower()}
+
+
+class TrackedRun:
+    """One MLflow run in the store at `uri`: open it, log into it, end it."""
+
+    def __init__(self, uri: str, run_id: str):
+        self.uri, self.run_id = uri, run_id
+        self._client = client(uri)
+
+    # ---- opening ------------------------------------------------------------------------------
+    @classmethod
+    def start(cls, uri: str, experiment_name: str, run_name: str, tags: dict[str, str],
+              parent_run_id: Optional[str] = None) -> "TrackedRun":  # fmt: skip
+        """A new RUNNING run with cnnlab's standard tags (git state, command line, user) and `tags`."""
+        experiment_id = get_or_create_experiment(uri, experiment_name)
+        all_tags = {
+            **git_state(project_root()),
+            "cnnlab.command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "mlflow.source.name": Path(sys.argv[0]).name,
+            "mlflow.user": os.environ.get("USER", "cnnlab"),
+            **tags,
+        }
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        mlflow_client = client(uri)
+        run = with_retry(lambda: mlflow_client.create_run(experiment_id, run_name=run_name, tags=all_tags), what="create run")
+        return cls(uri, run.info.run_id)
+
+    @classmethod
+    def reopen(cls, uri: str, run_id: str) -> "TrackedRun":
+        """An interrupted run, RUNNING again and tagged `cnnlab.resumed`; its step axis continues."""
+        run = cls(uri, run_id)
+        with_retry(lambda: run._client.update_run(run_id, status="RUNNING"), what="reopen run")
+        run.set_tags({"cnnlab.resumed": "true"})
+        return run
+
+    @classmethod
+    def find(cls, uri: str, run_id: Optional[str]) -> Optional["TrackedRun"]:
+        """The run `run_id` if the store at `uri` has it (its status unchanged), else None."""
+        if not run_id:
+            return None
+        run = cls(uri, run_id)
+        try:
+            run._client.get_run(run_id)
+        except Exception:  # MlflowException: RESOURCE_DOES_NOT_EXIST, or a store without it
+            return None
+        return run
+
+    # ---- content ------------------------------------------------------------------------------
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            with_retry(lambda: self._client.set_tag(self.run_id, key, value), what="tag run")
+
+    def log_params(self, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in params.items()]
+        for start in range(0, len(items), 100):  # MLflow's batch limit
+            batch = items[start : start + 100]
+            with_retry(lambda: self._client.log_batch(self.run_id, params=batch), what="log params")
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        with_retry(lambda: self._client.log_batch(self.run_id, metrics=items), what="log metrics")
+
+    def log_artifact(self, path: Path, artifact_path: Optional[str] = None) -> None:
+        with_retry(lambda: self._client.log_artifact(self.run_id, str(path), artifact_path), what="log artifact")
+
+    # ---- ending -------------------------------------------------------------------------------
+    def end(self, status: str = "FINISHED") -> None:
+        with_retry(lambda: self._client.set_terminated(self.run_id, status=status), what="end run")
+
+    @contextlib.contextmanager
+    def failed_on_error(self) -> Iterator["TrackedRun"]:
+        """End the run FAILED if the block raises (anything, a Ctrl-C too): the UI would show a RUNNING run as live forever."""
+        try:
+            yield self
+        except BaseException:
+            self.end("FAILED")
+            raise
+
+    # ---- what training attaches ---------------------------------------------------------------
+    def lightning_logger(self, experiment_name: str):
+        """Lightning's MLflow logger writing this run's per-step and per-epoch metrics."""
+        from pytorch_lightning.loggers import MLFlowLogger
+
+        return MLFlowLogger(experiment_name=experiment_name, run_id=self.run_id, tracking_uri=self.uri, log_model=False)
+
+    @contextlib.contextmanager
+    def system_metrics(self, interval: float, resume: bool) -> Iterator[None]:
+        """MLflow's sampler of CPU, memory (and GPU with pynvml) into this run while the block runs."""
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(self.run_id, sampling_interval=interval, tracking_uri=self.uri, resume_logging=resume)
+        monitor.start()
+        try:
+            yield
+        finally:
+            monitor.finish()
+
+
+# ---- the run record of a training output directory -----------------------------------------------
+def write_run_record(output_dir: Path, record: dict) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def read_run_record(directory: Path) -> dict:
+    """run.json of a training output directory ({} when there is none)."""
+    path = Path(directory) / RUN_RECORD
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+# ---- training -----------------------------------------------------------------------------------
+def training_run_name(cfg, job_num: Optional[int]) -> str:
+    """logger.run_name, else <model>-<data>[-<job number in a sweep>]."""
+    if cfg.logger.get("run_name"):
+        return cfg.logger.run_name
+    name = f"{cfg.model.name}-{cfg.data.name}"
+    return name if job_num is None else f"{name}-{job_num}"
+
+
+def find_parent_run(sweep_dir: Path) -> Optional[str]:
+    """The parent run a Hydra sweep created (see sweep.MLflowSweepCallback), if any."""
+    marker = Path(sweep_dir) / PARENT_RUN_FILE
+    if marker.is_file():
+        return json.loads(marker.read_text())["run_id"]
+    return os.environ.get("CNNLAB_PARENT_RUN_ID")
+
+
+def open_training_run(cfg, uri: str, meta: dict, output_dir: Path, sweep_dir: Optional[Path], job_num: Optional[int],
+                      overrides: list[str], resuming: bool) -> TrackedRun:  # fmt: skip
+    """The run of one training job: the interrupted one named in run.json when resuming, else a new
+    run (a child of the sweep's parent inside a multirun) holding the flattened config as params.
+
+    run.json is written at once, not at the end, so a killed job can be resumed into this run.
+    """
+    from omegaconf import OmegaConf
+
+    if resuming:
+        run_id = read_run_record(output_dir).get("run_id")
+        if not run_id:
+            raise FileNotFoundError(f"resume=true: {output_dir / RUN_RECORD} names no MLflow run to continue")
+        run = TrackedRun.reopen(uri, run_id)
+    else:
+        tags = {
+            "cnnlab.task": cfg.task.name,
+            "cnnlab.model": cfg.model.name,
+            "cnnlab.data": cfg.data.name,
+            "cnnlab.data_hash": meta["content_hash"],
+            "cnnlab.overrides": " ".join(overrides),
+            "cnnlab.output_dir": str(output_dir),
+            **dict(cfg.logger.get("tags") or {}),
+        }
+        parent = find_parent_run(sweep_dir) if sweep_dir else None
+        run = TrackedRun.start(uri, cfg.logger.experiment_name, training_run_name(cfg, job_num), tags, parent)
+        with run.failed_on_error():
+            run.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+    write_run_record(output_dir, {"run_id": run.run_id, "tracking_uri": uri, "status": "running"})
+    log.info("MLflow run %s in %s", run.run_id, uri)
+    return run
+
+
+def log_training_outputs(run: TrackedRun, cfg, output_dir: Path, summary: dict, datamodule, task) -> None:
+    """What a finished training adds to its run: config, record, history, best checkpoint, preview, model."""
+    run.log_artifact(output_dir / "config.yaml")
+    run.log_artifact(output_dir / RUN_RECORD)
+    if (output_dir / "history.csv").exists():
+        run.log_artifact(output_dir / "history.csv")
+    if cfg.logger.log_checkpoint and summary["best_checkpoint"]:
+        run.log_artifact(Path(summary["best_checkpoint"]), "checkpoints")
+    run.log_metrics({f"best/{summary['monitor']}": summary["best_score"], "train_seconds": summary["train_seconds"]})
+    if cfg.augment.get("preview") and cfg.augment.train:
+        from cnnlab.viz.augment import plot_augmentation_preview
+
+        run.log_artifact(plot_augmentation_preview(datamodule.dataset("train", augment=True), task, output_dir / "augmentation_preview.png"))
+    if cfg.logger.log_model and summary["best_checkpoint"]:
+        from cnnlab.tracking.model_registry import example_inputs, log_model, registered_model_name
+
+        best = type(task).load_from_checkpoint(summary["best_checkpoint"], map_location="cpu")
+        register_name = registered_model_name(task.name, cfg.model.name) if cfg.register else None
+        log_model(run.uri, run.run_id, best, register_name, example=example_inputs(datamodule.dataset("val", augment=False)))
+
+
+# ---- evaluation ---------------------------------------------------------------------------------
+def log_evaluation(cfg, run_info: dict, metrics: dict[str, float], files: list[Path]) -> None:
+    """Test metrics and plots go into the training's run, so one run holds the whole result; a
+    training whose run is not in this store gets a small "evaluate" run of its own instead."""
+    from cnnlab.tracking.store import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(cfg.logger.tracking_uri)
+    run = TrackedRun.find(uri, run_info.get("run_id"))
+    if run is None:
+        if run_info.get("run_id"):
+            log.warning("training run %s is not in %s; logging the evaluation to a new run", run_info["run_id"], uri)
+        run = TrackedRun.start(uri, cfg.logger.experiment_name, "evaluate",
+                               {"cnnlab.role": "evaluate", "cnnlab.train_run_id": run_info.get("run_id") or "unknown"})  # fmt: skip
+        run.end()
+    run.log_metrics(metrics)
+    if cfg.evaluate.checkpoint == "best":  # the registered model is the best checkpoint
+        from cnnlab.tracking.model_registry import held_out_metric, promote_run_model
+
+        promote_run_model(uri, run.run_id, metrics, held_out_metric(run_info.get("monitor")), run_info.get("mode", "max"), cfg.promote_alias)
+    for path in files:
+        run.log_artifact(path, "evaluation")
+    log.info("test metrics logged to MLflow run %s", run.run_id)

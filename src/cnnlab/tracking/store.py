@@ -1,0 +1,77 @@
+"""The MLflow store: which one (the tracking URI), a client for it, retries on a locked SQLite file,
+experiments, and the flattening of a config into params. Runs themselves live in tracking/run.py."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable, Optional, TypeVar
+
+from cnnlab.paths import default_tracking_uri
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MAX_PARAM_LENGTH = 6000  # MLflow 3's limit on a param value
+
+
+def resolve_tracking_uri(configured: Optional[str] = None) -> str:
+    """logger.tracking_uri, else $MLFLOW_TRACKING_URI, else the project's SQLite file (never ./mlruns)."""
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def with_retry(action: Callable[[], T], attempts: int = 8, what: str = "MLflow call") -> T:
+    """Run an MLflow call, waiting and retrying while SQLite reports the database locked."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except Exception as err:  # MlflowException wraps the driver's OperationalError
+            if "locked" not in str(err).lower() or attempt == attempts - 1:
+                raise
+            delay = 0.5 * 2**attempt
+            log.warning("%s: database is locked, retrying in %.1fs", what, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def get_or_create_experiment(uri: str, name: str) -> str:
+    """Experiment id by name; new experiments on the embedded store keep artifacts beside mlflow.db."""
+    mlflow_client = client(uri)
+    experiment = with_retry(lambda: mlflow_client.get_experiment_by_name(name))
+    if experiment is not None:
+        return experiment.experiment_id
+    artifact_location = None
+    if uri.startswith("sqlite:") and "MLFLOW_ARTIFACT_ROOT" not in os.environ:
+        # MLflow's default for a SQLite store is ./mlruns under whatever the cwd is at creation
+        db_path = Path(uri.split("sqlite:///", 1)[1].split("?", 1)[0])
+        artifact_location = (db_path.parent / "mlartifacts").as_uri()
+    elif root := os.environ.get("MLFLOW_ARTIFACT_ROOT"):
+        artifact_location = root
+    try:
+        return with_retry(lambda: mlflow_client.create_experiment(name, artifact_location=artifact_location))
+    except Exception as err:  # another job created it first
+        if "already exists" not in str(err).lower():
+            raise
+        return mlflow_client.get_experiment_by_name(name).experiment_id
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, str]:
+    """Nested config -> {"a.b.c": "value"}, values cut to MLflow's param limit."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+            flat[name] = text[:MAX_PARAM_LENGTH]
+    return flat
