@@ -130,10 +130,16 @@ class TrackedRun:
 
     # ---- what training attaches ---------------------------------------------------------------
     def lightning_logger(self, experiment_name: str):
-        """Lightning's MLflow logger writing this run's per-step and per-epoch metrics."""
+        """Lightning's MLflow logger writing this run's per-step and per-epoch metrics, and nothing of its status."""
         from pytorch_lightning.loggers import MLFlowLogger
 
-        return MLFlowLogger(experiment_name=experiment_name, run_id=self.run_id, tracking_uri=self.uri, log_model=False)
+        class MetricsOnlyLogger(MLFlowLogger):
+            def finalize(self, status: str = "success") -> None:
+                # Lightning's own finalize ends the run FINISHED when fit returns, before the run's
+                # outputs are logged; the run's status is TrackedRun's (log_model=False: nothing to upload)
+                pass
+
+        return MetricsOnlyLogger(experiment_name=experiment_name, run_id=self.run_id, tracking_uri=self.uri, log_model=False)
 
     @contextlib.contextmanager
     def system_metrics(self, interval: float, resume: bool) -> Iterator[None]:
