@@ -24,9 +24,10 @@ class ConfigError(ValueError):
 # task classes' own (cnnlab.tasks.task_class_for checks them).
 CHOICES = {
     "task.mode": ("min", "max"),
-    "data.on_bad_sample": ("error", "skip"),
     "scheduler.interval": ("step", "epoch"),
 }
+DATA_CHOICES = {"on_bad_sample": ("error", "skip"), "channels": (1, 3)}
+DATA_MINIMUMS = {"image_size": 1, "batch_size": 1, "eval_batch_size": 1, "num_workers": 0, "max_image_pixels": 1}
 
 
 @dataclass
@@ -49,6 +50,7 @@ class DataConfig:
     test_fraction: float = 0.2
     split_seed: int = 0  # fixed apart from `seed` so a new training seed does not re-split the data
     on_bad_sample: str = "error"  # error: stop at the first bad sample; skip: leave it out, listed
+    max_image_pixels: int = 64_000_000  # larger images (decompression bombs) are bad samples, never decoded
     prepared_dir: str = MISSING
     batch_size: int = 64
     eval_batch_size: int = 256
@@ -144,15 +146,51 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("cnnlab.root", lambda: str(project_root()))
 
 
+def _check_choice(key: str, value: Any, allowed: tuple) -> None:
+    if value is not None and value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not valid; expected one of: {', '.join(map(str, allowed))}")
+
+
+def validate_data_config(data: DictConfig) -> None:
+    """The data keys prepare and training read, checked before anything is read or opened (ConfigError)."""
+    for key, allowed in DATA_CHOICES.items():
+        _check_choice(f"data.{key}", data.get(key), allowed)
+    for key, minimum in DATA_MINIMUMS.items():
+        value = data.get(key)
+        if value is not None and value < minimum:
+            raise ConfigError(f"data.{key}={value} is not valid; expected an integer >= {minimum}")
+    for key in ("val_fraction", "test_fraction"):
+        if not 0 <= data[key] < 1:
+            raise ConfigError(f"data.{key}={data[key]} is not valid; expected a fraction in [0, 1)")
+    if data.val_fraction + data.test_fraction >= 1:
+        raise ConfigError(
+            f"data.val_fraction={data.val_fraction} and data.test_fraction={data.test_fraction} leave no training "
+            "data; their sum must be below 1"
+        )
+
+
 def validate_config(cfg: DictConfig) -> None:
-    """Checks that span keys or need the allowed values named; raises ConfigError."""
+    """Checks that span keys or need the allowed values named, run before any MLflow run opens; raises ConfigError."""
+    import difflib
+    from dataclasses import fields
+
     for key, allowed in CHOICES.items():
-        value = OmegaConf.select(cfg, key)
-        if value is not None and value not in allowed:
-            raise ConfigError(f"{key}={value!r} is not valid; expected one of: {', '.join(allowed)}")
-    for key in ("data.val_fraction", "data.test_fraction"):
-        if not 0 <= OmegaConf.select(cfg, key) < 1:
-            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)} must be in [0, 1)")
+        _check_choice(key, OmegaConf.select(cfg, key), allowed)
+    validate_data_config(cfg.data)
+    lr = OmegaConf.select(cfg, "optimizer.lr")
+    if isinstance(lr, (int, float)) and not lr > 0:
+        raise ConfigError(f"optimizer.lr={lr} is not valid; expected a learning rate > 0")
+    known = [f.name for f in fields(TrainerConfig)]
+    for key in cfg.trainer:  # `+trainer.<key>=...` can add keys the schema does not have
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"; did you mean trainer.{close[0]}?" if close else f"; expected one of: {', '.join(known)}"
+            raise ConfigError(f"trainer.{key} is not a Trainer setting cnnlab knows{hint}")
+    trainer = cfg.trainer
+    if trainer.max_epochs == 0 or trainer.max_epochs < -1:
+        raise ConfigError(f"trainer.max_epochs={trainer.max_epochs} is not valid; expected at least 1 (or -1 with trainer.max_steps)")
+    if trainer.max_epochs == -1 and trainer.max_steps <= 0 and not trainer.max_time:
+        raise ConfigError("trainer.max_epochs=-1 trains forever: set trainer.max_steps or trainer.max_time too")
 
 
 def to_plain_dict(cfg: DictConfig) -> dict:

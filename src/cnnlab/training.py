@@ -6,6 +6,8 @@ import contextlib
 import json
 import logging
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,13 +73,15 @@ def train(cfg: DictConfig) -> float:
     else:  # logger=none, or a DDP rank other than 0: nothing to monitor the LR into
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
 
-    with run.failed_on_error() if run else contextlib.nullcontext():
+    with run.failed_on_error(job.output_dir) if run else contextlib.nullcontext(), _stop_on_sigterm() as sigterm:
         started = time.time()
         with run.system_metrics(cfg.logger.system_metrics_interval, resuming) if run and cfg.logger.system_metrics else contextlib.nullcontext():
             trainer = pl.Trainer(**_trainer_arguments(cfg, job), callbacks=callbacks,
                                  logger=[run.lightning_logger(cfg.logger.experiment_name)] if run else False,
                                  default_root_dir=str(job.output_dir))  # fmt: skip
+            sigterm.fitting = True  # inside fit, Lightning's own handler stops at the next batch boundary
             trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+            sigterm.fitting = False
         summary = {
             "run_id": run.run_id if run else None,
             "tracking_uri": run.uri if run else None,
@@ -98,6 +102,33 @@ def train(cfg: DictConfig) -> float:
                 log_training_outputs(run, cfg, job.output_dir, summary, datamodule, task)
                 run.end("FINISHED")
     return summary["best_score"]
+
+
+class _SigtermOutsideFit:
+    """SIGTERM before or after fit (while preparing, logging outputs) stops the job at once, as
+    Lightning's SIGTERMException, so the run ends KILLED and the exit code says so; inside fit
+    Lightning's own handler (which calls this one too) stops it at the next batch."""
+
+    fitting = False
+
+    def __call__(self, signum, frame) -> None:
+        if not self.fitting:
+            from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+            raise SIGTERMException()
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm():
+    handler = _SigtermOutsideFit()
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield handler
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _trainer_arguments(cfg: DictConfig, job: HydraJob) -> dict:

@@ -43,7 +43,11 @@ def run_app(hydra_main: Callable[[], object], usage: str) -> None:
 
 @contextlib.contextmanager
 def exit_on_user_error():
-    """ConfigError, a bad sample or a missing file: print the message (no traceback) and exit 2."""
+    """ConfigError, a bad sample or a missing file: print the message (no traceback) and exit 2.
+
+    A job stopped by SIGTERM (a scheduler, `docker stop`, `kill`) or Ctrl-C exits 143 or 130, never 0:
+    Lightning turns SIGTERM into a SystemExit without a code.
+    """
     from cnnlab.data.sources.base import BadSampleError
 
     try:
@@ -52,3 +56,12 @@ def exit_on_user_error():
         log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except (SystemExit, KeyboardInterrupt) as err:
+        if not (isinstance(err, KeyboardInterrupt) or type(err).__name__ == "SIGTERMException"):
+            raise
+        signal_name, code = ("SIGINT", 130) if isinstance(err, KeyboardInterrupt) else ("SIGTERM", 143)
+        message = (f"stopped by {signal_name}; an MLflow run it had opened is marked KILLED. Continue a training "
+                   f"with cnnlab-train resume=true hydra.run.dir=<its output directory>")  # fmt: skip
+        log.error("%s", message)
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(code)

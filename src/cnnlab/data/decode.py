@@ -22,6 +22,20 @@ from cnnlab.data.sources.base import BadSampleError
 # there, GIF, PPM, ...) go through Pillow, which knows their colour modes.
 _CV2_FORMATS = {"jpeg", "png", "bmp", "webp"}
 
+# Images above this many pixels are refused before decoding: a 1 MB PNG can hold a 20000 x 20000
+# image (1.2 GB decoded). prepare sets it from data.max_image_pixels in every decode process.
+DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
+_limits = {"max_image_pixels": DEFAULT_MAX_IMAGE_PIXELS}
+
+
+def pixel_limit() -> int:
+    return _limits["max_image_pixels"]
+
+
+def set_max_image_pixels(count: int) -> None:
+    """Refuse (as a bad sample) any image with more than `count` pixels, from its header alone."""
+    _limits["max_image_pixels"] = int(count)
+
 
 def sniff_format(data: bytes) -> Optional[str]:
     """The image format from the file's first bytes (never from its name)."""
@@ -109,14 +123,33 @@ def decode_image_bytes(data: bytes, name: str, min_side: Optional[int] = None) -
     if not data:
         raise BadSampleError(f"{name}: empty file (0 bytes), not an image")
     kind = sniff_format(data)
-    if kind is None:
-        raise BadSampleError(f"{name}: not an image file (content starts with {data[:8]!r}, no known image format)")
+    if kind is None:  # never quote the content: the file may be anything (a manifest could point at a secret)
+        raise BadSampleError(f"{name}: not an image file (no known image format signature)")
+    _check_pixel_count(data, name, kind)
     if kind in _CV2_FORMATS:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), _decode_flags(data, kind, min_side))
         if image is None:
             raise BadSampleError(f"{name}: {_damage(kind, data)} {kind.upper()} image, cannot be decoded")
         return _from_cv2(image, name)
     return _decode_with_pillow(data, name, kind)
+
+
+def _check_pixel_count(data: bytes, name: str, kind: str) -> None:
+    """BadSampleError if the header declares more pixels than allowed (read without decoding)."""
+    from PIL import Image
+
+    limit = _limits["max_image_pixels"]
+    Image.MAX_IMAGE_PIXELS = None  # Pillow's own bomb check would stop the header read; this is cnnlab's
+    try:
+        with Image.open(io.BytesIO(data)) as img:  # reads the header only
+            width, height = img.size
+    except Exception:  # an unreadable header: the decoder says what is wrong with it
+        return
+    if width * height > limit:
+        raise BadSampleError(
+            f"{name}: {width}x{height} {kind.upper()} image has {width * height:,} pixels, over "
+            f"data.max_image_pixels={limit:,}; refused before decoding"
+        )
 
 
 def _damage(kind: str, data: bytes) -> str:

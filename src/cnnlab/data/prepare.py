@@ -11,6 +11,7 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 
+from cnnlab.data.decode import pixel_limit, set_max_image_pixels
 from cnnlab.data.prepared import IGNORE_INDEX, SPLITS, PreparedArrays, write_prepared
 from cnnlab.data.preprocess import resize_sample
 from cnnlab.data.sources.base import BadSampleError, Sample, Source, Unusable
@@ -89,8 +90,9 @@ def _prepare_one(source: Source, item: Any, image_size: int, channels: int) -> t
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(source: Source, image_size: int, channels: int) -> None:
+def _init_worker(source: Source, image_size: int, channels: int, max_image_pixels: int) -> None:
     cv2.setNumThreads(1)  # one decode per process; the pool is the parallelism
+    set_max_image_pixels(max_image_pixels)
     _worker.update(source=source, image_size=image_size, channels=channels)
 
 
@@ -124,7 +126,7 @@ def load_samples(source: Source, image_size: int, channels: int, on_bad_sample: 
 
         # spawn, not fork: the caller may hold torch or OpenCV thread pools that a fork would copy half-alive
         executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_init_worker, initargs=(source, image_size, channels))  # fmt: skip
+                                       initializer=_init_worker, initargs=(source, image_size, channels, pixel_limit()))  # fmt: skip
         chunksize = max(1, min(64, len(items) // (workers * 8)))
         results = executor.map(_prepare_in_worker, items, chunksize=chunksize)
     else:
@@ -192,6 +194,7 @@ def build_prepared_dataset(
         "channels": channels,
         "split_seed": seed,
         "skipped": [n for n, _ in skipped],
+        "input": source.input_spec(),
         **(extra_meta or {}),
     }
     meta = write_prepared(Path(directory), arrays, meta, skipped)
@@ -220,7 +223,8 @@ def prepare_settings(data_cfg) -> dict:
     from omegaconf import OmegaConf
 
     plain = OmegaConf.to_container(data_cfg, resolve=True)
-    keys = ("name", "source", "root", "image_size", "channels", "val_fraction", "test_fraction", "split_seed", "on_bad_sample")
+    keys = ("name", "source", "root", "image_size", "channels", "val_fraction", "test_fraction", "split_seed", "on_bad_sample",
+            "max_image_pixels")  # fmt: skip
     return {key: plain.get(key) for key in keys}
 
 
@@ -243,6 +247,10 @@ def build_source(data_cfg) -> Source:
 
 def prepare_from_config(data_cfg, workers: Optional[int] = None) -> dict:
     """Build `data.prepared_dir` from the data config; returns the prepared meta."""
+    from cnnlab.config import validate_data_config
+
+    validate_data_config(data_cfg)
+    set_max_image_pixels(data_cfg.max_image_pixels)
     source = build_source(data_cfg)
     settings = prepare_settings(data_cfg)
     log.info("preparing %s -> %s", source.describe(), data_cfg.prepared_dir)

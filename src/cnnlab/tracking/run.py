@@ -120,12 +120,17 @@ class TrackedRun:
         with_retry(lambda: self._client.set_terminated(self.run_id, status=status), what="end run")
 
     @contextlib.contextmanager
-    def failed_on_error(self) -> Iterator["TrackedRun"]:
-        """End the run FAILED if the block raises (anything, a Ctrl-C too): the UI would show a RUNNING run as live forever."""
+    def failed_on_error(self, record_dir: Optional[Path] = None) -> Iterator["TrackedRun"]:
+        """End the run if the block raises: KILLED when the process was told to stop (SIGTERM, Ctrl-C),
+        FAILED for anything else; never left RUNNING, which the UI would show as live forever.
+        With `record_dir`, its run.json says the same status."""
         try:
             yield self
-        except BaseException:
-            self.end("FAILED")
+        except BaseException as err:
+            status = "KILLED" if is_termination(err) else "FAILED"
+            self.end(status)
+            if record_dir is not None:
+                write_run_record(record_dir, {**read_run_record(record_dir), "status": status.lower()})
             raise
 
     # ---- what training attaches ---------------------------------------------------------------
@@ -152,6 +157,11 @@ class TrackedRun:
             yield
         finally:
             monitor.finish()
+
+
+def is_termination(err: BaseException) -> bool:
+    """The process was asked to stop: Ctrl-C, or SIGTERM (Lightning raises SIGTERMException, a SystemExit)."""
+    return isinstance(err, KeyboardInterrupt) or type(err).__name__ == "SIGTERMException"
 
 
 # ---- the run record of a training output directory -----------------------------------------------
