@@ -1,7 +1,8 @@
 """A CSV manifest: `path,label[,x_min,y_min,x_max,y_max][,mask_path]`, one sample per row.
 
 `root` is the CSV file, or a folder holding `file` (manifest.csv). Paths in it are relative to
-the CSV's folder (or absolute). With a header row, columns are found by name (path, label,
+the CSV's folder (or absolute), and must resolve, symbolic links followed, inside data.root (the
+CSV's folder when root is the file): a path outside it is a bad sample, never read. With a header row, columns are found by name (path, label,
 x_min, y_min, x_max, y_max, mask_path, and optionally split = train/val/test); without one, by
 count: 2 = path,label; 3 = path,label,mask_path; 6 = path,label,box; 7 = path,label,box,mask_path.
 Boxes are in pixels of the original image (x_max = right edge); masks are single-channel or
@@ -103,9 +104,15 @@ class ManifestSource(Source):
     def item_name(self, item: Item) -> str:
         return f"{self._csv}: line {item[0]} ({item[1]['path']})"
 
-    def _resolve(self, value: str) -> Path:
+    def _resolve(self, value: str, where: str) -> Path:
+        """The file a manifest path names; BadSampleError if it resolves outside data.root."""
         path = Path(value).expanduser()
-        return path if path.is_absolute() else self._csv.parent / path
+        path = path if path.is_absolute() else self._csv.parent / path
+        root = Path(self.root).expanduser()
+        boundary = (root if root.is_dir() else root.parent).resolve()
+        if not path.resolve().is_relative_to(boundary):
+            raise BadSampleError(f"{where}: path {value!r} resolves outside data.root ({boundary}); refused, not read")
+        return path
 
     def load(self, item: Item) -> Sample:
         number, row = item
@@ -114,7 +121,7 @@ class ManifestSource(Source):
             raise BadSampleError(f"{where}: empty path")
         if row["label"] not in self.classes:
             raise BadSampleError(f"{where}: label {row['label']!r} is not in the class list {self.classes}")
-        image_path = self._resolve(row["path"])
+        image_path = self._resolve(row["path"], where)
         image = decode_image(image_path)
         height, width = image.shape[:2]
         box = None
@@ -128,7 +135,7 @@ class ManifestSource(Source):
         if self.has_masks:
             if not row["mask_path"]:
                 raise BadSampleError(f"{where} ({image_path}): empty mask_path")
-            mask_path = self._resolve(row["mask_path"])
+            mask_path = self._resolve(row["mask_path"], where)
             mask = decode_mask(mask_path)
             if mask.shape != (height, width):
                 raise BadSampleError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image {image_path} is {width}x{height}")
