@@ -160,10 +160,12 @@ def _best_score(trainer, checkpoint, monitor: str) -> float:
 
 def _write_outputs(cfg: DictConfig, output_dir: Path, summary: dict, trainer) -> None:
     """run.json (for evaluate), metrics.json and history.csv (for DVC), config.yaml (resolved)."""
-    from cnnlab.tracking.run import write_run_record
+    from cnnlab.tracking.run import redact_saved_config, write_run_record
+    from cnnlab.tracking.store import redact
 
     write_run_record(output_dir, {**summary, "status": "finished"})
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (output_dir / "config.yaml").write_text(redact(OmegaConf.to_yaml(cfg, resolve=True)))
+    redact_saved_config(output_dir)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/") and v.numel() == 1}
     metrics.update({f"best/{summary['monitor']}": summary["best_score"], "epochs": summary["epochs"], "train_seconds": summary["train_seconds"]})
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")

@@ -53,8 +53,11 @@ def exit_on_user_error():
     try:
         yield
     except (ConfigError, BadSampleError, FileNotFoundError) as err:
-        log.error("%s", err)
-        print(f"error: {err}", file=sys.stderr)
+        from cnnlab.tracking.store import redact
+
+        message = redact(str(err))  # messages may name a tracking URI
+        log.error("%s", message)
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     except (SystemExit, KeyboardInterrupt) as err:
         if not (isinstance(err, KeyboardInterrupt) or type(err).__name__ == "SIGTERMException"):

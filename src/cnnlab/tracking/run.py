@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from cnnlab.paths import project_root
-from cnnlab.tracking.store import client, flatten, get_or_create_experiment, with_retry
+from cnnlab.tracking.store import client, flatten, get_or_create_experiment, redact, with_retry
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class TrackedRun:
         }
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
+        all_tags = {key: redact(str(value)) for key, value in all_tags.items()}
         mlflow_client = client(uri)
         run = with_retry(lambda: mlflow_client.create_run(experiment_id, run_name=run_name, tags=all_tags), what="create run")
         return cls(uri, run.info.run_id)
@@ -93,12 +94,12 @@ class TrackedRun:
     # ---- content ------------------------------------------------------------------------------
     def set_tags(self, tags: dict[str, str]) -> None:
         for key, value in tags.items():
-            with_retry(lambda: self._client.set_tag(self.run_id, key, value), what="tag run")
+            with_retry(lambda: self._client.set_tag(self.run_id, key, redact(str(value))), what="tag run")
 
     def log_params(self, params: dict[str, str]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, v) for k, v in params.items()]
+        items = [Param(k, redact(str(v))) for k, v in params.items()]
         for start in range(0, len(items), 100):  # MLflow's batch limit
             batch = items[start : start + 100]
             with_retry(lambda: self._client.log_batch(self.run_id, params=batch), what="log params")
@@ -117,7 +118,13 @@ class TrackedRun:
 
     # ---- ending -------------------------------------------------------------------------------
     def end(self, status: str = "FINISHED") -> None:
-        with_retry(lambda: self._client.set_terminated(self.run_id, status=status), what="end run")
+        if redact(self.uri) == self.uri:
+            with_retry(lambda: self._client.set_terminated(self.run_id, status=status), what="end run")
+            return
+        # MLflow prints "View run ... at <server URL>" with the URL's password in it: print it redacted instead
+        with _environment(MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true"):
+            with_retry(lambda: self._client.set_terminated(self.run_id, status=status), what="end run")
+        print(f"View run {self.run_id} ({status}) at: {redact(self.uri).rstrip('/')}/#/runs/{self.run_id}")
 
     @contextlib.contextmanager
     def failed_on_error(self, record_dir: Optional[Path] = None) -> Iterator["TrackedRun"]:
@@ -159,6 +166,20 @@ class TrackedRun:
             monitor.finish()
 
 
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def is_termination(err: BaseException) -> bool:
     """The process was asked to stop: Ctrl-C, or SIGTERM (Lightning raises SIGTERMException, a SystemExit)."""
     return isinstance(err, KeyboardInterrupt) or type(err).__name__ == "SIGTERMException"
@@ -166,8 +187,17 @@ def is_termination(err: BaseException) -> bool:
 
 # ---- the run record of a training output directory -----------------------------------------------
 def write_run_record(output_dir: Path, record: dict) -> None:
+    """run.json, credentials redacted (it is logged as an artifact); the URI to connect with is the config's."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    (output_dir / RUN_RECORD).write_text(redact(json.dumps(record, indent=2)) + "\n")
+
+
+def redact_saved_config(output_dir: Path) -> None:
+    """Hydra saves the command line and config under <output dir>/.hydra before a job starts: redact them too."""
+    for path in (output_dir / ".hydra").glob("*.yaml"):
+        text = path.read_text()
+        if redact(text) != text:
+            path.write_text(redact(text))
 
 
 def read_run_record(directory: Path) -> dict:
@@ -222,7 +252,7 @@ def open_training_run(cfg, uri: str, meta: dict, output_dir: Path, sweep_dir: Op
         with run.failed_on_error():
             run.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
     write_run_record(output_dir, {"run_id": run.run_id, "tracking_uri": uri, "status": "running"})
-    log.info("MLflow run %s in %s", run.run_id, uri)
+    log.info("MLflow run %s in %s", run.run_id, redact(uri))
     return run
 
 
@@ -257,7 +287,7 @@ def log_evaluation(cfg, run_info: dict, metrics: dict[str, float], files: list[P
     run = TrackedRun.find(uri, run_info.get("run_id"))
     if run is None:
         if run_info.get("run_id"):
-            log.warning("training run %s is not in %s; logging the evaluation to a new run", run_info["run_id"], uri)
+            log.warning("training run %s is not in %s; logging the evaluation to a new run", run_info["run_id"], redact(uri))
         run = TrackedRun.start(uri, cfg.logger.experiment_name, "evaluate",
                                {"cnnlab.role": "evaluate", "cnnlab.train_run_id": run_info.get("run_id") or "unknown"})  # fmt: skip
         run.end()

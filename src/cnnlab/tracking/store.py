@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
@@ -16,6 +17,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_PARAM_LENGTH = 6000  # MLflow 3's limit on a param value
+# user:password@ (or token@) after a URI scheme: http(s) servers with basic auth, database URIs
+_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s'\"]+@")
+
+
+def redact(text: str) -> str:
+    """`text` with the credentials of every URI in it replaced by ***: what is safe to log or save.
+
+    cnnlab connects with the URI as given; every URI or command line it writes (run.json,
+    config.yaml, params, tags, logs, error messages) goes through here first.
+    """
+    return _CREDENTIALS.sub(r"\g<scheme>***@", text)
 
 
 def resolve_tracking_uri(configured: Optional[str] = None) -> str:
@@ -73,5 +85,5 @@ def flatten(config: dict, prefix: str = "") -> dict[str, str]:
             flat.update(flatten(value, f"{name}."))
         else:
             text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-            flat[name] = text[:MAX_PARAM_LENGTH]
+            flat[name] = redact(text)[:MAX_PARAM_LENGTH]
     return flat

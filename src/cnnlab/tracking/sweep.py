@@ -14,7 +14,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from cnnlab.tracking.run import PARENT_RUN_FILE, TrackedRun
-from cnnlab.tracking.store import client, resolve_tracking_uri, with_retry
+from cnnlab.tracking.store import client, redact, resolve_tracking_uri, with_retry
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class MLflowSweepCallback(Callback):
             run.log_params({"sweep.overrides": " ".join(overrides), "sweep.sweeper": sweeper,
                             "sweep.metric": config.task.monitor, "sweep.mode": config.task.mode})  # fmt: skip
             sweep_dir.mkdir(parents=True, exist_ok=True)
-            (sweep_dir / PARENT_RUN_FILE).write_text(json.dumps({"run_id": run.run_id, "tracking_uri": uri}))
+            (sweep_dir / PARENT_RUN_FILE).write_text(json.dumps({"run_id": run.run_id, "tracking_uri": redact(uri)}))
         os.environ["CNNLAB_PARENT_RUN_ID"] = run.run_id
         log.info("MLflow parent run %s for sweep %s", run.run_id, sweep_dir)
 
@@ -51,7 +51,8 @@ class MLflowSweepCallback(Callback):
             return
         parent = json.loads(marker.read_text())
         os.environ.pop("CNNLAB_PARENT_RUN_ID", None)
-        record_best_child(parent["tracking_uri"], parent["run_id"], config.task.monitor, config.task.mode)
+        uri = resolve_tracking_uri(config.logger.tracking_uri)  # the marker's copy is redacted
+        record_best_child(uri, parent["run_id"], config.task.monitor, config.task.mode)
 
 
 def record_best_child(uri: str, parent_run_id: str, metric: str, mode: str) -> None:
