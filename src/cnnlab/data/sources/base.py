@@ -54,6 +54,12 @@ class Source:
         """A line for logs and errors: what was read and from where."""
         return type(self).__name__
 
+    def input_spec(self) -> dict:
+        """What the images are made from, and how: {"kind": "image"}, or e.g. the spectrogram settings of
+        an audio reader. Stored in the prepared meta as "input" and carried into a logged model's
+        metadata, so prediction turns new files into images exactly as this reader did."""
+        return {"kind": "image"}
+
 
 class BadSampleError(ValueError):
     """A sample that cannot be used; the message names the file and what is wrong with it."""
