@@ -102,6 +102,7 @@ def open_model(model_uri: str, tracking_uri: str) -> Iterator[LoadedModel]:
     from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
+    from cnnlab.tracking.model_files import load_network
     from cnnlab.tracking.model_registry import METADATA_KEY, use_tracking_uri
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -126,24 +127,6 @@ def open_model(model_uri: str, tracking_uri: str) -> Iterator[LoadedModel]:
                 "log it with cnnlab.tracking.models.log_model (cnnlab-train does)"
             )
         yield LoadedModel(uri=model_uri, network=load_network(local), info=info)
-
-
-def load_network(model_dir: Path) -> Callable:
-    """The network of a downloaded MLflow PyTorch model, on the CPU.
-
-    A pt2 model is read with torch.export.load, as MLflow does, without importing mlflow.pytorch,
-    which imports Lightning (seconds of start-up); other formats go through mlflow.pytorch.
-    """
-    import torch
-    from mlflow.models import Model
-
-    flavor = Model.load(str(model_dir)).flavors.get("pytorch") or {}
-    exported = model_dir / flavor.get("model_data", "data") / "model.pt2"
-    if exported.is_file():
-        return torch.export.load(str(exported)).module()
-    import mlflow.pytorch
-
-    return mlflow.pytorch.load_model(str(model_dir), map_location="cpu")
 
 
 # ---- the images -----------------------------------------------------------------------------------
