@@ -1,7 +1,10 @@
-"""Predictions for new image files from a logged or registered cnnlab model.
+"""Predictions for new image files (or audio files, for a model trained on spectrograms) from a
+logged or registered cnnlab model.
 
-The model brings its own preprocessing facts (see cnnlab.tracking.models): images are converted to
-its channels, resized to its input size and normalised with the statistics of its training data,
+The model brings its own preprocessing facts (see cnnlab.tracking.model_registry): its "input" spec
+says how a file becomes an image (cnnlab.data.inputs: decoded as prepare decodes images, or turned
+into the same log-mel spectrogram as its training clips), and the image is converted to its
+channels, resized to its input size and normalised with the statistics of its training data,
 exactly as `prepare` and evaluation do. Results go to one CSV (and, for segmentation, one mask PNG
 per image). An image that cannot be read is never dropped silently: it gets a CSV row whose `error`
 column says why, and a warning on stderr.
@@ -17,13 +20,13 @@ import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from cnnlab.config import ConfigError
+from cnnlab.data.inputs import IMAGE_SUFFIXES, InputReader
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm", ".pnm"}
 PREDICTIONS_FILE = "predictions.csv"
 MASKS_DIR = "masks"
 
@@ -62,6 +65,16 @@ class LoadedModel:
             except Exception as err:
                 raise ConfigError(f"model_uri={self.uri!r} was made by the task {target}, which cannot be imported here: {err}") from None
         return task_class(self.task)
+
+    @cached_property
+    def reader(self) -> InputReader:
+        """How this model's input files become images: its metadata's "input" spec (images when absent)."""
+        from cnnlab.data.inputs import input_reader
+
+        try:
+            return input_reader(self.info.get("input"))
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"model_uri={self.uri!r}: its metadata's input spec cannot be used here: {err}") from None
 
     @cached_property
     def normalize(self):
@@ -130,36 +143,40 @@ def open_model(model_uri: str, tracking_uri: str) -> Iterator[LoadedModel]:
 
 
 # ---- the images -----------------------------------------------------------------------------------
-def list_images(input_path: str | Path) -> tuple[Path, list[Path]]:
-    """(base directory, image files): the file itself, or the image files under a directory, sorted.
+def list_images(input_path: str | Path, suffixes: Iterable[str] = IMAGE_SUFFIXES, what: str = "image") -> tuple[Path, list[Path]]:
+    """(base directory, input files): the file itself, or the files under a directory with one of
+    `suffixes` (the model's kind of input: image files by default), sorted.
 
-    Files whose suffix is not an image suffix, and hidden files, are left out of a directory listing
-    (a stray README is not an unreadable image); a file named directly is always attempted.
+    Files with other suffixes, and hidden files, are left out of a directory listing (a stray README
+    is not an unreadable image); a file named directly is always attempted.
     """
+    suffixes = set(suffixes)
     path = Path(input_path).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"input={input_path} does not exist: give an image file or a directory of images")
+        raise FileNotFoundError(f"input={input_path} does not exist: give an {what} file or a directory of them")
     if path.is_file():
         return path.parent, [path]
     files = sorted(
         p for p in path.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        if p.is_file() and p.suffix.lower() in suffixes and not any(part.startswith(".") for part in p.relative_to(path).parts)
     )  # fmt: skip
     if not files:
-        raise FileNotFoundError(f"input={input_path} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise FileNotFoundError(f"input={input_path} holds no {what} files ({', '.join(sorted(suffixes))})")
     return path, files
 
 
-def read_image(path: Path) -> np.ndarray:
-    """An image file as H x W x C uint8 (C = 1 or 3; alpha dropped, 16-bit scaled); UnreadableImage if it is not one.
+def read_image(path: Path, model: Optional[LoadedModel] = None) -> np.ndarray:
+    """An input file as H x W x C uint8 (C = 1 or 3; alpha dropped, 16-bit scaled); UnreadableImage if it is not one.
 
-    The same decoder as `prepare`, so a model sees new images exactly as it saw its training data.
+    The reader of the model's input kind (an image decoder by default), the same as `prepare`'s, so
+    a model sees new files exactly as it saw its training data.
     """
-    from cnnlab.data.decode import decode_image
+    from cnnlab.data.inputs import input_reader
     from cnnlab.data.sources.base import BadSampleError
 
+    read = model.reader.read if model is not None else input_reader(None).read
     try:
-        return decode_image(path)
+        return read(path)
     except BadSampleError as err:
         raise UnreadableImage(str(err)) from None
 
@@ -241,7 +258,7 @@ def predict_files(model: LoadedModel, base: Path, files: Sequence[Path], output_
         for file in files[start : start + batch_size]:
             display = file.relative_to(base).as_posix() if file.is_relative_to(base) else str(file)
             try:
-                image = read_image(file)
+                image = read_image(file, model)
                 tensors.append(preprocess(image, model, str(file)))
             except UnreadableImage as err:
                 warn(f"{err}; skipped (listed in {PREDICTIONS_FILE} with the error)")
@@ -274,10 +291,13 @@ def predict(model_uri: str, input_path: str | Path, output_dir: str | Path, trac
 
     if not model_uri or not str(model_uri).strip():
         raise ConfigError("model_uri is empty: give models:/<name>@<alias>, models:/<name>/<version> or models:/<model id>")
-    base, files = list_images(input_path)  # before loading: a typo in input fails at once
+    from cnnlab.data.inputs import all_suffixes
+
+    list_images(input_path, all_suffixes(), "image or audio")  # before loading: a typo in input fails at once
     uri = resolve_tracking_uri(tracking_uri)
     with open_model(str(model_uri), uri) as model:
+        base, files = list_images(input_path, model.reader.suffixes, model.reader.kind)  # the files of the model's kind
         result = predict_files(model, base, files, Path(output_dir), batch_size=batch_size, top_k=top_k)
     if len(result.failed) == len(result.rows):
-        raise ConfigError(f"none of the {len(result.rows)} input images could be read (see the error column of {result.csv_path})")
+        raise ConfigError(f"none of the {len(result.rows)} input files could be read (see the error column of {result.csv_path})")
     return result

@@ -22,10 +22,13 @@ statistics stored with the model. Writes output_dir/predictions.csv (file, label
 x_min, y_min, x_max, y_max in the input image's pixels for localisation) and, for segmentation,
 output_dir/masks/<file stem>.png (class ids at the input's size). An unreadable image is listed in
 the CSV with its error (and a warning); the command fails only when no image can be read.
+A model trained on audio (data=sounds, data=audio_folder) reads audio files instead (wav, flac,
+ogg, ...), each turned into the same log-mel spectrogram as its training clips.
 
 examples:
   cnnlab-predict model_uri=models:/cnnlab-classification-lenet5@champion input=scans/
   cnnlab-predict model_uri=models:/cnnlab-segmentation-vgg11/3 input=photo.jpg output_dir=out
+  cnnlab-predict model_uri=models:/cnnlab-classification-simple_cnn@champion input=recordings/
 """
 
 

@@ -107,6 +107,7 @@ def build_task(cfg: DictConfig, meta: dict) -> CNNTask:
             class_names=list(classes),
             mean=meta["mean"],
             std=meta["std"],
+            input_spec=meta.get("input") or {"kind": "image"},
             _convert_="all",
             _recursive_=False,  # model/optimizer/scheduler stay configs: the task builds them itself
         )

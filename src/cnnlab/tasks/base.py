@@ -77,6 +77,7 @@ class CNNTask(pl.LightningModule):
         std: Optional[list[float]] = None,
         label_smoothing: float = 0.0,
         channels_last: bool = False,
+        input_spec: Optional[dict] = None,  # the prepared data's "input" (Source.input_spec): what prediction reproduces
     ):
         super().__init__()
         self.save_hyperparameters()

@@ -6,7 +6,8 @@ it in words as `output`, e.g. "N x K class probabilities").
 
 It is saved with torch.export (MLflow's "pt2" format: a traced graph, no pickle, loadable without
 cnnlab) and carries what prediction needs in its MLmodel metadata under "cnnlab": the task (its name
-and class), class names, image size, channels and the normalisation of the data it was trained on.
+and class), class names, image size, channels and the normalisation of the data it was trained on,
+and "input": what the images were made from (an audio model's spectrogram settings).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def model_metadata(task: nn.Module) -> dict:
         "mean": [float(v) for v in (hp.get("mean") or [0.0] * channels)],
         "std": [float(v) for v in (hp.get("std") or [1.0] * channels)],
         "output": task.output,
+        "input": dict(hp.get("input_spec") or {"kind": "image"}),  # how files become images (see Source.input_spec)
         **task.model_metadata(),
     }
 
