@@ -48,11 +48,12 @@ def exit_on_user_error():
     A job stopped by SIGTERM (a scheduler, `docker stop`, `kill`) or Ctrl-C exits 143 or 130, never 0:
     Lightning turns SIGTERM into a SystemExit without a code.
     """
+    from cnnlab.data.prepared import PreparedDataChanged
     from cnnlab.data.sources.base import BadSampleError
 
     try:
         yield
-    except (ConfigError, BadSampleError, FileNotFoundError) as err:
+    except (ConfigError, BadSampleError, PreparedDataChanged, FileNotFoundError) as err:
         from cnnlab.tracking.store import redact
 
         message = redact(str(err))  # messages may name a tracking URI

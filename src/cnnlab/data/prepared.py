@@ -6,9 +6,12 @@ A prepared dataset is a directory:
   masks.npy   N x H x W uint8 class ids, 255 = ignore                              (if the source has masks)
   splits.npz  train / val / test index arrays
   skipped.csv samples the reader rejected under on_bad_sample=skip, with the reason
-  meta.json   classes, mask classes, size, channels, mean/std of the train split, counts, content hash
+  meta.json   classes, mask classes, size, channels, mean/std of the train split, counts, content hash,
+              and the sha256 of each file above
 It is written to a temporary sibling and renamed into place, so a failed run never leaves a
-half-written dataset and the previous one stays intact until the new one is complete.
+half-written dataset and the previous one stays intact until the new one is complete. Reading it
+checks each file against its recorded hash (re-hashing only files whose size or mtime changed since
+the last check, remembered under $XDG_CACHE_HOME/cnnlab), so an edited file is named, not trusted.
 """
 
 from __future__ import annotations
@@ -38,10 +41,13 @@ class PreparedArrays:
     masks: Optional[np.ndarray] = None
 
 
+_FILES = (*(f"{a}.npy" for a in _ARRAYS), "splits.npz")
+
+
 def content_hash(directory: Path) -> str:
     """sha256 over the arrays and splits: the identity of the data a run trained on."""
     digest = hashlib.sha256()
-    for name in (*(f"{a}.npy" for a in _ARRAYS), "splits.npz"):
+    for name in _FILES:
         path = directory / name
         if path.exists():
             digest.update(name.encode())
@@ -49,6 +55,61 @@ def content_hash(directory: Path) -> str:
                 for block in iter(lambda: handle.read(1 << 20), b""):
                     digest.update(block)
     return digest.hexdigest()
+
+
+def file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class PreparedDataChanged(ValueError):
+    """A prepared file no longer matches the hash recorded when it was written; the message names it."""
+
+
+def verify_prepared(directory: Path, meta: dict) -> None:
+    """PreparedDataChanged naming the first file whose content differs from meta's record.
+
+    Files whose size and mtime match the last successful check are not hashed again. Data
+    prepared before per-file hashes were recorded is checked as a whole against its content hash.
+    """
+    directory = Path(directory)
+    cache_path = _verified_cache(directory)
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    expected = meta.get("file_hashes") or {"*": meta.get("content_hash")}
+    stats = {name: [(directory / name).stat().st_size, (directory / name).stat().st_mtime_ns] for name in _FILES if (directory / name).exists()}
+    checked = {}
+    for name, recorded in expected.items():
+        stat = stats if name == "*" else stats.get(name)
+        if stat is None:
+            raise PreparedDataChanged(f"{directory / name} is missing; prepare the data again (cnnlab-prepare or dvc repro prepare)")
+        if cache.get(name, {}).get("stat") == stat and cache[name].get("hash") == recorded:
+            checked[name] = cache[name]
+            continue
+        actual = content_hash(directory) if name == "*" else file_hash(directory / name)
+        if actual != recorded:
+            what = "one of its arrays" if name == "*" else str(directory / name)
+            raise PreparedDataChanged(
+                f"{what} changed since it was prepared (sha256 {actual[:12]} where meta.json records {str(recorded)[:12]}); "
+                "prepared data is never edited by hand: prepare it again (cnnlab-prepare, or dvc repro prepare)"
+            )
+        checked[name] = {"stat": stat, "hash": actual}
+    try:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        cache_path.write_text(json.dumps(checked))
+    except OSError:  # no writable cache: still checked, just not remembered
+        pass
+
+
+def _verified_cache(directory: Path) -> Path:
+    """Where the last successful check of `directory` is remembered: outside it, so the data (a DVC output) is untouched."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnlab" / "verified"
+    return base / f"{hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:32]}.json"
 
 
 def channel_statistics(images: np.ndarray, indices: np.ndarray, chunk_values: int = 1 << 24) -> tuple[np.ndarray, np.ndarray]:
@@ -75,6 +136,7 @@ def write_prepared(directory: Path, arrays: PreparedArrays, meta: dict, skipped:
     """Write atomically; returns the final meta (with statistics, counts and content hash)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(directory)
     staging = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
@@ -101,6 +163,7 @@ def write_prepared(directory: Path, arrays: PreparedArrays, meta: dict, skipped:
             "ignore_index": IGNORE_INDEX,
             "num_skipped": len(skipped),
             "content_hash": content_hash(staging),
+            "file_hashes": {name: file_hash(staging / name) for name in _FILES if (staging / name).exists()},
         }
         (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         previous = directory.with_name(f".{directory.name}.old-{os.getpid()}")
@@ -117,6 +180,29 @@ def write_prepared(directory: Path, arrays: PreparedArrays, meta: dict, skipped:
 def label_kinds(meta: dict) -> list[str]:
     """What every sample of a prepared dataset carries: "label", and "box" / "mask" where it has them."""
     return ["label", *(["box"] if meta.get("has_boxes") else []), *(["mask"] if meta.get("has_masks") else [])]
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete the staging (.<name>.tmp-<pid>) and replaced (.<name>.old-<pid>) copies that a killed
+    prepare left beside `directory`; a live process's are kept. Returns what was removed."""
+    removed = []
+    for path in directory.parent.glob(f".{directory.name}.*-*"):
+        kind, _, pid = path.name[len(directory.name) + 2 :].partition("-")
+        if kind not in ("tmp", "old") or not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 class PreparedDataset:
@@ -136,6 +222,7 @@ class PreparedDataset:
                 f"{meta_path}: format_version {self.meta.get('format_version')} but this cnnlab reads "
                 f"{FORMAT_VERSION}; prepare the data again"
             )
+        verify_prepared(self.directory, self.meta)
         self.images = np.load(self.directory / "images.npy", mmap_mode="r")
         self.labels = np.load(self.directory / "labels.npy")
         self.boxes = np.load(self.directory / "boxes.npy") if self.meta["has_boxes"] else None
