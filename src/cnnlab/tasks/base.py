@@ -13,6 +13,8 @@ task's name:
   inference_output(x)    one tensor per batch of images: what a logged model serves
   prediction_row(...)    one CSV row (and any mask file) from one image's inference output
   write_test_report(dir) evaluation's pictures and tables
+  cam_target(out, k)     per image, the score a class-activation map explains for class k (cnnlab-explain)
+  cam_prediction(out)    what the network predicted, for the explain pictures: classes, boxes or masks
 """
 
 from __future__ import annotations
@@ -40,6 +42,19 @@ class PredictionInput:
     class_names: list[str]
     top_k: int
     save_mask: Callable[[np.ndarray], str]  # writes an H x W class-id mask, returns its path in the CSV
+
+
+@dataclass
+class CamPrediction:
+    """What `CNNTask.cam_prediction` reads off a batch's forward output, for cnnlab-explain's pictures.
+
+    `classes` None means the task has no one class per image (segmentation): every class gets a map.
+    """
+
+    classes: Optional[torch.Tensor] = None  # N predicted classes
+    scores: Optional[torch.Tensor] = None  # N probabilities of those classes
+    boxes: Optional[torch.Tensor] = None  # N x 4 normalised x_min, y_min, x_max, y_max
+    masks: Optional[torch.Tensor] = None  # N x H x W predicted class ids
 
 
 class CNNTask(pl.LightningModule):
@@ -163,6 +178,15 @@ class CNNTask(pl.LightningModule):
     def write_test_report(self, directory: Path) -> dict[str, Path]:
         """After `trainer.test`: write the task's plots and tables; returns {name: path}."""
         return {}
+
+    def cam_target(self, output: Any, class_index: torch.Tensor) -> torch.Tensor:
+        """N scores, one per image, whose gradient a class-activation map follows: `output` is this
+        task's forward output for N images, `class_index` the N classes to explain (long tensor)."""
+        raise NotImplementedError(f"{type(self).__name__} declares no cam_target: cnnlab-explain cannot draw its class-activation maps")
+
+    def cam_prediction(self, output: Any) -> CamPrediction:
+        """What the network predicted for each image (`output`: this task's forward output)."""
+        raise NotImplementedError(f"{type(self).__name__} declares no cam_prediction")
 
 
 def class_prediction(probabilities: np.ndarray, image: PredictionInput) -> dict[str, str]:

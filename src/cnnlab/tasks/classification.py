@@ -23,7 +23,7 @@ from torchmetrics.classification import (
 )
 
 from cnnlab.config import ConfigError
-from cnnlab.tasks.base import CNNTask, PredictionInput, class_prediction
+from cnnlab.tasks.base import CamPrediction, CNNTask, PredictionInput, class_prediction
 
 GRID_IMAGES = 32  # test images kept for the prediction grid
 BINARY_MODES = ("softmax", "sigmoid")
@@ -97,6 +97,16 @@ class ClassificationTask(CNNTask):
     @classmethod
     def prediction_row(cls, output: np.ndarray, image: PredictionInput) -> dict[str, str]:
         return class_prediction(output[: len(image.class_names)], image)
+
+    def cam_target(self, output: torch.Tensor, class_index: torch.Tensor) -> torch.Tensor:
+        """The class's logit (sigmoid mode: the one logit for class 1, its negative for class 0)."""
+        if self.sigmoid:
+            return output[:, 0] * (2 * class_index.to(output.dtype) - 1)
+        return output.gather(1, class_index.view(-1, 1))[:, 0]
+
+    def cam_prediction(self, output: torch.Tensor) -> CamPrediction:
+        scores, classes = self.probabilities(output).max(1)
+        return CamPrediction(classes=classes, scores=scores)
 
     def metric_input(self, logits: torch.Tensor) -> torch.Tensor:
         """What the metric collection takes: logits, or the positive-class probability in sigmoid mode."""

@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from cnnlab.config import ConfigError
-from cnnlab.tasks.base import CNNTask, PredictionInput, class_prediction
+from cnnlab.tasks.base import CamPrediction, CNNTask, PredictionInput, class_prediction
 from cnnlab.tasks.boxes import BOX_LOSSES, box_iou, box_loss, center_size_to_corners
 
 GRID_IMAGES = 32  # test images kept for the box grid
@@ -95,6 +95,15 @@ class LocalizationTask(CNNTask):
         x_min, y_min, x_max, y_max = (float(v) for v in np.clip(output[k : k + 4], 0, 1))
         return {**class_prediction(output[:k], image), "x_min": f"{x_min * image.width:.1f}", "y_min": f"{y_min * image.height:.1f}",
                 "x_max": f"{x_max * image.width:.1f}", "y_max": f"{y_max * image.height:.1f}"}  # fmt: skip
+
+    def cam_target(self, output: tuple[torch.Tensor, torch.Tensor], class_index: torch.Tensor) -> torch.Tensor:
+        """The class head's logit for the class (the box head is not what a class map explains)."""
+        return output[0].gather(1, class_index.view(-1, 1))[:, 0]
+
+    def cam_prediction(self, output: tuple[torch.Tensor, torch.Tensor]) -> CamPrediction:
+        logits, boxes = output
+        scores, classes = logits.softmax(1).max(1)
+        return CamPrediction(classes=classes, scores=scores, boxes=boxes)
 
     def losses(self, logits, boxes, labels, true_boxes) -> dict[str, torch.Tensor]:
         class_loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from cnnlab.tasks.base import CNNTask, PredictionInput
+from cnnlab.tasks.base import CamPrediction, CNNTask, PredictionInput
 from cnnlab.tasks.fcn import FCNHead
 
 GRID_IMAGES = 16  # test images kept for the overlay grid
@@ -101,6 +101,14 @@ class SegmentationTask(CNNTask):
         counts = np.bincount(mask.ravel(), minlength=len(names))
         present = [(names[i], counts[i] / mask.size) for i in np.argsort(-counts, kind="stable") if counts[i]]
         return {"mask": image.save_mask(mask), "classes": ";".join(f"{n}:{f:.4f}" for n, f in present)}
+
+    def cam_target(self, output: torch.Tensor, class_index: torch.Tensor) -> torch.Tensor:
+        """The class's pixel scores (logits) summed over the image: where the network sees that class."""
+        n, _, height, width = output.shape
+        return output.gather(1, class_index.view(n, 1, 1, 1).expand(n, 1, height, width)).sum((1, 2, 3))
+
+    def cam_prediction(self, output: torch.Tensor) -> CamPrediction:
+        return CamPrediction(masks=output.argmax(1))  # no one class per image: every class gets its map
 
     def loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(
