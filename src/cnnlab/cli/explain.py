@@ -1,0 +1,96 @@
+"""cnnlab-explain: activations, filters and class-activation maps of a trained run, logged into it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from cnnlab.cli.app import run_app
+from cnnlab.config import register_configs
+from cnnlab.paths import config_dir
+
+USAGE = """\
+usage: cnnlab-explain run=DIR|RUN_ID|models:/NAME@ALIAS [images=test|PATH] [num_images=N] [cam.layer=STAGE]
+                      [cam.class_index=K] [filters.layers=[stage2,stage3]] [pictures=[cam]] [output_dir=DIR] [log=false]
+
+Look inside a trained network, on a few test images (default) or image files:
+  activations/  every channel of every backbone stage (stage1 ... stageN), per image;
+  filters/      the first convolution's kernels, and for each chosen layer the inputs that maximise
+                its first filters (gradient ascent from noise);
+  cam/          Grad-CAM and HiResCAM (Captum) at a stage or convolution: for the predicted and the
+                true class, the class head with its boxes (localisation), or every class (segmentation).
+Pictures are written to output_dir and logged into the run's MLflow run under explain/, only once all
+of them are made. Files are converted and resized as training data was (said on stderr). A model URI
+is followed to the run that logged it, whose checkpoint is explained.
+
+examples:
+  cnnlab-explain run=outputs/2026-12-01/10-00-00
+  cnnlab-explain run=models:/cnnlab-classification-resnet18@champion cam.layer=stage3 num_images=16
+  cnnlab-explain run=3f2a... images=photos/ pictures=[cam] cam.class_index=2
+"""
+
+
+@dataclass
+class ActivationSettings:
+    max_channels: int = 64
+
+
+@dataclass
+class FilterSettings:
+    layers: List[str] = field(default_factory=list)
+    count: int = 8
+    steps: int = 32
+
+
+@dataclass
+class CamSettings:
+    layer: Optional[str] = None
+    methods: List[str] = field(default_factory=lambda: ["gradcam", "hirescam"])
+    class_index: Optional[int] = None
+
+
+@dataclass
+class ExplainConfig:
+    run: str = MISSING  # a training output directory, an MLflow run id, or a models:/ URI
+    images: str = "test"  # test, or an image file or directory
+    num_images: int = 8
+    indices: List[int] = field(default_factory=list)
+    checkpoint: str = "best"
+    pictures: List[str] = field(default_factory=lambda: ["activations", "filters", "cam"])
+    output_dir: str = "explain"
+    log: bool = True
+    tracking_uri: Optional[str] = None
+    seed: int = 0
+    activations: ActivationSettings = field(default_factory=ActivationSettings)
+    filters: FilterSettings = field(default_factory=FilterSettings)
+    cam: CamSettings = field(default_factory=CamSettings)
+
+
+register_configs()
+ConfigStore.instance().store(name="explain_schema", node=ExplainConfig)
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="explain")
+def _explain(cfg: DictConfig) -> None:
+    from cnnlab.cli.app import exit_on_user_error
+    from cnnlab.config import ConfigError
+    from cnnlab.explain.report import explain_run
+
+    with exit_on_user_error():
+        if OmegaConf.is_missing(cfg, "run"):
+            raise ConfigError("run required: cnnlab-explain run=<training output dir | MLflow run id | models:/<name>@<alias>>")
+        result = explain_run(cfg)
+    logged = f", logged into MLflow run {result.run_id} under explain/" if result.run_id else ""
+    print(f"{len(result.files)} pictures of {result.images} images -> {result.output_dir}{logged}")
+
+
+def main() -> None:
+    run_app(_explain, USAGE)
+
+
+if __name__ == "__main__":
+    main()

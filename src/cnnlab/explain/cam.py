@@ -1,0 +1,156 @@
+"""Class-activation maps: where in the image the evidence for a class lies, at a chosen stage.
+
+Two methods, both from Captum's layer attributions, on the map of one stage or convolution:
+
+- Grad-CAM (Selvaraju et al. 2017, `captum.attr.LayerGradCam`): channels weighted by their
+  spatially averaged gradient, summed, ReLU.
+- HiResCAM (Draelos & Carin 2020): gradient times activation element-wise, summed over channels,
+  ReLU; `captum.attr.LayerGradientXActivation` computes the product. Unlike Grad-CAM it does not
+  average the gradient over the map, so it shows only locations that raise the score.
+
+What a map explains is the task's `cam_target(output, class_index)`: a class logit, the
+localisation's class head, or a segmentation class's pixel scores summed. Maps are upsampled
+(bilinear) to the input size and scaled to [0, 1] per image.
+
+Also here: the pointing game (Zhang et al. 2016) and the rank correlation of the model
+randomisation test (Adebayo et al. 2018) that benchmarks/explain.py and the tests use.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from cnnlab.explain.layers import LayerRef, hooked_module
+
+CAM_METHODS = ("gradcam", "hirescam")
+
+
+def class_maps(task, images: torch.Tensor, ref: LayerRef, classes: torch.Tensor, method: str) -> np.ndarray:
+    """N x H x W maps in [0, 1]: evidence for `classes[i]` in image i at layer `ref`, by `method`."""
+    from captum.attr import LayerAttribution, LayerGradCam, LayerGradientXActivation
+
+    def forward(x: torch.Tensor, class_index: torch.Tensor) -> torch.Tensor:
+        return task.cam_target(task(x), class_index)
+
+    with hooked_module(task.backbone, ref) as layer:
+        if method == "gradcam":
+            maps = LayerGradCam(forward, layer).attribute(images, additional_forward_args=(classes,), relu_attributions=True)
+        elif method == "hirescam":
+            maps = LayerGradientXActivation(forward, layer).attribute(images, additional_forward_args=(classes,))
+            maps = maps.sum(1, keepdim=True).clamp(min=0)
+        else:
+            raise ValueError(f"unknown CAM method {method!r}; expected one of {CAM_METHODS}")
+    maps = LayerAttribution.interpolate(maps.detach().float(), tuple(images.shape[-2:]), "bilinear")[:, 0]
+    peak = maps.flatten(1).amax(1).clamp(min=1e-12).view(-1, 1, 1)
+    return (maps.clamp(min=0) / peak).cpu().numpy()
+
+
+# ---- measures ---------------------------------------------------------------------------------------
+def pointing_hits(maps: np.ndarray, object_masks: np.ndarray) -> np.ndarray:
+    """Per image: whether the map's maximum lies on the object (`object_masks` N x H x W bool)."""
+    flat = maps.reshape(len(maps), -1).argmax(1)
+    return object_masks.reshape(len(maps), -1)[np.arange(len(maps)), flat]
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman rank correlation per image of two N x H x W map sets (ties share their mean rank; a flat map: 0)."""
+    from scipy.stats import rankdata
+
+    out = []
+    for x, y in zip(a.reshape(len(a), -1), b.reshape(len(b), -1)):
+        rx, ry = rankdata(x), rankdata(y)
+        if rx.std() == 0 or ry.std() == 0:
+            out.append(0.0)
+        else:
+            out.append(float(np.corrcoef(rx, ry)[0, 1]))
+    return np.asarray(out)
+
+
+def randomisation_blocks(task, depth: int = 3) -> list[str]:
+    """Blocks of modules with parameters (names cut to `depth` parts), output side first: the
+    order in which the cascading randomisation test re-initialises them."""
+    blocks: list[str] = []
+    for name, module in task.named_modules():
+        if name and any(True for _ in module.parameters(recurse=False)) and hasattr(module, "reset_parameters"):
+            block = ".".join(name.split(".")[:depth])
+            if block not in blocks:
+                blocks.append(block)
+    return blocks[::-1]
+
+
+def cascading_randomisation(task, images: torch.Tensor, ref_name: str, classes: torch.Tensor, method: str,
+                            depth: int = 3, seed: int = 0) -> list[tuple[str, float]]:  # fmt: skip
+    """Adebayo et al.'s model randomisation test: re-initialise blocks from the output side, one more
+    each step, and give the mean rank correlation of each step's maps with the trained model's."""
+    from cnnlab.explain.layers import resolve_layer
+
+    trained = class_maps(task, images, resolve_layer(task.backbone, ref_name, "layer"), classes, method)
+    randomised = copy.deepcopy(task).eval()
+    torch.manual_seed(seed)
+    results = []
+    for block in randomisation_blocks(randomised, depth):
+        for name, module in randomised.named_modules():
+            if (name == block or name.startswith(block + ".")) and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        maps = class_maps(randomised, images, resolve_layer(randomised.backbone, ref_name, "layer"), classes, method)
+        results.append((block, float(rank_correlation(trained, maps).mean())))
+    return results
+
+
+# ---- pictures ---------------------------------------------------------------------------------------
+def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """H x W x C uint8 image with an H x W [0, 1] map in the jet colour map blended over it."""
+    from matplotlib import colormaps
+
+    rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+    heat = colormaps["jet"](cam)[..., :3] * 255
+    return (rgb * (1 - alpha) + heat * alpha).round().clip(0, 255).astype(np.uint8)
+
+
+def _draw_box(axis, box: Sequence[float], size: tuple[int, int], color: str) -> None:
+    from matplotlib.patches import Rectangle
+
+    height, width = size
+    x_min, y_min, x_max, y_max = (float(v) for v in box)
+    axis.add_patch(Rectangle((x_min * width - 0.5, y_min * height - 0.5), (x_max - x_min) * width, (y_max - y_min) * height,
+                             fill=False, edgecolor=color, linewidth=1.2))  # fmt: skip
+
+
+def plot_class_cams(images: np.ndarray, columns: Sequence[tuple[str, np.ndarray, Sequence[str]]], row_titles: Sequence[str],
+                    path: Path, *, predicted_boxes: Optional[np.ndarray] = None, true_boxes: Optional[np.ndarray] = None,
+                    title: str = "") -> Path:  # fmt: skip
+    """Rows of images: the input, then one CAM overlay per column (header, N x H x W maps, per-image captions).
+
+    Boxes (normalised corners), where given, are drawn on every panel: predicted red, true green.
+    """
+    from cnnlab.viz.figures import pyplot, save
+
+    plt = pyplot()
+    rows, cols = len(images), 1 + len(columns)
+    figure, axes = plt.subplots(rows, cols, figsize=(1.45 * cols, 1.55 * rows + 0.3), squeeze=False)
+    size = images.shape[1:3]
+    for r in range(rows):
+        panels = [(images[r] if images.shape[3] == 3 else np.repeat(images[r], 3, axis=2), row_titles[r])]
+        panels += [(overlay(images[r], maps[r]), captions[r]) for _, maps, captions in columns]
+        for c, (picture, caption) in enumerate(panels):
+            axis = axes[r][c]
+            axis.imshow(picture)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            axis.set_title(caption, fontsize=6)
+            if predicted_boxes is not None:
+                _draw_box(axis, predicted_boxes[r], size, "red")
+            if true_boxes is not None:
+                _draw_box(axis, true_boxes[r], size, "lime")
+    for c, (header, _, _) in enumerate(columns):
+        axes[0][c + 1].set_title(f"{header}\n{axes[0][c + 1].get_title()}", fontsize=6)
+    axes[0][0].set_title(f"input\n{axes[0][0].get_title()}", fontsize=6)
+    if title:
+        figure.suptitle(title, fontsize=8)
+    figure.tight_layout()
+    return save(figure, path)
