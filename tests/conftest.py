@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import logging
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import traceback
+import warnings
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -51,7 +58,8 @@ def dvc_project(destination: Path, edit_params) -> Path:
 
 def run_dvc(root: Path, *args: str) -> str:
     """`dvc <args>` in `root` with the project's environment; its output, or a failure showing it."""
-    done = subprocess.run([str(BIN / "dvc"), *args], cwd=root, env=cli_env(root), capture_output=True, text=True, timeout=900)
+    env = cli_env(root, DVC_NO_ANALYTICS="1")  # no usage report (a background process per command) from a test
+    done = subprocess.run([str(BIN / "dvc"), *args], cwd=root, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     return done.stdout + done.stderr
 
@@ -89,7 +97,97 @@ def run_cli(project: Path):
     return run
 
 
+def call_in_process(command: str, args: list[str], root: Path, cwd: Path | None = None, **extra_env: str) -> subprocess.CompletedProcess:
+    """What `<command> <args>` does as a process, in this one: the console script's `main` with sys.argv,
+    cwd and the environment of `cli_env(root)`; its output and exit status as a CompletedProcess.
+
+    Saves each command start-up (torch, Lightning, MLflow: seconds) for tests of outputs, MLflow
+    contents and error messages. Global state a run changes is put back afterwards: environment
+    (PL_GLOBAL_SEED, CNNLAB_PARENT_RUN_ID...), Hydra's singletons, logging handlers, warning filters,
+    torch's deterministic-algorithms switch and MLflow's tracking URI.
+    """
+    (script,) = entry_points(group="console_scripts", name=command)
+    saved_env, saved_argv, saved_cwd = dict(os.environ), sys.argv[:], os.getcwd()
+    root_logger = logging.getLogger()
+    saved_handlers, saved_level = root_logger.handlers[:], root_logger.level
+    torch = sys.modules.get("torch")
+    deterministic = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) if torch else None
+    mlflow_utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    saved_uri = getattr(mlflow_utils, "_tracking_uri", None)
+    from hydra.core.global_hydra import GlobalHydra
+
+    out, err = tempfile.TemporaryFile("w+", encoding="utf-8"), tempfile.TemporaryFile("w+", encoding="utf-8")
+    try:
+        os.environ.clear()
+        os.environ.update(cli_env(root, **extra_env))
+        sys.argv = [str(BIN / command), *args]
+        os.chdir(cwd or root)
+        GlobalHydra.instance().clear()
+        with warnings.catch_warnings(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                # imported again: @hydra.main binds the config dir of $CNNLAB_ROOT at import
+                main = getattr(importlib.reload(importlib.import_module(script.module)), script.attr)
+                main()
+                returncode = 0
+            except SystemExit as exit_:
+                if exit_.code is None or isinstance(exit_.code, int):
+                    returncode = exit_.code or 0
+                else:
+                    print(exit_.code, file=sys.stderr)
+                    returncode = 1
+            except Exception:  # what the interpreter does with an uncaught exception
+                traceback.print_exc()
+                returncode = 1
+        out.flush(), err.flush()
+        out.seek(0), err.seek(0)
+        return subprocess.CompletedProcess(sys.argv, returncode, out.read(), err.read())
+    finally:
+        GlobalHydra.instance().clear()
+        for handler in root_logger.handlers:
+            if handler not in saved_handlers:
+                handler.close()
+        root_logger.handlers[:], root_logger.level = saved_handlers, saved_level
+        if deterministic is not None or "torch" in sys.modules:
+            import torch
+
+            enabled, warn_only = deterministic or (False, False)
+            torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+        mlflow_utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
+        if mlflow_utils is not None and hasattr(mlflow_utils, "_tracking_uri"):
+            mlflow_utils._tracking_uri = saved_uri
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+        out.close(), err.close()
+
+
+@pytest.fixture(scope="session")
+def call_cli(project: Path):
+    """`run_cli`'s twin that runs the entry point in this process (see `call_in_process`): for tests
+    of what a command writes, logs and says. Start-up, signals and relaunches need `run_cli`."""
+
+    def call(command: str, *args: str, check: bool = True, cwd: Path | None = None, root: Path | None = None,
+             **extra_env: str) -> subprocess.CompletedProcess:  # fmt: skip
+        done = call_in_process(command, list(args), root or project, cwd, **extra_env)
+        if check and done.returncode != 0:
+            raise AssertionError(f"{command} {' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
+        return done
+
+    return call
+
+
 # Few enough batches that a CLI training run costs seconds; still several logged steps.
 # Model logging (an export, ~5 s) is left to the tests that check it.
 QUICK = ("trainer=debug", "trainer.limit_train_batches=6", "trainer.limit_val_batches=2", "trainer.max_epochs=2",
          "trainer.log_every_n_steps=2", "logger.log_model=false")  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Files of `slow` tests first (the longest, end-to-end runs), the quick ones after.
+
+    With `--dist loadfile --no-loadscope-reorder` (the Makefile's) the two workers take files in this
+    order, so the long files start at once and the many short ones even out the end; xdist's default
+    order (most tests first) would leave a one-test `dvc repro` file to run alone at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: each file keeps its order

@@ -22,6 +22,11 @@ def test_params_select_the_task_and_dvc_repro_trains_evaluates_and_logs_it(tmp_p
         params["train"].update(max_epochs=1, label_smoothing=0.0)
 
     repo = dvc_project(tmp_path / "repo", segmentation_on_shapes)
+    # 500 shapes instead of 3,000: the stages' shape, not the model's skill, is under test. The data
+    # config is a dependency of prepare, so the copy's own edit is what dvc repro sees.
+    shapes_conf = repo / "conf/data/shapes.yaml"
+    shapes_conf.write_text(shapes_conf.read_text().replace("num_samples: 3000", "num_samples: 500"))
+    assert "num_samples: 500" in shapes_conf.read_text()
 
     assert stages_ran(run_dvc(repo, "repro")) == {"prepare", "train", "evaluate"}
     metrics = json.loads((repo / "artifacts/evaluate/metrics.json").read_text())
@@ -45,5 +50,5 @@ def test_params_select_the_task_and_dvc_repro_trains_evaluates_and_logs_it(tmp_p
     metrics = json.loads((repo / "artifacts/evaluate/metrics.json").read_text())
     assert {"test/acc", "test/box_iou", "test/loc_acc"} <= set(metrics)
     rows = list(csv.DictReader(open(plots / "predictions.csv")))
-    assert len(rows) == 600  # 20% of 3,000 shapes, one row each, as DVC's confusion plot reads them
+    assert len(rows) == 100  # 20% of 500 shapes, one row each, as DVC's confusion plot reads them
     assert sum(r["actual"] == r["predicted"] for r in rows) / len(rows) == pytest.approx(metrics["test/acc"], abs=1e-6)

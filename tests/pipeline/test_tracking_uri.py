@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from cnnlab.paths import default_tracking_uri
 from cnnlab.tracking.store import resolve_tracking_uri
-from tests.conftest import BIN, QUICK, cli_env, copy_project
+from tests.conftest import BIN, QUICK, call_in_process, copy_project
 
 
 def test_default_uri_is_an_absolute_sqlite_file_at_the_project_root(monkeypatch, tmp_path):
@@ -63,13 +63,11 @@ def tracking_server(tmp_path_factory):
     server.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_environment_uri_sends_the_run_to_the_server(tracking_server, tmp_path):
     root = copy_project(tmp_path / "proj")
     out = root / "run"
-    done = subprocess.run(
-        [str(BIN / "cnnlab-train"), *QUICK, f"hydra.run.dir={out}"],
-        cwd=root, env=cli_env(root, MLFLOW_TRACKING_URI=tracking_server), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    done = call_in_process("cnnlab-train", [*QUICK, f"hydra.run.dir={out}"], root, MLFLOW_TRACKING_URI=tracking_server)
     assert done.returncode == 0, done.stderr[-3000:]
     run_id = json.loads((out / "run.json").read_text())["run_id"]
     run = MlflowClient(tracking_server).get_run(run_id)

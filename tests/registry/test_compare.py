@@ -38,9 +38,9 @@ def logged(tracking_uri):
     return tracking_uri
 
 
-def test_table_is_sorted_best_first_and_chart_is_written(logged, run_cli, tmp_path):
+def test_table_is_sorted_best_first_and_chart_is_written(logged, call_cli, tmp_path):
     chart = tmp_path / "charts" / "lr.png"
-    done = run_cli("cnnlab-compare", f"experiment={EXPERIMENT}", "params=[model.name,optimizer.lr]", f"output={chart}")
+    done = call_cli("cnnlab-compare", f"experiment={EXPERIMENT}", "params=[model.name,optimizer.lr]", f"output={chart}")
     lines = done.stdout.splitlines()
     assert lines[0].startswith(f"experiment {EXPERIMENT}: 3 runs ranked by best/val/acc (highest first)")
     assert "1 sweep parent runs left out" in lines[0]

@@ -14,10 +14,10 @@ def test_missing_input_is_named(run_cli, tmp_path):
     assert "Traceback" not in done.stderr
 
 
-def test_unknown_model_uri_is_named(run_cli, tmp_path):
+def test_unknown_model_uri_is_named(call_cli, tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "blank.png")
     uri = "models:/cnnlab-classification-nosuchnet@champion"
-    done = run_cli("cnnlab-predict", f"model_uri={uri}", f"input={tmp_path}", f"output_dir={tmp_path / 'out'}", check=False)
+    done = call_cli("cnnlab-predict", f"model_uri={uri}", f"input={tmp_path}", f"output_dir={tmp_path / 'out'}", check=False)
     assert done.returncode == 2
     assert f"model_uri='{uri}' was not found in the MLflow store" in done.stderr
     assert "Registered models there:" in done.stderr and "Traceback" not in done.stderr

@@ -33,10 +33,10 @@ CHAMPION = f"models:/{NAME}@champion"
 
 
 @pytest.fixture(scope="module")
-def registered(run_cli, project, tracking_uri):
+def registered(call_cli, project, tracking_uri):
     """A short LeNet-5 run on digits; its best checkpoint logged, registered and promoted to @champion."""
     out = project / "runs" / "registry"
-    run_cli("cnnlab-train", "model=lenet5", "data=digits", *QUICK, "register=true", f"hydra.run.dir={out}")
+    call_cli("cnnlab-train", "model=lenet5", "data=digits", *QUICK, "register=true", f"hydra.run.dir={out}")
     run = json.loads((out / "run.json").read_text())
     # what training does at its end (register=true), then what evaluate does with its test metrics
     task = ClassificationTask.load_from_checkpoint(run["best_checkpoint"], map_location="cpu")
@@ -96,7 +96,7 @@ def normalised(image: np.ndarray, meta: dict) -> torch.Tensor:
     return torch.from_numpy(((image / 255.0 - meta["mean"][0]) / meta["std"][0]).astype(np.float32))[None]
 
 
-def test_predict_by_alias_labels_new_images(registered, run_cli, tracking_uri, tmp_path):
+def test_predict_by_alias_labels_new_images(registered, call_cli, tracking_uri, tmp_path):
     prepared = registered["prepared_dir"]
     images = np.load(prepared / "images.npy")[..., 0]
     test_split = np.load(prepared / "splits.npz")["test"]
@@ -111,7 +111,7 @@ def test_predict_by_alias_labels_new_images(registered, run_cli, tracking_uri, t
     (inputs / "notes.txt").write_text("not an image, not a prediction")
 
     out = tmp_path / "predictions"
-    done = run_cli("cnnlab-predict", f"model_uri={CHAMPION}", f"input={inputs}", f"output_dir={out}", "top_k=3")
+    done = call_cli("cnnlab-predict", f"model_uri={CHAMPION}", f"input={inputs}", f"output_dir={out}", "top_k=3")
     assert "3 images predicted" in done.stdout and "1 unreadable" in done.stdout
     assert "d_broken.png" in done.stderr  # warned, by name
     rows = list(csv.DictReader(open(out / "predictions.csv")))
