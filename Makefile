@@ -10,7 +10,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml .ci/constraints.txt | cksum | cut -d' ' -f1)
 PORT ?= 5000
 EXTRAS ?= test
-# two workers, one test file each: most tests wait on a cnnlab CLI start-up, single-threaded
+# two workers, one test file each, the files of slow end-to-end tests first (tests/conftest.py):
+# most tests wait on a cnnlab CLI start-up or a training run, single-threaded
 PYTEST_ARGS ?= -n 2 --dist loadfile
 export PATH := $(abspath $(BIN)):$(PATH)
 

@@ -61,9 +61,9 @@ def test_ddp_inside_a_multirun(run_cli, project, tracking_uri):
         assert (sweep_dir / job / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_bf16_mixed_precision_and_system_metrics(run_cli, project, tracking_uri):
+def test_bf16_mixed_precision_and_system_metrics(call_cli, project, tracking_uri):
     out = project / "runs" / "bf16"
-    run_cli("cnnlab-train", *QUICK, "trainer.precision=bf16-mixed", "logger.system_metrics_interval=1",
+    call_cli("cnnlab-train", *QUICK, "trainer.precision=bf16-mixed", "logger.system_metrics_interval=1",
             "trainer.limit_train_batches=20", f"hydra.run.dir={out}")  # fmt: skip
     run = MlflowClient(tracking_uri).get_run(json.loads((out / "run.json").read_text())["run_id"])
     assert run.data.params["trainer.precision"] == "bf16-mixed"

@@ -1,15 +1,19 @@
-"""A Hydra multirun is one MLflow parent run with a child run per job."""
+"""A Hydra multirun is one MLflow parent run with a child run per job (run in this process: Hydra's
+basic launcher and the Optuna sweeper run their jobs in the calling process anyway)."""
 
 from __future__ import annotations
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import QUICK
 
+pytestmark = pytest.mark.slow
 
-def test_two_job_sweep_has_one_parent_with_the_best_child(run_cli, project, tracking_uri):
+
+def test_two_job_sweep_has_one_parent_with_the_best_child(call_cli, project, tracking_uri):
     sweep_dir = project / "multirun" / "models"
-    run_cli("cnnlab-train", "-m", "model=lenet5,simple_cnn", *QUICK, f"hydra.sweep.dir={sweep_dir}")
+    call_cli("cnnlab-train", "-m", "model=lenet5,simple_cnn", *QUICK, f"hydra.sweep.dir={sweep_dir}")
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name("cnnlab-classification")
     parents = client.search_runs([experiment.experiment_id], filter_string=f"tags.`cnnlab.sweep_dir` = '{sweep_dir}'")
@@ -26,9 +30,9 @@ def test_two_job_sweep_has_one_parent_with_the_best_child(run_cli, project, trac
     assert parent.data.metrics["sweep.children"] == 2
 
 
-def test_optuna_study_of_three_trials(run_cli, project, tracking_uri, tmp_path):
+def test_optuna_study_of_three_trials(call_cli, project, tracking_uri, tmp_path):
     sweep_dir = project / "multirun" / "optuna"
-    run_cli("cnnlab-train", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3",
+    call_cli("cnnlab-train", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3",
             "~hydra.sweeper.params.model", *QUICK, f"hydra.sweep.dir={sweep_dir}")  # fmt: skip
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name("cnnlab-classification")

@@ -14,6 +14,8 @@ from omegaconf import open_dict
 
 from cnnlab.config import register_configs
 
+pytestmark = pytest.mark.slow
+
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
 # 300 shapes at 32 px: 210 training images, 7 batches an epoch, 4 epochs
