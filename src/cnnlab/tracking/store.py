@@ -35,10 +35,33 @@ def resolve_tracking_uri(configured: Optional[str] = None) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
 
 
+_initialised: set[str] = set()
+
+
 def client(uri: str):
+    """An MlflowClient for `uri`; a SQLite store is created under a file lock the first time.
+
+    MLflow creates a fresh SQLite store's tables (tracking and registry) on first use; two processes
+    doing that at once collide ("duplicate column name", "table ... already exists"). One process
+    at a time initialises it, holding `<db>.lock`; the others then find the tables made.
+    """
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    if not uri.startswith("sqlite:") or uri in _initialised:
+        return MlflowClient(tracking_uri=uri)
+    import fcntl
+
+    db_path = Path(uri.split("sqlite:///", 1)[-1].split("?", 1)[0])
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(db_path.with_name(db_path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            mlflow_client = MlflowClient(tracking_uri=uri)  # creates (or upgrades) the tracking tables
+            mlflow_client._get_registry_client().store  # ... and the registry's
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _initialised.add(uri)
+    return mlflow_client
 
 
 def with_retry(action: Callable[[], T], attempts: int = 8, what: str = "MLflow call") -> T:
