@@ -18,7 +18,7 @@ def test_images_install_through_the_ci_path():
     for dockerfile in DOCKERFILES:
         text = dockerfile.read_text()
         assert re.search(r"^RUN .*make setup", text, re.M | re.S), dockerfile
-        assert "FROM " in text and "COPY . /app" in text
+        assert "FROM " in text and "COPY --chown=cnnlab:cnnlab . /app" in text
         assert "python3.11" in text or "python:3.11" in text  # the Python pyproject.toml requires
 
 
@@ -29,14 +29,40 @@ def test_cuda_image_swaps_only_the_torch_build():
     assert "sed -i 's/^torch==.*/torch==2.13.0/' .ci/constraints.txt" in cuda
 
 
+def test_images_run_as_an_unprivileged_user_and_need_no_git():
+    for dockerfile in DOCKERFILES:
+        text = dockerfile.read_text()
+        users = re.findall(r"^USER (\S+)", text, re.M)
+        assert users and users[-1] == "cnnlab", dockerfile  # the last USER is who runs the CMD
+        assert text.index("USER cnnlab") < text.index("make setup")  # the environment belongs to that user
+        assert "dvc config --local core.no_scm true" in text  # .git is not in the context
+
+
+def test_build_context_leaves_out_history_stores_data_outputs_and_secrets():
+    ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")}
+    assert {".git", ".venv", "mlruns", "mlflow.db", "mlartifacts", "data", "outputs", "multirun", "artifacts", ".env"} <= ignored
+
+
+def test_compose_reads_the_database_password_from_an_uncommitted_env_file():
+    text = (REPO / "docker" / "compose.yaml").read_text()
+    example = (REPO / "docker" / ".env.example").read_text()
+    values = dict(line.split("=", 1) for line in example.splitlines() if line and not line.startswith("#"))
+    assert set(values) == {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
+    for value in {values["POSTGRES_PASSWORD"], "mlflow:mlflow@"}:
+        assert value not in text  # no password in the committed file
+    assert "docker/.env" in (REPO / ".gitignore").read_text().split()
+    services = yaml.safe_load(text)["services"]
+    assert services["postgres"]["env_file"] == ".env"
+    store = services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
+    assert store.startswith("postgresql+psycopg2://${POSTGRES_USER:?") and "${POSTGRES_PASSWORD:?" in store
+    assert "--backend-store-uri" not in services["mlflow"]["command"]  # not on the server's command line
+
+
 def test_compose_runs_mlflow_on_postgres_and_the_trainer_logs_to_it():
     compose = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())
     services = compose["services"]
     assert set(services) == {"postgres", "mlflow", "train"}
-    server = services["mlflow"]["command"]
-    assert "--backend-store-uri postgresql+psycopg2://mlflow:mlflow@postgres:5432/mlflow" in server
-    env = services["postgres"]["environment"]
-    assert (env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], env["POSTGRES_DB"]) == ("mlflow", "mlflow", "mlflow")
+    assert "@postgres:5432/" in services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
     assert services["mlflow"]["ports"] == ["127.0.0.1:5000:5000"]
     assert services["mlflow"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["train"]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
