@@ -60,7 +60,24 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if not predictions.exists():  # dvc.yaml declares it for every task
         predictions.parent.mkdir(parents=True, exist_ok=True)
         predictions.write_text("actual,predicted\n")
+    explained: list[Path] = []
+    if cfg.evaluate.get("explain"):  # off by default: seconds to a minute more (gradient ascent, CAMs)
+        from cnnlab.explain.report import explain_evaluation
+
+        explained = explain_evaluation(task, train_cfg, cfg.evaluate, output_dir / "plots" / "explain")
+    elif (output_dir / "plots" / "explain").is_dir():  # pictures of an earlier evaluation with explain on
+        import shutil
+
+        shutil.rmtree(output_dir / "plots" / "explain")
     if cfg.logger.enabled:
         log_evaluation(cfg, run_info, metrics, [output_dir / "metrics.json", *files.values()])
+        if explained:
+            from cnnlab.explain.report import log_pictures
+            from cnnlab.tracking.run import TrackedRun
+            from cnnlab.tracking.store import resolve_tracking_uri
+
+            run = TrackedRun.find(resolve_tracking_uri(cfg.logger.tracking_uri), run_info.get("run_id"))
+            if run is not None:
+                log_pictures(run, output_dir / "plots" / "explain", explained)
     return metrics
 

@@ -150,24 +150,25 @@ def _cams(task, batch: ImageBatch, checked: Plan, directory: Path) -> list[Path]
     return files
 
 
-def write_and_log(task, batch: ImageBatch, checked: Plan, output_dir: Path, run=None, artifact_dir: str = ARTIFACT_DIR) -> list[Path]:
+def write_pictures(task, batch: ImageBatch, checked: Plan, output_dir: Path) -> list[Path]:
     """Make every picture in a scratch directory; only when all exist, move them to `output_dir`
-    (replacing earlier ones) and log them into `run` (a TrackedRun) under `artifact_dir`/."""
+    (replacing earlier pictures of the same kinds there, and nothing else)."""
     output_dir = Path(output_dir)
     with tempfile.TemporaryDirectory(prefix="cnnlab-explain-") as scratch:
         made = make_pictures(task, batch, checked, Path(scratch))
-        relative = [path.relative_to(scratch) for path in made]
-        for folder in PICTURES:  # earlier pictures of this kind; nothing else in output_dir is touched
+        for folder in PICTURES:
             if (output_dir / folder).is_dir():
                 shutil.rmtree(output_dir / folder)
         shutil.copytree(scratch, output_dir, dirs_exist_ok=True)
-    files = [output_dir / path for path in relative]
-    if run is not None:
-        for path, rel in zip(files, relative):
-            folder = rel.parent.as_posix()
-            run.log_artifact(path, artifact_dir if folder == "." else f"{artifact_dir}/{folder}")
-        log.info("logged %d pictures into MLflow run %s under %s/", len(files), run.run_id, artifact_dir)
-    return files
+        return [output_dir / path.relative_to(scratch) for path in made]
+
+
+def log_pictures(run, output_dir: Path, files: Sequence[Path], artifact_dir: str = ARTIFACT_DIR) -> None:
+    """Log pictures made by `write_pictures` into `run` (a TrackedRun) under `artifact_dir`/, keeping their folders."""
+    for path in files:
+        folder = Path(path).parent.relative_to(output_dir).as_posix()
+        run.log_artifact(Path(path), artifact_dir if folder == "." else f"{artifact_dir}/{folder}")
+    log.info("logged %d pictures into MLflow run %s under %s/", len(files), run.run_id, artifact_dir)
 
 
 # ---- cnnlab-explain and cnnlab-evaluate -----------------------------------------------------------
@@ -215,5 +216,18 @@ def explain_run(cfg) -> ExplainResult:
         run = source.run if cfg.log else None
         if cfg.log and run is None:
             print(f"warning: {source.description} has no MLflow run in {uri}; pictures are written to files only", file=sys.stderr)
-        files = write_and_log(source.task, batch, checked, Path(cfg.output_dir), run)
+        files = write_pictures(source.task, batch, checked, Path(cfg.output_dir))
+        if run is not None:
+            log_pictures(run, Path(cfg.output_dir), files)
     return ExplainResult(files=files, output_dir=Path(cfg.output_dir), images=len(batch.names), run_id=run.run_id if run else None)
+
+
+def explain_evaluation(task, train_cfg, evaluate_cfg, directory: Path) -> list[Path]:
+    """cnnlab-evaluate with evaluate.explain=true: the default pictures of the first
+    evaluate.explain_images test images, written under `directory` (the evaluation's plots)."""
+    from cnnlab.explain.source import ExplainSource, test_images
+
+    checked = plan(task, PictureSettings(), prefix="evaluate.explain: ")
+    batch = test_images(ExplainSource(task=task, train_cfg=train_cfg, run=None, description="evaluation"),
+                        int(evaluate_cfg.get("explain_images", 8)))  # fmt: skip
+    return write_pictures(task.cpu().eval(), batch, checked, directory)
