@@ -106,6 +106,7 @@ class LoggerConfig:
     log_model: bool = True  # the best checkpoint's network as an MLflow model (signature, example)
     system_metrics: bool = True  # CPU, memory (and GPU where present) sampled into the run
     system_metrics_interval: float = 10.0  # seconds between samples
+    unreachable_wait: float = 120.0  # at the end, seconds to wait for a store that stopped answering (then: cnnlab-sync)
     tags: Dict[str, str] = field(default_factory=dict)
 
 

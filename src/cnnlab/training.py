@@ -49,11 +49,14 @@ def train(cfg: DictConfig) -> float:
     from cnnlab.data.prepare import ensure_prepared
     from cnnlab.data.prepared import label_kinds
     from cnnlab.tasks import build_task, check_data_labels, task_class_for
-    from cnnlab.tracking.run import log_training_outputs, open_training_run
-    from cnnlab.tracking.store import resolve_tracking_uri
+    from cnnlab.tracking.run import finish_training_run, open_training_run
+    from cnnlab.tracking.store import check_reachable, resolve_tracking_uri
 
     validate_config(cfg)
     task_class = task_class_for(cfg)
+    uri = resolve_tracking_uri(cfg.logger.tracking_uri) if cfg.logger.enabled else None
+    if uri:
+        check_reachable(uri)  # in seconds, before any work: not minutes of retries after it
     pl.seed_everything(cfg.seed, workers=True)
     job = HydraJob.current()
     meta = ensure_prepared(cfg.data)
@@ -67,8 +70,7 @@ def train(cfg: DictConfig) -> float:
 
     run = None
     rank_zero = pl.utilities.rank_zero_only.rank == 0
-    if cfg.logger.enabled and rank_zero:  # other DDP ranks must not open a second run
-        uri = resolve_tracking_uri(cfg.logger.tracking_uri)
+    if uri and rank_zero:  # other DDP ranks must not open a second run
         run = open_training_run(cfg, uri, meta, job.output_dir, job.sweep_dir, job.job_num, job.overrides, resuming)
     else:  # logger=none, or a DDP rank other than 0: nothing to monitor the LR into
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
@@ -99,8 +101,7 @@ def train(cfg: DictConfig) -> float:
         if rank_zero:
             _write_outputs(cfg, job.output_dir, summary, trainer)
             if run:
-                log_training_outputs(run, cfg, job.output_dir, summary, datamodule, task)
-                run.end("FINISHED")
+                finish_training_run(run, cfg, job.output_dir, summary, datamodule, task)
     return summary["best_score"]
 
 

@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from cnnlab.paths import project_root
 from cnnlab.tracking.store import client, flatten, get_or_create_experiment, redact, with_retry
@@ -24,6 +24,7 @@ from cnnlab.tracking.store import client, flatten, get_or_create_experiment, red
 log = logging.getLogger(__name__)
 
 RUN_RECORD = "run.json"  # in a training output directory: the run id, store and summary
+PENDING_FILE = "mlflow_pending.json"  # beside it: what an unreachable store could not take, for cnnlab-sync
 PARENT_RUN_FILE = "mlflow_parent_run.json"  # in a Hydra sweep dir: the sweep's parent run
 
 
@@ -50,6 +51,7 @@ class TrackedRun:
     def __init__(self, uri: str, run_id: str):
         self.uri, self.run_id = uri, run_id
         self._client = client(uri)
+        self.outbox = None  # a MetricOutbox while Lightning logs into this run
 
     # ---- opening ------------------------------------------------------------------------------
     @classmethod
@@ -130,28 +132,96 @@ class TrackedRun:
     def failed_on_error(self, record_dir: Optional[Path] = None) -> Iterator["TrackedRun"]:
         """End the run if the block raises: KILLED when the process was told to stop (SIGTERM, Ctrl-C),
         FAILED for anything else; never left RUNNING, which the UI would show as live forever.
-        With `record_dir`, its run.json says the same status."""
+        With `record_dir`, its run.json says the same status, and what a store that does not answer
+        could not take is saved there for `cnnlab-sync`."""
         try:
             yield self
         except BaseException as err:
             status = "KILLED" if is_termination(err) else "FAILED"
-            self.end(status)
-            if record_dir is not None:
-                write_run_record(record_dir, {**read_run_record(record_dir), "status": status.lower()})
+            if record_dir is None:
+                self.end(status)
+                raise
+            try:
+                self.close(record_dir, status, wait=10)
+            except Exception as close_error:  # never hide the error that ended the run
+                log.warning("could not end MLflow run %s as %s: %s", self.run_id, status, close_error)
             raise
+
+    def answers(self) -> bool:
+        """Whether the store answers about this run now."""
+        try:
+            self._client.get_run(self.run_id)
+        except Exception:
+            return False
+        return True
+
+    def close(self, record_dir: Path, status: str, wait: float, before_end: Optional[Callable[[], None]] = None) -> bool:
+        """Send the last metrics (waiting at most `wait` s for a store that does not answer), run
+        `before_end` (the outputs a finished training logs), end the run `status`, and say so in run.json.
+
+        When the store does not answer, what it could not take (metrics, outputs, the status) is saved
+        in record_dir for `cnnlab-sync`, a warning says how to send it, and False is returned.
+        """
+        left = self.outbox.drain(wait) if self.outbox else []
+        self.outbox = None
+        try:
+            if left:
+                raise ConnectionError(f"{len(left)} metric points could not be sent")
+            if before_end is not None:
+                before_end()
+            self.end(status)
+        except Exception as err:
+            if not left and self.answers():
+                raise  # the store is there: a real failure, not an outage
+            save_pending(record_dir, left, status, outputs_logged=before_end is None)
+            write_run_record(record_dir, {**read_run_record(record_dir), "status": status.lower(), "sync": "pending"})
+            log.warning("MLflow at %s does not answer (%s): the run's last metrics, outputs and %s status are saved in %s; "
+                        "send them once it answers with: cnnlab-sync %s", redact(self.uri), str(err)[:200], status,
+                        record_dir / PENDING_FILE, record_dir)  # fmt: skip
+            return False
+        record = {key: value for key, value in read_run_record(record_dir).items() if key != "sync"}
+        write_run_record(record_dir, {**record, "status": status.lower()})
+        (Path(record_dir) / PENDING_FILE).unlink(missing_ok=True)
+        return True
 
     # ---- what training attaches ---------------------------------------------------------------
     def lightning_logger(self, experiment_name: str):
-        """Lightning's MLflow logger writing this run's per-step and per-epoch metrics, and nothing of its status."""
-        from pytorch_lightning.loggers import MLFlowLogger
+        """Lightning's MLflow logger for this run: its metrics go through the run's outbox (batched, sent
+        from a background thread, kept while the store is away), and it leaves the run's status alone."""
+        import re
+        import time
 
-        class MetricsOnlyLogger(MLFlowLogger):
+        from mlflow.entities import Metric
+        from pytorch_lightning.loggers import MLFlowLogger
+        from pytorch_lightning.utilities import rank_zero_only
+
+        from cnnlab.tracking.outbox import MetricOutbox
+
+        sender = client(self.uri)
+        self.outbox = MetricOutbox(lambda points: with_retry(lambda: sender.log_batch(self.run_id, metrics=points), what="log metrics"),
+                                   where=redact(self.uri))  # fmt: skip
+        outbox = self.outbox
+
+        class OutboxLogger(MLFlowLogger):
+            @rank_zero_only
+            def log_metrics(self, metrics, step=None) -> None:
+                now = int(time.time() * 1000)
+                outbox.add([Metric(re.sub("[^a-zA-Z0-9_/. -]+", "", key), float(value), now, step or 0)
+                            for key, value in metrics.items() if not isinstance(value, str)])  # fmt: skip
+
+            @rank_zero_only
+            def log_hyperparams(self, params) -> None:
+                try:
+                    super().log_hyperparams(params)
+                except Exception as err:  # the store is away: the flattened config went in at the start already
+                    log.warning("hyperparameters not logged to MLflow (%s); they are in config.yaml", str(err)[:200])
+
             def finalize(self, status: str = "success") -> None:
                 # Lightning's own finalize ends the run FINISHED when fit returns, before the run's
                 # outputs are logged; the run's status is TrackedRun's (log_model=False: nothing to upload)
                 pass
 
-        return MetricsOnlyLogger(experiment_name=experiment_name, run_id=self.run_id, tracking_uri=self.uri, log_model=False)
+        return OutboxLogger(experiment_name=experiment_name, run_id=self.run_id, tracking_uri=self.uri, log_model=False)
 
     @contextlib.contextmanager
     def system_metrics(self, interval: float, resume: bool) -> Iterator[None]:
@@ -198,6 +268,15 @@ def redact_saved_config(output_dir: Path) -> None:
         text = path.read_text()
         if redact(text) != text:
             path.write_text(redact(text))
+
+
+def save_pending(record_dir: Path, points: list, status: str, outputs_logged: bool) -> None:
+    """Metric points, whether the outputs still need logging, and the final status that the store
+    could not take, for `cnnlab-sync` (points from an earlier save stay first, in order)."""
+    path = Path(record_dir) / PENDING_FILE
+    earlier = json.loads(path.read_text())["metrics"] if path.is_file() else []
+    metrics = earlier + [{"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step} for m in points]
+    path.write_text(json.dumps({"status": status, "outputs_logged": outputs_logged, "metrics": metrics}) + "\n")
 
 
 def read_run_record(directory: Path) -> dict:
@@ -254,6 +333,57 @@ def open_training_run(cfg, uri: str, meta: dict, output_dir: Path, sweep_dir: Op
     write_run_record(output_dir, {"run_id": run.run_id, "tracking_uri": uri, "status": "running"})
     log.info("MLflow run %s in %s", run.run_id, redact(uri))
     return run
+
+
+def finish_training_run(run: TrackedRun, cfg, output_dir: Path, summary: dict, datamodule, task) -> bool:
+    """After fit: the last metrics, the outputs, then FINISHED. A store away for longer than
+    logger.unreachable_wait leaves all of it saved in output_dir for `cnnlab-sync`; returns whether it all went out."""
+    return run.close(output_dir, "FINISHED", wait=cfg.logger.unreachable_wait,
+                     before_end=lambda: log_training_outputs(run, cfg, output_dir, summary, datamodule, task))  # fmt: skip
+
+
+def sync_training_run(output_dir: Path, uri: Optional[str] = None) -> str:
+    """Send what `save_pending` kept in output_dir to its run (`cnnlab-sync`); returns the run id.
+
+    The store is `uri`, else $MLFLOW_TRACKING_URI, else the one in config.yaml (whose credentials,
+    if any, were redacted: pass those through the environment).
+    """
+    from omegaconf import OmegaConf
+
+    from cnnlab.config import ConfigError
+    from cnnlab.tracking.store import resolve_tracking_uri
+
+    output_dir = Path(output_dir)
+    pending_path, record = output_dir / PENDING_FILE, read_run_record(output_dir)
+    if not record.get("run_id"):
+        raise FileNotFoundError(f"{output_dir / RUN_RECORD} names no MLflow run: is {output_dir} a cnnlab-train output directory?")
+    if not pending_path.is_file():
+        raise FileNotFoundError(f"nothing to sync in {output_dir}: no {PENDING_FILE} (everything reached MLflow)")
+    pending = json.loads(pending_path.read_text())
+    cfg = OmegaConf.load(output_dir / "config.yaml")
+    uri = uri or resolve_tracking_uri(None if "***@" in str(cfg.logger.tracking_uri) else cfg.logger.tracking_uri)
+    run = TrackedRun.find(uri, record["run_id"])
+    if run is None:
+        raise ConfigError(f"MLflow at {redact(uri)} has no run {record['run_id']} (or does not answer); it must be the store the training logged to")
+    from mlflow.entities import Metric
+
+    points = [Metric(m["key"], m["value"], m["timestamp"], m["step"]) for m in pending["metrics"]]
+    for start in range(0, len(points), 1000):
+        with_retry(lambda: run._client.log_batch(run.run_id, metrics=points[start : start + 1000]), what="log metrics")
+    pending_path.write_text(json.dumps({**pending, "metrics": []}) + "\n")  # sent: never twice
+    before_end = None
+    if not pending.get("outputs_logged", True):
+        from hydra.utils import get_class
+
+        from cnnlab.data.datamodule import datamodule_from_config
+
+        task_class = get_class(cfg.task.module._target_)
+        task = task_class.load_from_checkpoint(record["best_checkpoint"], map_location="cpu")
+        datamodule = datamodule_from_config(cfg, task_class.labels)
+        before_end = lambda: log_training_outputs(run, cfg, output_dir, record, datamodule, task)  # noqa: E731
+    if not run.close(output_dir, pending["status"], wait=0, before_end=before_end):
+        raise ConfigError(f"MLflow at {redact(uri)} stopped answering while syncing; run cnnlab-sync {output_dir} again")
+    return run.run_id
 
 
 def log_training_outputs(run: TrackedRun, cfg, output_dir: Path, summary: dict, datamodule, task) -> None:

@@ -30,6 +30,34 @@ def redact(text: str) -> str:
     return _CREDENTIALS.sub(r"\g<scheme>***@", text)
 
 
+# A tracking server that stops answering must cost seconds, not MLflow's default of minutes of
+# retries per call; users can still set these themselves.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """For an http(s) tracking URI: ConfigError naming it if the server does not answer within `timeout` s.
+
+    Also sets cnnlab's shorter MLflow HTTP retry defaults for the rest of the process.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests  # MLflow's own HTTP client: it takes user:password@ in the URL as basic auth
+
+    from cnnlab.config import ConfigError
+
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=timeout)  # any answer, even a refusal, is reachable
+    except requests.RequestException as err:
+        reason = redact(str(err))[:200]
+        raise ConfigError(
+            f"the MLflow tracking server at {redact(uri)} does not answer ({reason}); start it, or point "
+            f"logger.tracking_uri / $MLFLOW_TRACKING_URI at one that runs (unset both for the project's SQLite store)"
+        ) from None
+
+
 def resolve_tracking_uri(configured: Optional[str] = None) -> str:
     """logger.tracking_uri, else $MLFLOW_TRACKING_URI, else the project's SQLite file (never ./mlruns)."""
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
