@@ -58,14 +58,18 @@ def pointing_hits(maps: np.ndarray, object_masks: np.ndarray) -> np.ndarray:
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Spearman rank correlation per image of two N x H x W map sets (ties share their mean rank; a flat map: 0)."""
+    """Spearman rank correlation per image of two N x H x W map sets (ties share their mean rank).
+
+    A flat map (Grad-CAM's ReLU can zero a whole map) has no ranks: two equal flat maps count as
+    1, a flat map against a varied one as 0.
+    """
     from scipy.stats import rankdata
 
     out = []
     for x, y in zip(a.reshape(len(a), -1), b.reshape(len(b), -1)):
         rx, ry = rankdata(x), rankdata(y)
         if rx.std() == 0 or ry.std() == 0:
-            out.append(0.0)
+            out.append(1.0 if np.array_equal(x, y) else 0.0)
         else:
             out.append(float(np.corrcoef(rx, ry)[0, 1]))
     return np.asarray(out)
