@@ -186,42 +186,12 @@ class TrackedRun:
 
     # ---- what training attaches ---------------------------------------------------------------
     def lightning_logger(self, experiment_name: str):
-        """Lightning's MLflow logger for this run: its metrics go through the run's outbox (batched, sent
-        from a background thread, kept while the store is away), and it leaves the run's status alone."""
-        import re
-        import time
+        """Lightning's MLflow logger for this run: metrics through the run's outbox (batched, sent from a
+        background thread, kept while the store is away); the run's status stays TrackedRun's."""
+        from cnnlab.tracking.lightning_logger import OutboxLogger, metric_outbox
 
-        from mlflow.entities import Metric
-        from pytorch_lightning.loggers import MLFlowLogger
-        from pytorch_lightning.utilities import rank_zero_only
-
-        from cnnlab.tracking.outbox import MetricOutbox
-
-        sender = client(self.uri)
-        self.outbox = MetricOutbox(lambda points: with_retry(lambda: sender.log_batch(self.run_id, metrics=points), what="log metrics"),
-                                   where=redact(self.uri))  # fmt: skip
-        outbox = self.outbox
-
-        class OutboxLogger(MLFlowLogger):
-            @rank_zero_only
-            def log_metrics(self, metrics, step=None) -> None:
-                now = int(time.time() * 1000)
-                outbox.add([Metric(re.sub("[^a-zA-Z0-9_/. -]+", "", key), float(value), now, step or 0)
-                            for key, value in metrics.items() if not isinstance(value, str)])  # fmt: skip
-
-            @rank_zero_only
-            def log_hyperparams(self, params) -> None:
-                try:
-                    super().log_hyperparams(params)
-                except Exception as err:  # the store is away: the flattened config went in at the start already
-                    log.warning("hyperparameters not logged to MLflow (%s); they are in config.yaml", str(err)[:200])
-
-            def finalize(self, status: str = "success") -> None:
-                # Lightning's own finalize ends the run FINISHED when fit returns, before the run's
-                # outputs are logged; the run's status is TrackedRun's (log_model=False: nothing to upload)
-                pass
-
-        return OutboxLogger(experiment_name=experiment_name, run_id=self.run_id, tracking_uri=self.uri, log_model=False)
+        self.outbox = metric_outbox(self.uri, self.run_id)
+        return OutboxLogger(experiment_name=experiment_name, run_id=self.run_id, tracking_uri=self.uri, log_model=False, outbox=self.outbox)
 
     @contextlib.contextmanager
     def system_metrics(self, interval: float, resume: bool) -> Iterator[None]:

@@ -1,0 +1,65 @@
+"""Lightning's MLflow logger, as cnnlab runs it: metrics through a `MetricOutbox`, status left to TrackedRun."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Optional
+
+from mlflow.entities import Metric
+from pytorch_lightning.loggers import MLFlowLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+from cnnlab.tracking.outbox import MetricOutbox
+from cnnlab.tracking.store import client, redact, with_retry
+
+log = logging.getLogger(__name__)
+
+
+def metric_outbox(uri: str, run_id: str) -> MetricOutbox:
+    """An outbox posting to run `run_id` of the store at `uri` (its own client: it sends from its own thread)."""
+    sender = client(uri)
+    return MetricOutbox(lambda points: with_retry(lambda: sender.log_batch(run_id, metrics=points), what="log metrics"), where=redact(uri))
+
+
+class OutboxLogger(MLFlowLogger):
+    """Metrics go to the run's outbox (batched, sent from a background thread, kept while the store is
+    away). Lightning's finalize would end the run FINISHED before its outputs are logged: the run's
+    status is TrackedRun's. Spawned DDP ranks (ddp_spawn) get a copy without the outbox and open
+    their own, which they drain when Lightning finalizes them."""
+
+    def __init__(self, *args, outbox: Optional[MetricOutbox] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._outbox, self._owns_outbox = outbox, False
+
+    def __getstate__(self) -> dict:
+        state = dict(super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__)
+        state.update(_outbox=None, _owns_outbox=False)  # threads and locks do not cross processes
+        return state
+
+    @property
+    def outbox(self) -> MetricOutbox:
+        if self._outbox is None:
+            self._outbox, self._owns_outbox = metric_outbox(self._tracking_uri, self.run_id), True
+        return self._outbox
+
+    @rank_zero_only
+    def log_metrics(self, metrics, step=None) -> None:
+        now = int(time.time() * 1000)
+        self.outbox.add([Metric(re.sub("[^a-zA-Z0-9_/. -]+", "", key), float(value), now, step or 0)
+                         for key, value in metrics.items() if not isinstance(value, str)])  # fmt: skip
+
+    @rank_zero_only
+    def log_hyperparams(self, params) -> None:
+        try:
+            super().log_hyperparams(params)
+        except Exception as err:  # the store is away: the flattened config went in at the start already
+            log.warning("hyperparameters not logged to MLflow (%s); they are in config.yaml", str(err)[:200])
+
+    def finalize(self, status: str = "success") -> None:
+        if self._owns_outbox and self._outbox is not None:
+            left = self._outbox.drain(60)
+            if left:
+                log.warning("MLflow did not answer: %d metric points of this process were not sent", len(left))
+            self._outbox = None
