@@ -112,8 +112,11 @@ def call_in_process(command: str, args: list[str], root: Path, cwd: Path | None 
     saved_handlers, saved_level = root_logger.handlers[:], root_logger.level
     torch = sys.modules.get("torch")
     deterministic = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) if torch else None
-    mlflow_utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
-    saved_uri = getattr(mlflow_utils, "_tracking_uri", None)
+    import mlflow.tracking._model_registry.utils as registry_utils
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+
+    saved_uris = (tracking_utils._tracking_uri, registry_utils._registry_uri)
+    tracking_utils._tracking_uri = registry_utils._registry_uri = None  # as in a new process: the environment decides
     from hydra.core.global_hydra import GlobalHydra
 
     out, err = tempfile.TemporaryFile("w+", encoding="utf-8"), tempfile.TemporaryFile("w+", encoding="utf-8")
@@ -152,14 +155,24 @@ def call_in_process(command: str, args: list[str], root: Path, cwd: Path | None 
 
             enabled, warn_only = deterministic or (False, False)
             torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
-        mlflow_utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
-        if mlflow_utils is not None and hasattr(mlflow_utils, "_tracking_uri"):
-            mlflow_utils._tracking_uri = saved_uri
+        tracking_utils._tracking_uri, registry_utils._registry_uri = saved_uris
         os.chdir(saved_cwd)
         sys.argv = saved_argv
         os.environ.clear()
         os.environ.update(saved_env)
         out.close(), err.close()
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_process_uris():
+    """MLflow's process-wide tracking and registry URIs as they were before each test: one that sets
+    them (or code under test that does) must not send a later test's runs or models to its store."""
+    import mlflow.tracking._model_registry.utils as registry_utils
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+
+    saved = (tracking_utils._tracking_uri, registry_utils._registry_uri)
+    yield
+    tracking_utils._tracking_uri, registry_utils._registry_uri = saved
 
 
 @pytest.fixture(scope="session")
