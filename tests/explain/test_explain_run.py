@@ -96,7 +96,7 @@ def test_explain_by_run_id_logs_every_picture_into_the_run(trained, tmp_path):
     assert result.run_id == run["run_id"] and result.images == 4
     logged = artifacts(uri, run["run_id"])
     expected = {f"explain/activations/test{i:04d}_stage{s}_stride{t}.png" for i in range(4) for s, t in ((1, 2), (2, 4), (3, 4))}
-    expected |= {"explain/filters/first_conv.png", "explain/filters/patterns.png", "explain/cam/gradcam_stage3.png", "explain/cam/hirescam_stage3.png"}
+    expected |= {"explain/filters/first_conv.png", "explain/filters/patterns.png", "explain/cam/gradcam_stage3.png", "explain/cam/gradcampp_stage3.png"}
     assert set(logged) == expected
     assert {p.relative_to(tmp_path).as_posix() for p in result.files} == {name for name in expected}
     cam = np.asarray(Image.open(tmp_path / "explain" / "cam" / "gradcam_stage3.png"))
@@ -114,7 +114,7 @@ def test_files_of_another_size_and_channel_count_are_converted_and_said(trained,
     result = explain_run(cfg)
     assert result.images == 1 and result.run_id is None
     assert "gray.png: resized from 70x50 to 32x32 and converted from 1 to 3 channels" in capsys.readouterr().err
-    assert {p.name for p in result.files} == {"gradcam_stage3.png", "hirescam_stage3.png"}
+    assert {p.name for p in result.files} == {"gradcam_stage3.png", "gradcampp_stage3.png"}
 
 
 def test_errors_in_process(trained, tmp_path):
@@ -158,7 +158,7 @@ def test_maps_fail_the_model_randomisation_sanity_check(trained):
         batch = test_images(source, 16)
         classes = batch.labels
         ref = resolve_layer(task.backbone, "stage3", "layer")
-        for method in ("gradcam", "hirescam"):
+        for method in ("gradcam", "gradcampp", "hirescam"):
             again = rank_correlation(class_maps(task, batch.inputs, ref, classes, method), class_maps(task, batch.inputs, ref, classes, method))
             assert again.mean() > 0.999  # two runs of the trained model: the same maps
             steps = cascading_randomisation(task, batch.inputs, "stage3", classes, method)

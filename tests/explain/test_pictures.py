@@ -76,7 +76,7 @@ def test_every_picture_for_every_task_and_family(task_name, family, tmp_path):
     expected_activations = {f"activations/img{i}_{s}_stride{t}.png" for i in range(2) for s, t in zip(stages, strides)}
     assert expected_activations <= names
     assert {"filters/first_conv.png", "filters/patterns.png"} <= names
-    assert {f"cam/{method}_{stages[-1]}.png" for method in ("gradcam", "hirescam")} <= names
+    assert {f"cam/{method}_{stages[-1]}.png" for method in ("gradcam", "gradcampp")} <= names
     assert len(names) == len(expected_activations) + 4
     # each activation grid: the input image, then at most max_channels tiles of the stage
     grid = png(tmp_path / f"activations/img0_{stages[0]}_stride{strides[0]}.png")
@@ -90,7 +90,7 @@ def test_maps_have_the_input_size_and_follow_the_class(task_name):
     task = build_task(task_name, "resnet")
     batch = batch_of(task)
     ref = resolve_layer(task.backbone, "stage3", "cam.layer")
-    for method in ("gradcam", "hirescam"):
+    for method in ("gradcam", "gradcampp", "hirescam"):
         first = class_maps(task, batch.inputs, ref, torch.tensor([1, 1]), method)
         second = class_maps(task, batch.inputs, ref, torch.tensor([2, 2]), method)
         assert first.shape == (2, SIZE, SIZE)
@@ -114,5 +114,5 @@ def test_unknown_names_and_class_out_of_range_list_what_is_valid():
         plan(task, PictureSettings(filter_layers=["stage2", "stage7"]))
     with pytest.raises(ConfigError, match=r"class_index=3 is out of range: this model has 3 classes \(0=bg, 1=circle, 2=square\)"):
         plan(task, PictureSettings(class_index=3))
-    with pytest.raises(ConfigError, match="valid methods: gradcam, hirescam"):
+    with pytest.raises(ConfigError, match="valid methods: gradcam, gradcampp, hirescam"):
         plan(task, PictureSettings(cam_methods=["scorecam"]))

@@ -21,7 +21,7 @@ Look inside a trained network, on a few test images (default) or image files:
   activations/  every channel of every backbone stage (stage1 ... stageN), per image;
   filters/      the first convolution's kernels, and for each chosen layer the inputs that maximise
                 its first filters (gradient ascent from noise);
-  cam/          Grad-CAM and HiResCAM (Captum) at a stage or convolution: for the predicted and the
+  cam/          Grad-CAM and Grad-CAM++ (HiResCAM on request; Captum) at a stage or convolution: for the predicted and the
                 true class, the class head with its boxes (localisation), or every class (segmentation).
 Pictures are written to output_dir and logged into the run's MLflow run under explain/, only once all
 of them are made. Files are converted and resized as training data was (said on stderr). A model URI
@@ -49,7 +49,7 @@ class FilterSettings:
 @dataclass
 class CamSettings:
     layer: Optional[str] = None
-    methods: List[str] = field(default_factory=lambda: ["gradcam", "hirescam"])
+    methods: List[str] = field(default_factory=lambda: ["gradcam", "gradcampp"])
     class_index: Optional[int] = None
 
 

@@ -1,12 +1,18 @@
 """Class-activation maps: where in the image the evidence for a class lies, at a chosen stage.
 
-Two methods, both from Captum's layer attributions, on the map of one stage or convolution:
+Three methods, all on Captum's layer attributions, on the map of one stage or convolution:
 
 - Grad-CAM (Selvaraju et al. 2017, `captum.attr.LayerGradCam`): channels weighted by their
   spatially averaged gradient, summed, ReLU.
+- Grad-CAM++ (Chattopadhay et al. 2018): channels weighted by the positive gradients, each location
+  weighted by the closed-form second-order coefficients, which spreads the map over the whole
+  object instead of its most telling part; the layer's gradients and activations come from Captum
+  (`LayerGradientXActivation(multiply_by_inputs=False)`, `LayerActivation`).
 - HiResCAM (Draelos & Carin 2020): gradient times activation element-wise, summed over channels,
-  ReLU; `captum.attr.LayerGradientXActivation` computes the product. Unlike Grad-CAM it does not
-  average the gradient over the map, so it shows only locations that raise the score.
+  ReLU (`captum.attr.LayerGradientXActivation`). It does not average the gradient over the map,
+  so it shows only locations that raise the score. Where a global average pool and one linear
+  layer follow the map (a classifier's deepest stage) the gradient is constant over the map and
+  HiResCAM equals Grad-CAM (and CAM, Zhou et al. 2016); on other layers they differ.
 
 What a map explains is the task's `cam_target(output, class_index)`: a class logit, the
 localisation's class head, or a segmentation class's pixel scores summed. Maps are upsampled
@@ -27,12 +33,13 @@ import torch
 
 from cnnlab.explain.layers import LayerRef, hooked_module
 
-CAM_METHODS = ("gradcam", "hirescam")
+CAM_METHODS = ("gradcam", "gradcampp", "hirescam")
+DEFAULT_CAM_METHODS = ("gradcam", "gradcampp")
 
 
 def class_maps(task, images: torch.Tensor, ref: LayerRef, classes: torch.Tensor, method: str) -> np.ndarray:
     """N x H x W maps in [0, 1]: evidence for `classes[i]` in image i at layer `ref`, by `method`."""
-    from captum.attr import LayerAttribution, LayerGradCam, LayerGradientXActivation
+    from captum.attr import LayerActivation, LayerAttribution, LayerGradCam, LayerGradientXActivation
 
     def forward(x: torch.Tensor, class_index: torch.Tensor) -> torch.Tensor:
         return task.cam_target(task(x), class_index)
@@ -40,6 +47,10 @@ def class_maps(task, images: torch.Tensor, ref: LayerRef, classes: torch.Tensor,
     with hooked_module(task.backbone, ref) as layer:
         if method == "gradcam":
             maps = LayerGradCam(forward, layer).attribute(images, additional_forward_args=(classes,), relu_attributions=True)
+        elif method == "gradcampp":
+            gradients = LayerGradientXActivation(forward, layer, multiply_by_inputs=False).attribute(images, additional_forward_args=(classes,))
+            activations = LayerActivation(forward, layer).attribute(images, additional_forward_args=(classes,))
+            maps = _gradcam_plus_plus(gradients.detach(), activations.detach())
         elif method == "hirescam":
             maps = LayerGradientXActivation(forward, layer).attribute(images, additional_forward_args=(classes,))
             maps = maps.sum(1, keepdim=True).clamp(min=0)
@@ -50,11 +61,27 @@ def class_maps(task, images: torch.Tensor, ref: LayerRef, classes: torch.Tensor,
     return (maps.clamp(min=0) / peak).cpu().numpy()
 
 
+def _gradcam_plus_plus(gradients: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
+    """N x 1 x h x w Grad-CAM++ maps from a layer's N x C x h x w gradients and activations
+    (the closed form for an exponential of the score, as in the paper's eq. 19)."""
+    squared = gradients.pow(2)
+    denominator = 2 * squared + activations.sum((2, 3), keepdim=True) * squared * gradients
+    alpha = torch.where(gradients != 0, squared / torch.where(denominator != 0, denominator, torch.ones_like(denominator)), 0.0)
+    weights = (alpha * gradients.clamp(min=0)).sum((2, 3), keepdim=True)
+    return (weights * activations).sum(1, keepdim=True).clamp(min=0)
+
+
 # ---- measures ---------------------------------------------------------------------------------------
-def pointing_hits(maps: np.ndarray, object_masks: np.ndarray) -> np.ndarray:
-    """Per image: whether the map's maximum lies on the object (`object_masks` N x H x W bool)."""
-    flat = maps.reshape(len(maps), -1).argmax(1)
-    return object_masks.reshape(len(maps), -1)[np.arange(len(maps)), flat]
+def pointing_hits(maps: np.ndarray, object_masks: np.ndarray, tolerance: int = 0) -> np.ndarray:
+    """Per image: whether the map's maximum lies on the object (`object_masks` N x H x W bool), or
+    within `tolerance` pixels of it (Zhang et al. allow 15 px at 224 px)."""
+    n, height, width = object_masks.shape
+    rows, cols = np.divmod(maps.reshape(n, -1).argmax(1), width)
+    if tolerance == 0:
+        return object_masks[np.arange(n), rows, cols]
+    ys, xs = np.mgrid[:height, :width]
+    near = (ys[None] - rows[:, None, None]) ** 2 + (xs[None] - cols[:, None, None]) ** 2 <= tolerance**2
+    return (near & object_masks).any(axis=(1, 2))
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:

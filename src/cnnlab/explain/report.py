@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from cnnlab.config import ConfigError
-from cnnlab.explain.cam import CAM_METHODS, class_maps, plot_class_cams
+from cnnlab.explain.cam import CAM_METHODS, DEFAULT_CAM_METHODS, class_maps, plot_class_cams
 from cnnlab.explain.layers import LayerRef, first_conv, resolve_layer, stage_names
 from cnnlab.explain.source import ImageBatch
 
@@ -38,7 +38,7 @@ class PictureSettings:
     pictures: Sequence[str] = PICTURES
     max_channels: int = 64  # channels shown per stage in the activation grids
     cam_layer: Optional[str] = None  # None: the deepest stage, the usual Grad-CAM layer
-    cam_methods: Sequence[str] = CAM_METHODS
+    cam_methods: Sequence[str] = DEFAULT_CAM_METHODS
     class_index: Optional[int] = None  # None: predicted and true class (every class for dense tasks)
     filter_layers: Optional[Sequence[str]] = None  # None: every stage, shallow to deep
     filter_count: int = 8  # filters per layer whose preferred input is drawn
