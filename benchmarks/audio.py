@@ -90,7 +90,7 @@ def train_and_score(seed: int, output_dir: Path, data_dir: Path) -> dict:
     trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
     metrics = trainer.test(task, datamodule=datamodule_from_config(cfg, task_class.labels), verbose=False)[0]
     return {"seed": seed, "acc": metrics["test/acc"], "f1": metrics.get("test/f1_macro"), "seconds": seconds,
-            "train_seconds": run["train_seconds"], "epochs": run["epochs"] + 1, "prepared_dir": run["prepared_dir"]}  # fmt: skip
+            "train_seconds": run["train_seconds"], "epochs": run["epochs"], "prepared_dir": run["prepared_dir"]}  # fmt: skip
 
 
 def majority_baseline(prepared_dir: str) -> tuple[float, str, int]:

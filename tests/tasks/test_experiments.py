@@ -14,6 +14,9 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 EXPERIMENTS = sorted((CONF / "experiment").glob("*.yaml"))
 SHAPES_META = {"classes": ["circle", "square", "triangle", "diamond", "cross", "star"], "channels": 3, "image_size": 64,
                "mean": [0.5] * 3, "std": [0.25] * 3}  # fmt: skip
+SOUNDS_META = {"classes": ["tone", "chirp_up", "chirp_down", "noise_burst", "clicks", "chord"], "channels": 1, "image_size": 64,
+               "mean": [0.3], "std": [0.2]}  # fmt: skip
+DATA_META = {"shapes": SHAPES_META, "sounds": SOUNDS_META}  # both 6 classes at 64 px
 
 
 def test_the_three_task_experiments_exist():
@@ -28,10 +31,11 @@ def test_experiment_composes_validates_and_builds(path):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={path.stem}"])
     validate_config(cfg)
-    assert cfg.data.name == "shapes" and cfg.data.image_size == 64
-    meta = dict(SHAPES_META, mask_classes=["background", *SHAPES_META["classes"]])
+    assert cfg.data.name in DATA_META and cfg.data.image_size == 64
+    data_meta = DATA_META[cfg.data.name]
+    meta = dict(data_meta, mask_classes=["background", *data_meta["classes"]])
     task = build_task(cfg, meta)
     with torch.no_grad():
-        output = task.eval()(torch.zeros(2, 3, 64, 64))
+        output = task.eval()(torch.zeros(2, data_meta["channels"], 64, 64))
     expected = {"classification": (2, 6), "localization": (2, 6), "segmentation": (2, 7, 64, 64)}[cfg.task.name]
     assert tuple((output[0] if isinstance(output, tuple) else output).shape) == expected
