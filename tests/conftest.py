@@ -121,8 +121,9 @@ def call_in_process(command: str, args: list[str], root: Path, cwd: Path | None 
 
     out, err = tempfile.TemporaryFile("w+", encoding="utf-8"), tempfile.TemporaryFile("w+", encoding="utf-8")
     try:
+        environment = cli_env(root, **extra_env)  # from the test's environment, before it is cleared
         os.environ.clear()
-        os.environ.update(cli_env(root, **extra_env))
+        os.environ.update(environment)
         sys.argv = [str(BIN / command), *args]
         os.chdir(cwd or root)
         GlobalHydra.instance().clear()

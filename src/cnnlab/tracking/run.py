@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 RUN_RECORD = "run.json"  # in a training output directory: the run id, store and summary
 PENDING_FILE = "mlflow_pending.json"  # beside it: what an unreachable store could not take, for cnnlab-sync
 PARENT_RUN_FILE = "mlflow_parent_run.json"  # in a Hydra sweep dir: the sweep's parent run
+RERUN_OF_ENV = "CNNLAB_RERUN_OF"  # set by cnnlab-rerun for the sweep it re-runs
 
 
 def git_state(root: Path) -> dict[str, str]:
@@ -57,10 +58,13 @@ class TrackedRun:
     @classmethod
     def start(cls, uri: str, experiment_name: str, run_name: str, tags: dict[str, str],
               parent_run_id: Optional[str] = None) -> "TrackedRun":  # fmt: skip
-        """A new RUNNING run with cnnlab's standard tags (git state, command line, user) and `tags`."""
+        """A new RUNNING run with cnnlab's standard tags (git state, command line, user, environment) and `tags`."""
+        from cnnlab.tracking.environment import environment_tags
+
         experiment_id = get_or_create_experiment(uri, experiment_name)
         all_tags = {
             **git_state(project_root()),
+            **environment_tags(),
             "cnnlab.command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "mlflow.source.name": Path(sys.argv[0]).name,
             "mlflow.user": os.environ.get("USER", "cnnlab"),
@@ -68,6 +72,8 @@ class TrackedRun:
         }
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
+        if os.environ.get(RERUN_OF_ENV):  # cnnlab-rerun of a sweep: its new parent and children say what they re-run
+            all_tags.setdefault("cnnlab.rerun_of", os.environ[RERUN_OF_ENV])
         all_tags = {key: redact(str(value)) for key, value in all_tags.items()}
         mlflow_client = client(uri)
         run = with_retry(lambda: mlflow_client.create_run(experiment_id, run_name=run_name, tags=all_tags), what="create run")
@@ -117,6 +123,15 @@ class TrackedRun:
 
     def log_artifact(self, path: Path, artifact_path: Optional[str] = None) -> None:
         with_retry(lambda: self._client.log_artifact(self.run_id, str(path), artifact_path), what="log artifact")
+
+    def log_environment(self, directory: Path) -> None:
+        """environment.json (every installed package, the env tags, thread settings) as an artifact."""
+        from cnnlab.tracking.environment import environment_record
+
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "environment.json"
+        path.write_text(json.dumps(environment_record(), indent=2) + "\n")
+        self.log_artifact(path)
 
     # ---- ending -------------------------------------------------------------------------------
     def end(self, status: str = "FINISHED") -> None:
@@ -300,6 +315,7 @@ def open_training_run(cfg, uri: str, meta: dict, output_dir: Path, sweep_dir: Op
         run = TrackedRun.start(uri, cfg.logger.experiment_name, training_run_name(cfg, job_num), tags, parent)
         with run.failed_on_error():
             run.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+            run.log_environment(output_dir)
     write_run_record(output_dir, {"run_id": run.run_id, "tracking_uri": uri, "status": "running"})
     log.info("MLflow run %s in %s", run.run_id, redact(uri))
     return run
