@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import math
@@ -23,8 +24,11 @@ class MLflowSweepCallback(Callback):
     """on_multirun_start: create the parent run; on_multirun_end: record the best child.
 
     Jobs find the parent through a file in the sweep directory, which works for in-process,
-    joblib and submitit launchers alike (environment variables do not reach remote jobs).
+    joblib and submitit launchers alike (environment variables do not reach remote jobs). Hydra
+    skips on_multirun_end when a job raises; the parent is then closed FAILED at exit, never left RUNNING.
     """
+
+    _open: dict[str, tuple[str, str, str]] = {}  # parent run id -> (uri, metric, mode), until closed
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.logger.enabled:
@@ -32,7 +36,10 @@ class MLflowSweepCallback(Callback):
         uri = resolve_tracking_uri(config.logger.tracking_uri)
         sweep_dir = Path(config.hydra.sweep.dir)
         overrides = list(config.hydra.overrides.task)
-        tags = {"cnnlab.role": "sweep", "cnnlab.sweep_dir": str(sweep_dir), "cnnlab.overrides": " ".join(overrides)}
+        # the sweeper's own settings (an Optuna seed, trial count) are Hydra overrides: kept for cnnlab-rerun
+        hydra_overrides = [o for o in config.hydra.overrides.hydra if not o.startswith(("hydra.sweep.dir", "hydra.run.dir"))]
+        tags = {"cnnlab.role": "sweep", "cnnlab.sweep_dir": str(sweep_dir), "cnnlab.overrides": " ".join(overrides),
+                "cnnlab.hydra_overrides": " ".join(hydra_overrides), **dict(config.logger.get("tags") or {})}  # fmt: skip
         run = TrackedRun.start(uri, config.logger.experiment_name, run_name=f"sweep-{sweep_dir.name}", tags=tags)
         sweeper = config.hydra.sweeper.get("_target_", "basic").rsplit(".", 1)[-1]
         with run.failed_on_error():
@@ -41,6 +48,9 @@ class MLflowSweepCallback(Callback):
             sweep_dir.mkdir(parents=True, exist_ok=True)
             (sweep_dir / PARENT_RUN_FILE).write_text(json.dumps({"run_id": run.run_id, "tracking_uri": redact(uri)}))
         os.environ["CNNLAB_PARENT_RUN_ID"] = run.run_id
+        if not self._open:
+            atexit.register(self._close_aborted)
+        self._open[run.run_id] = (uri, config.task.monitor, config.task.mode)
         log.info("MLflow parent run %s for sweep %s", run.run_id, sweep_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -52,10 +62,21 @@ class MLflowSweepCallback(Callback):
         parent = json.loads(marker.read_text())
         os.environ.pop("CNNLAB_PARENT_RUN_ID", None)
         uri = resolve_tracking_uri(config.logger.tracking_uri)  # the marker's copy is redacted
+        self._open.pop(parent["run_id"], None)
         record_best_child(uri, parent["run_id"], config.task.monitor, config.task.mode)
 
+    @classmethod
+    def _close_aborted(cls) -> None:
+        """At exit: a sweep a job's error cut short ends FAILED (its best child so far still recorded)."""
+        for run_id, (uri, metric, mode) in list(cls._open.items()):
+            try:
+                record_best_child(uri, run_id, metric, mode, aborted=True)
+            except Exception as err:  # at exit: say it, never raise
+                log.warning("could not close the sweep's parent run %s: %s", run_id, err)
+        cls._open.clear()
 
-def record_best_child(uri: str, parent_run_id: str, metric: str, mode: str) -> None:
+
+def record_best_child(uri: str, parent_run_id: str, metric: str, mode: str, aborted: bool = False) -> None:
     """Tag the parent with its best child and close it (FAILED if every child failed).
 
     Children are ranked by `best/<metric>`, the best value over each job's epochs: what a job
@@ -85,7 +106,7 @@ def record_best_child(uri: str, parent_run_id: str, metric: str, mode: str) -> N
             plot = plot_optimization_history(values, metric, mode, Path(scratch) / "optimization_history.png")
             parent.log_artifact(plot)
         log.info("sweep best: %s = %.4f (run %s)", metric, value, best.info.run_id)
-    parent.end("FINISHED" if scored else "FAILED")
+    parent.end("FINISHED" if scored and not aborted else "FAILED")
 
 
 def plot_optimization_history(values: list[float], metric: str, mode: str, path: Path) -> Path:
