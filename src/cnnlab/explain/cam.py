@@ -154,16 +154,17 @@ def _draw_box(axis, box: Sequence[float], size: tuple[int, int], color: str) -> 
 
 def plot_class_cams(images: np.ndarray, columns: Sequence[tuple[str, np.ndarray, Sequence[str]]], row_titles: Sequence[str],
                     path: Path, *, predicted_boxes: Optional[np.ndarray] = None, true_boxes: Optional[np.ndarray] = None,
-                    title: str = "") -> Path:  # fmt: skip
+                    outlines: Optional[np.ndarray] = None, title: str = "") -> Path:  # fmt: skip
     """Rows of images: the input, then one CAM overlay per column (header, N x H x W maps, per-image captions).
 
-    Boxes (normalised corners), where given, are drawn on every panel: predicted red, true green.
+    Boxes (normalised corners), where given, are drawn on every panel: predicted red, true green;
+    `outlines` (N x H x W bool, the true objects of a mask) are drawn in white on every panel.
     """
     from cnnlab.viz.figures import pyplot, save
 
     plt = pyplot()
     rows, cols = len(images), 1 + len(columns)
-    figure, axes = plt.subplots(rows, cols, figsize=(1.45 * cols, 1.55 * rows + 0.3), squeeze=False)
+    figure, axes = plt.subplots(rows, cols, figsize=(1.45 * cols, 1.75 * rows + 0.3), squeeze=False)
     size = images.shape[1:3]
     for r in range(rows):
         panels = [(images[r] if images.shape[3] == 3 else np.repeat(images[r], 3, axis=2), row_titles[r])]
@@ -178,6 +179,8 @@ def plot_class_cams(images: np.ndarray, columns: Sequence[tuple[str, np.ndarray,
                 _draw_box(axis, predicted_boxes[r], size, "red")
             if true_boxes is not None:
                 _draw_box(axis, true_boxes[r], size, "lime")
+            if outlines is not None and outlines[r].any():
+                axis.contour(outlines[r].astype(float), levels=[0.5], colors="white", linewidths=0.8)
     for c, (header, _, _) in enumerate(columns):
         axes[0][c + 1].set_title(f"{header}\n{axes[0][c + 1].get_title()}", fontsize=6)
     axes[0][0].set_title(f"input\n{axes[0][0].get_title()}", fontsize=6)

@@ -137,6 +137,8 @@ def _cams(task, batch: ImageBatch, checked: Plan, directory: Path) -> list[Path]
         row_titles.append("\n".join(parts))
     boxes = predicted.boxes.numpy() if predicted.boxes is not None else None
     true_boxes = batch.boxes if boxes is not None else None
+    # the true objects (mask ids other than background 0 and ignore 255) outlined where the task predicts masks
+    outlines = (batch.masks != 0) & (batch.masks != 255) if batch.masks is not None and predicted.masks is not None else None
     files = []
     for method in settings.cam_methods:
         columns = []
@@ -145,8 +147,10 @@ def _cams(task, batch: ImageBatch, checked: Plan, directory: Path) -> list[Path]
             captions = [names[int(k)] for k in classes]
             columns.append((label, maps, captions))
         title = f"{method} at {checked.cam_ref.name}" + (" (boxes: red predicted, green true)" if boxes is not None else "")
+        title += " (white: true objects)" if outlines is not None else ""
         path = directory / f"{method}_{checked.cam_ref.name}.png"
-        files.append(plot_class_cams(batch.pixels, columns, row_titles, path, predicted_boxes=boxes, true_boxes=true_boxes, title=title))
+        files.append(plot_class_cams(batch.pixels, columns, row_titles, path, predicted_boxes=boxes, true_boxes=true_boxes,
+                                    outlines=outlines, title=title))  # fmt: skip
     return files
 
 
