@@ -167,3 +167,18 @@ def test_maps_fail_the_model_randomisation_sanity_check(trained):
             correlations = [value for _, value in steps]
             assert min(correlations) < 0.5, steps
             assert correlations[-1] < 0.5, steps  # everything random: unrelated maps
+
+
+def test_evaluate_can_add_the_pictures_to_its_plots_and_run(trained, tmp_path):
+    from cnnlab.evaluation import evaluate
+
+    output_dir, run, uri = trained
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"evaluate.train_dir={output_dir}", f"evaluate.output_dir={tmp_path / 'eval'}",
+                                           "evaluate.explain=true", "evaluate.explain_images=2", f"logger.tracking_uri={uri}"])  # fmt: skip
+    evaluate(cfg)
+    pictures = {p.relative_to(tmp_path / "eval" / "plots" / "explain").as_posix() for p in (tmp_path / "eval" / "plots" / "explain").rglob("*.png")}
+    assert {"cam/gradcam_stage3.png", "cam/gradcampp_stage3.png", "filters/patterns.png", "activations/test0001_stage3_stride4.png"} <= pictures
+    logged = set(artifacts(uri, run["run_id"], "explain"))
+    assert {f"explain/{name}" for name in pictures} <= logged
+    assert (tmp_path / "eval" / "plots" / "test_predictions.png").is_file()  # the evaluation's own plots as before
