@@ -69,6 +69,32 @@ def stages_ran(output: str) -> set[str]:
     return set(re.findall(r"Running stage '(\w+)'", output))
 
 
+def train_in_process(overrides: list[str], output_dir: Path, conf_dir: Path = REPO / "conf"):
+    """What `cnnlab-train <overrides> hydra.run.dir=<output_dir>` does, in this process, from `conf_dir`;
+    returns (run.json, the composed config). The store is $MLFLOW_TRACKING_URI (or logger.tracking_uri)."""
+    import json
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from cnnlab.config import register_configs
+    from cnnlab.training import train
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    cfg.hydra.runtime.output_dir = str(output_dir)  # what @hydra.main sets before calling the task function
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    train(cfg)
+    record = Path(output_dir) / "run.json"
+    return (json.loads(record.read_text()) if record.is_file() else {}), cfg
+
+
 @pytest.fixture(scope="session")
 def project(tmp_path_factory) -> Path:
     """A project root shared by the session's CLI tests (prepared data is reused between them)."""

@@ -4,19 +4,13 @@ see exactly the training transform."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
-from cnnlab.config import register_configs
-
-CONF = Path(__file__).resolve().parents[2] / "conf"
+from tests.conftest import train_in_process
 
 # 120 clips of 0.5 s at 8 kHz, 32 mel bands, 32 px: a second of preparing, a few of training
 QUICK = [
@@ -25,21 +19,6 @@ QUICK = [
     "data.batch_size=32", "trainer.max_epochs=2", "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false", "logger.log_checkpoint=false", "logger.system_metrics=false", "register=true",
 ]  # fmt: skip
-
-
-def train_with(overrides: list[str], output_dir: Path) -> dict:
-    """What `cnnlab-train <overrides>` does, in this process; returns run.json."""
-    from cnnlab.training import train
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    cfg.hydra.runtime.output_dir = str(output_dir)  # what @hydra.main sets before calling the task function
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    train(cfg)
-    return json.loads((output_dir / "run.json").read_text())
 
 
 @pytest.mark.slow
@@ -53,7 +32,7 @@ def test_sounds_train_log_and_predict_wav_files(tmp_path, monkeypatch):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    run = train_with([*QUICK, f"paths.data_dir={tmp_path / 'data'}"], tmp_path / "run")
+    run, _ = train_in_process([*QUICK, f"paths.data_dir={tmp_path / 'data'}"], tmp_path / "run")
 
     client = mlflow.MlflowClient(uri)
     logged = client.get_run(run["run_id"])

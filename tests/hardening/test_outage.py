@@ -11,13 +11,10 @@ from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
-from omegaconf import open_dict
 
-from cnnlab.config import ConfigError, register_configs
-from tests.conftest import BIN, REPO, cli_env
+from cnnlab.config import ConfigError
+from tests.conftest import BIN, cli_env, train_in_process
 from tests.hardening.servers import MlflowServer, free_port
 
 SERVERS: dict[str, MlflowServer] = {}
@@ -38,22 +35,13 @@ class Outage(pl.Callback):
             self.server.start()
 
 
-def train_in_process(tmp_path: Path, uri: str, *overrides: str) -> tuple[dict, Path]:
-    from cnnlab.training import train
-
+def train_with_server(tmp_path: Path, uri: str, *overrides: str) -> tuple[dict, Path]:
     out = tmp_path / "train"
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", return_hydra_config=True, overrides=[
-            f"logger.tracking_uri={uri}", f"paths.data_dir={tmp_path / 'data'}", "trainer=debug", f"trainer.max_epochs={EPOCHS}",
-            "trainer.limit_train_batches=4", "trainer.limit_val_batches=2", "trainer.log_every_n_steps=1", "logger.log_model=false",
-            "logger.system_metrics=false", "callbacks.early_stopping=null", "augment.preview=false", *overrides])  # fmt: skip
-    cfg.hydra.runtime.output_dir = str(out)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    train(cfg)
-    return json.loads((out / "run.json").read_text()), out
+    record, _ = train_in_process([
+        f"logger.tracking_uri={uri}", f"paths.data_dir={tmp_path / 'data'}", "trainer=debug", f"trainer.max_epochs={EPOCHS}",
+        "trainer.limit_train_batches=4", "trainer.limit_val_batches=2", "trainer.log_every_n_steps=1", "logger.log_model=false",
+        "logger.system_metrics=false", "callbacks.early_stopping=null", "augment.preview=false", *overrides], out)  # fmt: skip
+    return record, out
 
 
 @pytest.fixture
@@ -72,7 +60,7 @@ def _val_steps(client: MlflowClient, run_id: str) -> list[int]:
 def test_an_outage_mid_run_loses_nothing_once_the_server_is_back(server, tmp_path, caplog):
     outage = ["+callbacks.outage._target_=tests.hardening.test_outage.Outage", "+callbacks.outage.server=current",
               "+callbacks.outage.stop_after=0", "+callbacks.outage.back_after=1"]  # fmt: skip
-    record, out = train_in_process(tmp_path, server.url, *outage)
+    record, out = train_with_server(tmp_path, server.url, *outage)
     assert record["status"] == "finished" and "sync" not in record
     assert {"metrics.json", "history.csv", "config.yaml"} <= {p.name for p in out.iterdir()}
     assert (out / "checkpoints" / "last.ckpt").is_file()
@@ -89,7 +77,7 @@ def test_a_server_away_at_the_end_leaves_everything_for_cnnlab_sync(server, tmp_
     outage = ["+callbacks.outage._target_=tests.hardening.test_outage.Outage", "+callbacks.outage.server=current",
               "+callbacks.outage.stop_after=1"]  # fmt: skip
     started = time.monotonic()
-    record, out = train_in_process(tmp_path, server.url, *outage, "logger.unreachable_wait=2")
+    record, out = train_with_server(tmp_path, server.url, *outage, "logger.unreachable_wait=2")
     assert time.monotonic() - started < 120  # bounded: no minutes of retries per call
     assert record["status"] == "finished" and record["sync"] == "pending"
     pending = json.loads((out / "mlflow_pending.json").read_text())
@@ -113,6 +101,6 @@ def test_a_server_away_at_the_start_fails_in_seconds_naming_it(tmp_path):
     url = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
     with pytest.raises(ConfigError, match=f"the MLflow tracking server at {url} does not answer"):
-        train_in_process(tmp_path, url)
+        train_with_server(tmp_path, url)
     assert time.monotonic() - started < 15
     assert not (tmp_path / "data").exists()  # nothing was prepared

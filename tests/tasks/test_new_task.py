@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
@@ -104,15 +103,12 @@ def test_a_task_defined_outside_src_runs_prepare_train_evaluate_predict(tmp_path
     """conf/task/presence.yaml + the class above: every step dispatches through the class's declarations."""
     import mlflow
     from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
 
     from cnnlab.config import register_configs
     from cnnlab.data.prepare import prepare_from_config
     from cnnlab.evaluation import evaluate
     from cnnlab.prediction import predict
-    from cnnlab.training import train
-    from tests.conftest import copy_project
+    from tests.conftest import copy_project, train_in_process
 
     root = copy_project(tmp_path / "project")
     (root / "conf" / "task" / "presence.yaml").write_text(TASK_YAML)
@@ -127,18 +123,14 @@ def test_a_task_defined_outside_src_runs_prepare_train_evaluate_predict(tmp_path
     ]  # fmt: skip
     register_configs()
     with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+        cfg = compose("config", overrides=overrides)
         eval_cfg = compose("config", overrides=[*overrides, f"evaluate.train_dir={tmp_path / 'train'}", f"evaluate.output_dir={tmp_path / 'eval'}"])
 
     meta = prepare_from_config(cfg.data)  # prepare: the data layer knows nothing of tasks
     assert meta["has_masks"] and meta["mask_classes"][0] == "background"
 
-    cfg.hydra.runtime.output_dir = str(tmp_path / "train")  # what @hydra.main sets
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    best = train(cfg)
-    record = json.loads((tmp_path / "train" / "run.json").read_text())
+    record, _ = train_in_process(overrides, tmp_path / "train", root / "conf")
+    best = record["best_score"]
     run = mlflow.MlflowClient(uri).get_run(record["run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["cnnlab.task"] == "presence"
     assert run.data.metrics["best/val/f1"] == pytest.approx(best) and "val/acc" in run.data.metrics

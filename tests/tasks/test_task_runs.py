@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
-from cnnlab.config import register_configs
+from tests.conftest import train_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -43,21 +41,6 @@ def workspace(tmp_path_factory):
         yield root
 
 
-def train_with(overrides: list[str], output_dir: Path) -> dict:
-    """What `cnnlab-train <overrides>` does, in this process; returns run.json."""
-    from cnnlab.training import train
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    cfg.hydra.runtime.output_dir = str(output_dir)  # what @hydra.main sets before calling the task function
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    train(cfg)
-    return json.loads((output_dir / "run.json").read_text()), cfg
-
-
 def epoch_losses(output_dir: Path) -> list[float]:
     lines = (output_dir / "history.csv").read_text().splitlines()
     column = lines[0].split(",").index("train/loss")
@@ -73,7 +56,7 @@ def test_short_run_learns_logs_and_reports(task_name, workspace):
 
     output_dir = workspace / task_name
     overrides = [f"task={task_name}", f"paths.data_dir={workspace / 'data'}", *QUICK]
-    run, cfg = train_with(overrides, output_dir)
+    run, cfg = train_in_process(overrides, output_dir)
 
     losses = epoch_losses(output_dir)
     assert len(losses) == 4 and losses[-1] < losses[0], losses
