@@ -57,6 +57,10 @@ class OutboxLogger(MLFlowLogger):
         except Exception as err:  # the store is away: the flattened config went in at the start already
             log.warning("hyperparameters not logged to MLflow (%s); they are in config.yaml", str(err)[:200])
 
+    def after_save_checkpoint(self, checkpoint_callback) -> None:
+        # a checkpoint is where a killed run resumes from: the metrics that led to it go out first
+        self.outbox.flush()
+
     def finalize(self, status: str = "success") -> None:
         if self._owns_outbox and self._outbox is not None:
             left = self._outbox.drain(60)

@@ -29,6 +29,7 @@ class MetricOutbox:
         self.interval, self.batch, self.retry_seconds = interval, min(batch, MAX_BATCH), retry_seconds
         self._points: list = []
         self._lock = threading.Lock()
+        self._sending = threading.Lock()  # one sender at a time: the thread, or `flush` from the caller
         self._wake = threading.Event()
         self._closed = False
         self.sent = 0
@@ -46,6 +47,14 @@ class MetricOutbox:
     def pending(self) -> int:
         with self._lock:
             return len(self._points)
+
+    def flush(self) -> bool:
+        """Send what is kept now, from the calling thread (after a checkpoint: what led to it is then in the
+        run, so a run killed later and resumed from it loses no point). Skipped while the store is away."""
+        if self.unreachable_since is not None:
+            return False
+        with self._sending:
+            return self._send_some()
 
     def _send_some(self) -> bool:
         """Send what is kept, in order; False (points kept) if the store does not answer."""
@@ -76,7 +85,8 @@ class MetricOutbox:
             self._wake.wait(self.retry_seconds if self.unreachable_since is not None else self.interval)
             self._wake.clear()
             if not self._closed:
-                self._send_some()
+                with self._sending:
+                    self._send_some()
 
     def drain(self, timeout: float) -> list:
         """Send everything now, trying for at most `timeout` seconds; stops the thread and returns the
@@ -85,7 +95,7 @@ class MetricOutbox:
         self._wake.set()
         self._thread.join()
         deadline = time.monotonic() + timeout
-        while not self._send_some() and time.monotonic() < deadline:
+        while not self._send_some() and time.monotonic() < deadline:  # the thread has ended: no other sender
             time.sleep(min(self.retry_seconds, max(0.0, deadline - time.monotonic())))
         with self._lock:
             left, self._points = self._points, []
