@@ -1,6 +1,6 @@
 # cnnlab: every target creates the environment it needs (a .venv here), so each works on a fresh clone.
 #   make run    the DVC pipeline (prepare -> train -> evaluate) on the embedded defaults of params.yaml
-#   make test   the test suite (what CI runs)
+#   make test   the test suite without the end-to-end runs (minutes); make test-slow: those; CI runs both
 #   make ui     the MLflow UI on 127.0.0.1 over the project's store
 #   make bench  the benchmarks of benchmarks/ (figures go to benchmarks/RESULTS.md by hand)
 PYTHON ?= python3
@@ -15,7 +15,7 @@ EXTRAS ?= test
 PYTEST_ARGS ?= -n 2 --dist loadfile
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run test ui bench clean
+.PHONY: setup run test test-slow ui bench clean
 
 setup: $(STAMP)
 
@@ -29,7 +29,10 @@ run: setup
 	dvc repro
 
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: setup
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 ui: setup
 	mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port $(PORT)

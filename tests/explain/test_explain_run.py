@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
 from cnnlab.config import ConfigError, register_configs
+
+pytestmark = pytest.mark.slow  # end to end: run by `make test-slow` and CI, not by `make test`
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 QUICK = [  # 300 shapes at 32 px, 5 epochs of the Keras-book CNN with BatchNorm: a few seconds
@@ -150,7 +151,7 @@ def test_maps_fail_the_model_randomisation_sanity_check(trained):
     change; a method that kept them would be showing the image, not the model."""
     from cnnlab.explain.cam import cascading_randomisation, class_maps, rank_correlation
     from cnnlab.explain.layers import resolve_layer
-    from cnnlab.explain.source import ExplainSource, open_source, test_images
+    from cnnlab.explain.source import open_source, test_images
 
     output_dir, run, uri = trained
     with open_source(str(output_dir), uri) as source:

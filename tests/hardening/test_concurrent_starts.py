@@ -6,9 +6,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow  # end to end: run by `make test-slow` and CI, not by `make test`
 
 START = """
 import sys

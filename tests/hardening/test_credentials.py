@@ -12,6 +12,8 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import BIN, cli_env, copy_project
 from tests.hardening.servers import MlflowServer
 
+pytestmark = pytest.mark.slow  # end to end: run by `make test-slow` and CI, not by `make test`
+
 SECRET = "s3cret-Pa55"
 
 

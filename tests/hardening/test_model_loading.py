@@ -17,6 +17,8 @@ from cnnlab.tracking.model_registry import log_model
 from cnnlab.tracking.run import TrackedRun
 from tests.tasks.conftest import task_arguments
 
+pytestmark = pytest.mark.slow  # end to end: run by `make test-slow` and CI, not by `make test`
+
 
 class Payload:
     """Unpickling this creates a file: the stand-in for any code a crafted file could run."""

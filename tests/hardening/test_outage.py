@@ -17,6 +17,8 @@ from cnnlab.config import ConfigError
 from tests.conftest import BIN, cli_env, train_in_process
 from tests.hardening.servers import MlflowServer, free_port
 
+pytestmark = pytest.mark.slow  # end to end: run by `make test-slow` and CI, not by `make test`
+
 SERVERS: dict[str, MlflowServer] = {}
 EPOCHS = 3
 

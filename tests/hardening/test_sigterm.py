@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import BIN, REPO, cli_env, copy_project
+
+pytestmark = pytest.mark.slow  # end to end: run by `make test-slow` and CI, not by `make test`
 
 RUN = ("trainer.max_epochs=3", "trainer.limit_train_batches=6", "trainer.limit_val_batches=2", "trainer.num_sanity_val_steps=0",
        "trainer.enable_progress_bar=false", "logger.log_model=false", "logger.system_metrics=false",

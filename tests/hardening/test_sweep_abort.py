@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import BIN, cli_env, copy_project
+
+pytestmark = pytest.mark.slow  # end to end: run by `make test-slow` and CI, not by `make test`
 
 
 def test_a_failing_job_ends_the_sweep_and_its_parent_failed(tmp_path):

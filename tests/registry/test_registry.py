@@ -6,7 +6,6 @@ import csv
 import json
 from pathlib import Path
 
-import cv2
 import mlflow
 import numpy as np
 import pytest
@@ -27,6 +26,8 @@ from cnnlab.tracking.model_registry import (
     use_tracking_uri,
 )
 from tests.conftest import QUICK
+
+pytestmark = pytest.mark.slow  # end to end: run by `make test-slow` and CI, not by `make test`
 
 NAME = registered_model_name("classification", "lenet5")
 CHAMPION = f"models:/{NAME}@champion"

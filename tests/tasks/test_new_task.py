@@ -99,6 +99,7 @@ module:
 """
 
 
+@pytest.mark.slow
 def test_a_task_defined_outside_src_runs_prepare_train_evaluate_predict(tmp_path, monkeypatch):
     """conf/task/presence.yaml + the class above: every step dispatches through the class's declarations."""
     import mlflow
