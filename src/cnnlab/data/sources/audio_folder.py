@@ -27,21 +27,10 @@ class AudioFolderSource(ImageFolderSource):
         self,
         root: Optional[str] = None,
         classes: Optional[Sequence[str]] = None,
-        sample_rate: int = 16000,
-        clip_seconds: float = 1.0,
-        n_mels: int = 64,
-        n_fft: int = 512,
-        hop_length: int = 160,
-        win_length: Optional[int] = None,
-        f_min: float = 0.0,
-        f_max: Optional[float] = None,
-        db_floor: float = -80.0,
-        db_ceiling: float = 0.0,
+        **spectrogram,  # SpectrogramSettings' keys: sample_rate, clip_seconds, n_mels, n_fft, hop_length, ...
     ):
         super().__init__(root, classes)
-        self.settings = SpectrogramSettings(sample_rate=sample_rate, clip_seconds=clip_seconds, n_mels=n_mels, n_fft=n_fft,
-                                            hop_length=hop_length, win_length=win_length, f_min=f_min, f_max=f_max,
-                                            db_floor=db_floor, db_ceiling=db_ceiling)  # fmt: skip
+        self.settings = SpectrogramSettings(**spectrogram)  # an unknown key: TypeError naming it, a ConfigError in prepare
 
     def set_target_size(self, size: int) -> None:
         """A spectrogram is computed at its own size; prepare resizes it afterwards."""

@@ -17,8 +17,6 @@ Events peak between -30 and -3 dBFS with 10-30 ms fades. The waveform goes throu
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from cnnlab.data.audio import SpectrogramSettings, spectrogram_image
@@ -122,23 +120,12 @@ class SoundsSource(Source):
         self,
         num_samples: int = 1800,
         seed: int = 0,
-        sample_rate: int = 16000,
-        clip_seconds: float = 1.0,
-        n_mels: int = 64,
-        n_fft: int = 512,
-        hop_length: int = 160,
-        win_length: Optional[int] = None,
-        f_min: float = 0.0,
-        f_max: Optional[float] = None,
-        db_floor: float = -80.0,
-        db_ceiling: float = 0.0,
+        **spectrogram,  # SpectrogramSettings' keys: sample_rate, clip_seconds, n_mels, n_fft, hop_length, ...
     ):
         if not (isinstance(num_samples, int) and num_samples >= len(SOUND_CLASSES)):
             raise ValueError(f"data.source.num_samples={num_samples!r} is not valid; expected an integer >= {len(SOUND_CLASSES)}")
         self.num_samples, self.seed = num_samples, seed
-        self.settings = SpectrogramSettings(sample_rate=sample_rate, clip_seconds=clip_seconds, n_mels=n_mels, n_fft=n_fft,
-                                            hop_length=hop_length, win_length=win_length, f_min=f_min, f_max=f_max,
-                                            db_floor=db_floor, db_ceiling=db_ceiling)  # fmt: skip
+        self.settings = SpectrogramSettings(**spectrogram)  # an unknown key: TypeError naming it, a ConfigError in prepare
 
     def describe(self) -> str:
         return f"generated sounds ({self.num_samples} clips, seed {self.seed})"
