@@ -81,7 +81,7 @@ def test_run_has_config_checkpoint_and_evaluation(trained, tracking_uri, tmp_pat
     assert 0.0 <= written["test/acc"] <= 1.0 and "test/f1_macro" in written
 
 
-def test_best_model_is_logged_registered_and_promoted(trained, tracking_uri, monkeypatch):
+def test_best_model_is_logged_registered_and_promoted(trained, tracking_uri):
     run, _, dataset = trained
     client = MlflowClient(tracking_uri)
     name = f"cnnlab-classification-{DATASETS[dataset][0]}"
@@ -92,8 +92,10 @@ def test_best_model_is_logged_registered_and_promoted(trained, tracking_uri, mon
     assert float(champion.tags["test/acc"]) >= run.data.metrics["test/acc"]
     import mlflow.pyfunc
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)  # models:/ URIs resolve through it
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{versions[0].version}")
+    from cnnlab.tracking.model_registry import use_tracking_uri
+
+    with use_tracking_uri(tracking_uri):  # models:/ URIs resolve through MLflow's process-wide registry URI
+        model = mlflow.pyfunc.load_model(f"models:/{name}/{versions[0].version}")
     from cnnlab.data.sources.shapes import SHAPES
 
     classes = {"digits": [str(d) for d in range(10)], "shapes": list(SHAPES)}[dataset]
