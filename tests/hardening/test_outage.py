@@ -32,6 +32,7 @@ class Outage(pl.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if trainer.current_epoch == self.stop_after:
             self.server.stop()
+            trainer.logger.log_metrics({"outage/probe": 1.0}, step=trainer.global_step)  # something to send now
             time.sleep(3)  # the outbox tries (every 2 s) and finds the server away
         if trainer.current_epoch == self.back_after:
             self.server.start()
