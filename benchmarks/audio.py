@@ -17,7 +17,6 @@ does). The baseline predicts the training split's most frequent class for every 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -70,11 +69,7 @@ def prepare_speed(clips: int) -> list[tuple[str, int, float]]:
 
 
 def train_and_score(seed: int, output_dir: Path, data_dir: Path) -> dict:
-    import pytorch_lightning as pl
-    from hydra.utils import get_class
-    from omegaconf import OmegaConf
-
-    from cnnlab.data.datamodule import datamodule_from_config
+    from task_targets import score  # the same scoring of the best checkpoint as the task benchmarks (beside this script)
 
     command = [str(BIN / "cnnlab-train"), "experiment=sounds_classification", "logger=none", f"seed={seed}",
                f"paths.data_dir={data_dir}", f"hydra.run.dir={output_dir}", "trainer.enable_progress_bar=false"]  # fmt: skip
@@ -83,12 +78,7 @@ def train_and_score(seed: int, output_dir: Path, data_dir: Path) -> dict:
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
-    run = json.loads((output_dir / "run.json").read_text())
-    cfg = OmegaConf.load(output_dir / "config.yaml")
-    task_class = get_class(cfg.task.module._target_)
-    task = task_class.load_from_checkpoint(run["best_checkpoint"], map_location="cpu")
-    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
-    metrics = trainer.test(task, datamodule=datamodule_from_config(cfg, task_class.labels), verbose=False)[0]
+    metrics, run, _ = score(output_dir)
     return {"seed": seed, "acc": metrics["test/acc"], "f1": metrics.get("test/f1_macro"), "seconds": seconds,
             "train_seconds": run["train_seconds"], "epochs": run["epochs"], "prepared_dir": run["prepared_dir"]}  # fmt: skip
 
