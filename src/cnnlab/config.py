@@ -192,8 +192,3 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.max_epochs={trainer.max_epochs} is not valid; expected at least 1 (or -1 with trainer.max_steps)")
     if trainer.max_epochs == -1 and trainer.max_steps <= 0 and not trainer.max_time:
         raise ConfigError("trainer.max_epochs=-1 trains forever: set trainer.max_steps or trainer.max_time too")
-
-
-def to_plain_dict(cfg: DictConfig) -> dict:
-    """Resolved config as plain Python values."""
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
