@@ -145,3 +145,21 @@ def test_collate_passes_prepared_batches_through():
     batch = {"image": torch.zeros(2, 1, 4, 4), "label": torch.zeros(2, dtype=torch.long)}
     assert collate_batches(batch) is batch
     assert collate_batches([{"label": torch.tensor(1)}, {"label": torch.tensor(2)}])["label"].tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("name", ["affine", "strong"])
+def test_worker_processes_load_the_batches_the_training_process_would(compose_config, rectangles, name):
+    """Persistent workers live through the fit: each batch's draws come with its positions, not from the process."""
+    train = augment_train(compose_config, name)
+    epochs = {}
+    for workers in (0, 2):
+        loader = CNNDataModule(str(rectangles), train, batch_size=3, num_workers=workers, seed=5).train_dataloader()
+        assert loader.persistent_workers == (workers > 0)
+        seen = []
+        for epoch in (0, 1):
+            loader.sampler.set_epoch(epoch)
+            seen.append(torch.cat([batch["image"] for batch in loader]))
+        epochs[workers] = seen
+    for in_process, in_workers in zip(epochs[0], epochs[2]):
+        torch.testing.assert_close(in_process, in_workers)
+    assert not torch.equal(epochs[0][0], epochs[0][1])  # a new epoch draws anew

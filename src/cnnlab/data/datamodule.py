@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -10,19 +9,22 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from cnnlab.data.augment import BOX_LABEL_FIELD, build_augmentation
+from cnnlab.data.augment import build_augmentation
 from cnnlab.data.prepared import PreparedDataset
 from cnnlab.data.preprocess import BatchNormalizer
 from cnnlab.seeding import epoch_seed
 
 
 class PreparedSplit(Dataset):
-    """One split of a prepared dataset, through an albumentations pipeline.
+    """One split of a prepared dataset, through an augmentation pipeline.
 
     Items are dicts: image (C x H x W float, normalised), label (int64), and where the data has
     them box (4 float32, normalised x_min, y_min, x_max, y_max) and mask (H x W int64).
     The DataLoader fetches whole batches through `__getitems__`: one read of the memory-mapped
-    arrays, the augmentation per sample, then normalisation and tensor conversion per batch.
+    arrays, the augmentation of the batch, then normalisation and tensor conversion per batch.
+    Each batch's augmentations are drawn from (epoch seed, the batch's first sample), which
+    `EpochShuffleSampler` hands over with the positions: the same batches whether they are loaded
+    in the training process or in any number of (persistent) worker processes.
     """
 
     def __init__(self, prepared: PreparedDataset, split: str, augment, *, boxes: bool, masks: bool):
@@ -30,37 +32,37 @@ class PreparedSplit(Dataset):
         self.indices = prepared.splits[split]
         self.boxes, self.masks = boxes and prepared.boxes is not None, masks and prepared.masks is not None
         self.normalize = BatchNormalizer(prepared.meta["mean"], prepared.meta["std"])
-        self._seeded_in: Optional[int] = None
-        self._epoch_seed: Optional[int] = None
-
-    def set_epoch(self, seed: int) -> None:
-        """Draw this epoch's augmentations from `seed` (see EpochShuffleSampler)."""
-        self._epoch_seed = seed
-        self._seeded_in = None
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, position: int) -> dict[str, Any]:
+    def __getitem__(self, position) -> dict[str, Any]:
         return {key: value[0] for key, value in self.__getitems__([position]).items()}
 
-    def _seed(self) -> None:
-        # albumentations draws from its own generators: seed them from torch's per-process seed
-        # (seed_everything in the main process, base seed + worker id in a DataLoader worker)
-        if self.augment is not None and self._seeded_in != os.getpid():
-            base = self._epoch_seed if self._epoch_seed is not None else torch.initial_seed()
+    def _seed(self, positions: Sequence) -> list[int]:
+        """Seed the augmentation for this batch; returns the plain positions.
+
+        Positions come as (epoch seed, position) pairs from EpochShuffleSampler, or as plain ints
+        (Lightning's DistributedSampler under DDP): then from torch's per-process seed, which
+        seed_everything sets per rank and worker."""
+        if positions and isinstance(positions[0], tuple):
+            epoch, positions = positions[0][0], [p for _, p in positions]
+        else:
             worker = torch.utils.data.get_worker_info()
-            self.augment.set_random_seed((base + (worker.id if worker else 0)) % 2**32)
-            self._seeded_in = os.getpid()
+            epoch = torch.initial_seed() + (worker.id if worker else 0)
+        if self.augment is not None and positions:
+            self.augment.set_random_seed(int(np.random.SeedSequence([epoch % 2**63, int(positions[0])]).generate_state(1)[0]))
+        return list(positions)
 
     def __getitems__(self, positions: Sequence[int]) -> dict[str, torch.Tensor]:
         """A collated batch for these positions of the split."""
+        positions = self._seed(positions)
         index = self.indices[np.asarray(positions, dtype=np.int64)]
         images = self.prepared.images[index]  # fancy indexing copies out of the memory map
         masks = self.prepared.masks[index] if self.masks else None
         boxes = self.prepared.boxes[index].astype(np.float32) if self.boxes else None
         if self.augment is not None:
-            images, masks, boxes = self._augment(images, masks, boxes)
+            images, masks, boxes = self.augment.batch(images, masks, boxes)
         batch = {"image": self.normalize(images), "label": torch.from_numpy(self.prepared.labels[index].astype(np.int64))}
         if self.boxes:
             batch["box"] = torch.from_numpy(boxes)
@@ -68,38 +70,14 @@ class PreparedSplit(Dataset):
             batch["mask"] = torch.from_numpy(masks.astype(np.int64))
         return batch
 
-    def _augment(self, images: np.ndarray, masks: Optional[np.ndarray], boxes: Optional[np.ndarray]):
-        self._seed()
-        out_images, out_masks = [], []
-        out_boxes = boxes.copy() if boxes is not None else None
-        for i in range(len(images)):
-            inputs: dict[str, Any] = {"image": images[i]}
-            if masks is not None:
-                inputs["mask"] = masks[i]
-            if boxes is not None:
-                inputs["bboxes"] = boxes[i : i + 1]
-                inputs[BOX_LABEL_FIELD] = [0]
-            for _ in range(3):  # an augmentation that moved the object out of view: draw again
-                out = self.augment(**inputs)
-                if boxes is None or len(out["bboxes"]):
-                    break
-            else:
-                out = inputs  # the sample is kept unaugmented, never dropped
-            image = out["image"]
-            out_images.append(image[:, :, None] if image.ndim == 2 else image)
-            if masks is not None:
-                out_masks.append(out["mask"])
-            if boxes is not None:
-                out_boxes[i] = np.asarray(out["bboxes"][0], np.float32)
-        return np.stack(out_images), (np.stack(out_masks) if masks is not None else None), out_boxes
 
-
-class EpochShuffleSampler(Sampler[int]):
+class EpochShuffleSampler(Sampler):
     """A shuffle whose order, and the dataset's augmentations, are functions of (seed, epoch).
 
     Lightning calls `set_epoch` before each training epoch, so epoch k draws the same order and
-    augmentations whether the run got there directly or resumed from a checkpoint. Under DDP
-    Lightning swaps in its DistributedSampler, which is seeded per epoch the same way.
+    augmentations whether the run got there directly or resumed from a checkpoint. It yields
+    (epoch seed, position) pairs: the epoch travels with the positions to wherever the batch is
+    loaded. Under DDP Lightning swaps in its DistributedSampler, seeded per epoch the same way.
     """
 
     def __init__(self, dataset: PreparedSplit, seed: int):
@@ -107,14 +85,14 @@ class EpochShuffleSampler(Sampler[int]):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        self.dataset.set_epoch(epoch_seed(self.seed, epoch))
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        return iter(torch.randperm(len(self.dataset), generator=generator).tolist())
+        seed = epoch_seed(self.seed, self.epoch)
+        generator = torch.Generator().manual_seed(seed)
+        return iter([(seed, position) for position in torch.randperm(len(self.dataset), generator=generator).tolist()])
 
 
 def collate_batches(batch):
@@ -163,8 +141,8 @@ class CNNDataModule(pl.LightningDataModule):
             batch_size=self.batch_size if train else self.eval_batch_size,
             sampler=EpochShuffleSampler(dataset, self.seed) if train else None,
             num_workers=self.num_workers,
-            # workers re-created each epoch receive the dataset's new epoch seed
-            persistent_workers=self.num_workers > 0 and not train,
+            # the epoch's seed travels with the sampled positions: workers live through the fit
+            persistent_workers=self.num_workers > 0,
             drop_last=False,
             collate_fn=collate_batches,
         )

@@ -1,0 +1,275 @@
+"""What cnnlab costs over a plain PyTorch loop: training overhead, MLflow per step, input supply.
+
+Three measurements, each next to its baseline in the same run (issue 14):
+
+1. **Overhead.** The fit throughput (training images per second of `trainer.fit`, validation each
+   epoch included) of `cnnlab-train logger=none` and `logger=mlflow` (the default), over a plain
+   PyTorch loop written below: the same composed config, prepared arrays, albumentations transforms,
+   batched normalisation, network and initial weights, optimizer and schedule, a validation pass
+   each epoch. Rounds are interleaved (plain, none, mlflow, plain, ...) and medians reported, each
+   side in a fresh process with torch's default threads.
+2. **MLflow per step:** (fit time with logger=mlflow - fit time with logger=none) / training steps,
+   and every metric point counted back from the store against what the run's history promises.
+3. **Input:** images/s the training DataLoader supplies (no model) against images/s the model's
+   training step consumes on a batch held in memory (forward, backward, optimizer step), for
+   `num_workers` 0 (the loader in the training process) and 2 (persistent workers), per augment.
+
+Recipes: `default` is params.yaml's (LeNet-5 on digits at 32 px, batch 64, AdamW + one-cycle,
+label smoothing, augment=affine); `resnet` is experiment=shapes_classification (ResNet-18, width 0.25).
+
+    .venv/bin/python benchmarks/overhead.py [--recipes default,resnet] [--rounds 3] [--epochs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.conftest import BIN, cli_env, copy_project  # noqa: E402
+
+
+def recipe_overrides(name: str, epochs: int | None) -> list[str]:
+    """The Hydra overrides of a recipe (default: what dvc.yaml passes from params.yaml)."""
+    if name == "default":
+        p = yaml.safe_load((ROOT / "params.yaml").read_text())
+        t = p["train"]
+        overrides = [
+            f"data={p['data']['name']}", f"data.image_size={p['data']['image_size']}", f"task={p['task']}",
+            f"model={p['model']}", f"augment={p['augment']}", f"optimizer={p['optimizer']}",
+            f"scheduler={p['scheduler']}", f"trainer={p['trainer']}", f"trainer.max_epochs={epochs or t['max_epochs']}",
+            f"data.batch_size={t['batch_size']}", f"optimizer.lr={t['lr']}", f"optimizer.weight_decay={t['weight_decay']}",
+            f"task.module.label_smoothing={t['label_smoothing']}", f"seed={t['seed']}",
+        ]  # fmt: skip
+    elif name == "resnet":
+        overrides = ["experiment=shapes_classification"] + ([f"trainer.max_epochs={epochs}"] if epochs else [])
+    else:
+        raise SystemExit(f"unknown recipe {name!r}; expected default or resnet")
+    # no early stop: both sides train the same number of epochs
+    return overrides + ["callbacks.early_stopping=null", "trainer.enable_progress_bar=false"]
+
+
+def compose(project: Path, overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from cnnlab.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(project / "conf"), version_base="1.3"):
+        return hydra_compose("config", overrides=overrides)
+
+
+def plain_loop(project: Path, overrides: list[str]) -> dict:
+    """The baseline: the same config trained by a hand-written loop (no Lightning, no logging)."""
+    import pytorch_lightning as pl
+    import torch
+    import torch.nn.functional as F
+    from hydra.utils import get_class, instantiate
+
+    from cnnlab.data.datamodule import datamodule_from_config
+    from cnnlab.data.prepare import ensure_prepared
+    from cnnlab.tasks import build_task
+
+    os.chdir(project)
+    cfg = compose(project, overrides)
+    pl.seed_everything(cfg.seed, workers=True)
+    torch.use_deterministic_algorithms(bool(cfg.trainer.get("deterministic", False)))
+    meta = ensure_prepared(cfg.data)
+    datamodule = datamodule_from_config(cfg, ("label",))
+    network = build_task(cfg, meta).backbone  # the same network and initial weights as cnnlab-train's
+    train_loader, val_loader = datamodule.train_dataloader(), datamodule.val_dataloader()
+    epochs = int(cfg.trainer.max_epochs)
+    optimizer = instantiate(cfg.optimizer, params=network.parameters())
+    schedule = dict(cfg.scheduler.get("scheduler") or {})
+    scheduler = None
+    if schedule:
+        accepted = __import__("inspect").signature(get_class(schedule["_target_"])).parameters
+        extra = {"total_steps": epochs * len(train_loader)} if "total_steps" in accepted else {}
+        scheduler = instantiate(schedule, optimizer=optimizer, **extra)
+    smoothing = float(cfg.task.module.get("label_smoothing", 0.0))
+    steps, images, accuracy = 0, 0, 0.0
+    started = time.perf_counter()
+    for epoch in range(epochs):
+        train_loader.sampler.set_epoch(epoch)
+        network.train()
+        for batch in train_loader:
+            loss = F.cross_entropy(network(batch["image"]), batch["label"], label_smoothing=smoothing)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            steps, images = steps + 1, images + len(batch["label"])
+        network.eval()
+        correct = total = 0
+        with torch.no_grad():
+            for batch in val_loader:
+                correct += int((network(batch["image"]).argmax(1) == batch["label"]).sum())
+                total += len(batch["label"])
+        accuracy = correct / total
+    return {"fit_s": time.perf_counter() - started, "steps": steps, "images": images, "val_acc": accuracy}
+
+
+def cnnlab_train(project: Path, overrides: list[str], logger: str, env: dict) -> dict:
+    """`cnnlab-train` in its own process; fit time from its run.json, steps from its history."""
+    out = Path(tempfile.mkdtemp(dir=project / "outputs"))
+    extra = ["logger=none"] if logger == "none" else []
+    subprocess.run([str(BIN / "cnnlab-train"), *overrides, *extra, f"hydra.run.dir={out}"], cwd=project, env=env,
+                   check=True, capture_output=True, text=True)  # fmt: skip
+    record = json.loads((out / "run.json").read_text())
+    return {"fit_s": record["train_seconds"], "run_id": record.get("run_id"), "output_dir": str(out), "epochs": record["epochs"]}
+
+
+def count_points(project: Path, run_id: str, env: dict) -> dict:
+    """Metric points of a run in the store, by key (MLflow's full history, not the latest value)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    keys = client.get_run(run_id).data.metrics.keys()
+    return {key: len(client.get_metric_history(run_id, key)) for key in keys}
+
+
+def overhead(project: Path, recipe: str, rounds: int, epochs: int | None, env: dict) -> dict:
+    overrides = recipe_overrides(recipe, epochs)
+    sides: dict[str, list[dict]] = {"plain": [], "none": [], "mlflow": []}
+    for _ in range(rounds):
+        result = subprocess.run([sys.executable, __file__, "--plain-loop", str(project), "--", *overrides], env=env,
+                                check=True, capture_output=True, text=True)  # fmt: skip
+        sides["plain"].append(json.loads(result.stdout.strip().splitlines()[-1]))
+        sides["none"].append(cnnlab_train(project, overrides, "none", env))
+        sides["mlflow"].append(cnnlab_train(project, overrides, "mlflow", env))
+    images = sides["plain"][0]["images"]
+    steps = sides["plain"][0]["steps"]
+    fit = {side: statistics.median(r["fit_s"] for r in runs) for side, runs in sides.items()}
+    report = {
+        "recipe": recipe, "rounds": rounds, "steps": steps, "images": images,
+        "images_per_s": {side: round(images / seconds) for side, seconds in fit.items()},
+        "ratio_to_plain": {side: round(fit["plain"] / seconds, 3) for side, seconds in fit.items()},
+        "fit_s_all": {side: [round(r["fit_s"], 2) for r in runs] for side, runs in sides.items()},
+        "mlflow_ms_per_step": round((fit["mlflow"] - fit["none"]) / steps * 1000, 3),
+    }  # fmt: skip
+    # no point lost: every logged step of every run is in the store
+    last = sides["mlflow"][-1]
+    points = count_points(project, last["run_id"], env)
+    history = (Path(last["output_dir"]) / "history.csv").read_text().splitlines()
+    log_every = 10  # conf: trainer.log_every_n_steps
+    report["mlflow_points"] = {
+        "train/loss_step": points.get("train/loss_step"), "expected_train/loss_step": steps // log_every,
+        "val/acc": points.get("val/acc"), "expected_val/acc (epochs)": len(history) - 1,
+    }  # fmt: skip
+    return report
+
+
+def input_supply(project: Path, recipe: str, augment: str | None, workers: int, batches: int = 200) -> dict:
+    """Images/s the train loader supplies vs. images/s the training step consumes."""
+    import pytorch_lightning as pl
+    import torch
+    import torch.nn.functional as F
+    from hydra.utils import instantiate
+
+    from cnnlab.data.datamodule import datamodule_from_config
+    from cnnlab.data.prepare import ensure_prepared
+    from cnnlab.tasks import build_task
+
+    os.chdir(project)
+    overrides = recipe_overrides(recipe, None) + ([f"augment={augment}"] if augment else []) + [f"data.num_workers={workers}"]
+    cfg = compose(project, overrides)
+    pl.seed_everything(cfg.seed, workers=True)
+    meta = ensure_prepared(cfg.data)
+    loader = datamodule_from_config(cfg, ("label",)).train_dataloader()
+    count, epoch = 0, 0
+    iterator = iter(loader)
+    next(iterator)  # workers started, first batch out: start-up is not supply
+    wall, cpu = time.perf_counter(), time.process_time()
+    while count < batches * cfg.data.batch_size:
+        try:
+            count += len(next(iterator)["label"])
+        except StopIteration:
+            epoch += 1
+            loader.sampler.set_epoch(epoch)
+            iterator = iter(loader)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    supply = count / wall
+    batch = next(iter(datamodule_from_config(cfg, ("label",)).train_dataloader()))
+    network = build_task(cfg, meta).backbone.train()
+    optimizer = instantiate(cfg.optimizer, params=network.parameters())
+    for _ in range(5):  # warm-up
+        F.cross_entropy(network(batch["image"]), batch["label"]).backward()
+
+    def consume(seconds: float = 3.0) -> tuple[float, float]:
+        """(images per second of wall time, per CPU second) of the training step on one batch."""
+        wall, cpu, steps = time.perf_counter(), time.process_time(), 0
+        while time.perf_counter() - wall < seconds:
+            loss = F.cross_entropy(network(batch["image"]), batch["label"])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            steps += 1
+        images = steps * len(batch["label"])
+        return images / (time.perf_counter() - wall), images / (time.process_time() - cpu)
+
+    consume_wall, _ = consume()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one core: the per-core comparison with a loader in the training process
+    _, consume_core = consume()
+    torch.set_num_threads(threads)
+    report = {"recipe": recipe, "augment": cfg.augment.name, "num_workers": workers,
+              "supply_images_per_s": round(supply), "consume_images_per_s": round(consume_wall),
+              "supply_over_consume": round(supply / consume_wall, 2)}  # fmt: skip
+    if workers == 0:  # the loader runs in this process, on one thread: its CPU time is its cost per core
+        report.update(supply_per_core=round(count / cpu), consume_per_core=round(consume_core),
+                      per_core_ratio=round(count / cpu / consume_core, 2))  # fmt: skip
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipes", default="default,resnet")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=None, help="override max_epochs (default: the recipe's)")
+    parser.add_argument("--resnet-epochs", type=int, default=3, help="epochs of the resnet recipe (its 30 take minutes a side)")
+    parser.add_argument("--skip", default="", help="comma list of: overhead,input")
+    parser.add_argument("--plain-loop", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--input-only", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.plain_loop:
+        print(json.dumps(plain_loop(args.plain_loop, args.overrides)))
+        return
+    if args.input_only:
+        recipe, augment, workers = args.overrides
+        print(json.dumps(input_supply(args.input_only, recipe, augment if augment != "-" else None, int(workers))))
+        return
+    skip = set(filter(None, args.skip.split(",")))
+    with tempfile.TemporaryDirectory() as scratch:
+        project = Path(scratch) / "project"
+        copy_project(project)
+        (project / "outputs").mkdir()
+        env = cli_env(project)
+        print(f"# {os.cpu_count()} CPUs, torch threads default; {args.rounds} interleaved rounds, medians", flush=True)
+        for recipe in args.recipes.split(","):
+            epochs = args.epochs if recipe == "default" else (args.epochs or args.resnet_epochs)
+            if "overhead" not in skip:
+                print(json.dumps(overhead(project, recipe, args.rounds, epochs, env)), flush=True)
+            if "input" not in skip:
+                augments = ["-", "strong"] if recipe == "default" else ["-"]
+                for augment in augments:
+                    for workers in (0, 2):
+                        result = subprocess.run([sys.executable, __file__, "--input-only", str(project), "--", recipe, augment, str(workers)],
+                                                env=env, check=True, capture_output=True, text=True)  # fmt: skip
+                        print(result.stdout.strip().splitlines()[-1], flush=True)
+
+
+if __name__ == "__main__":
+    main()
