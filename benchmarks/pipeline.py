@@ -10,12 +10,14 @@ Each figure sits next to a baseline measured in the same run:
   does for every group) and vs. importing the training stack (what --help keeps out of start-up).
 
     .venv/bin/python benchmarks/pipeline.py [--repeats 5] [--seeds 1,2,3]
+    .venv/bin/python benchmarks/pipeline.py --accuracy-seeds 1-10   # the range a newcomer sees, min/mean/max
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -53,11 +55,33 @@ def pipeline(root: Path, overrides: dict) -> tuple[float, float]:
     return seconds, json.loads((root / "artifacts/evaluate/metrics.json").read_text())["test/acc"]
 
 
+def accuracy_over_seeds(first: int, last: int) -> None:
+    """The default pipeline (dvc repro, from scratch) for each train.seed; min / mean / max test accuracy."""
+    import platform
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())  # fmt: skip
+    results = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for seed in range(first, last + 1):
+            seconds, accuracy = pipeline(Path(scratch) / f"seed{seed}", {"train.seed": seed})
+            results[seed] = accuracy
+            print(f"train.seed={seed}: test accuracy {accuracy:.2%} ({seconds:.0f} s)", flush=True)
+    values = list(results.values())
+    print(f"\n{len(values)} seeds on {cpu}, {os.cpu_count()} CPUs: min {min(values):.2%}, "
+          f"mean {statistics.mean(values):.2%}, max {max(values):.2%}; below 99.0%: "
+          f"{[s for s, v in results.items() if v < 0.99] or 'none'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="start-up timings per command (median reported)")
     parser.add_argument("--seeds", default="", help="comma-separated extra train.seed values for the default pipeline")
+    parser.add_argument("--accuracy-seeds", default="", help="a-b: only the default pipeline's test accuracy for train.seed a..b")
     args = parser.parse_args()
+    if args.accuracy_seeds:
+        accuracy_over_seeds(*map(int, args.accuracy_seeds.split("-")))
+        return
     plain = {"augment": "none", "scheduler": "none", "train.weight_decay": 0.0, "train.label_smoothing": 0.0}
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)

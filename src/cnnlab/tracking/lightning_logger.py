@@ -58,8 +58,9 @@ class OutboxLogger(MLFlowLogger):
             log.warning("hyperparameters not logged to MLflow (%s); they are in config.yaml", str(err)[:200])
 
     def after_save_checkpoint(self, checkpoint_callback) -> None:
-        # a checkpoint is where a killed run resumes from: the metrics that led to it go out first
-        self.outbox.flush()
+        # a checkpoint is where a killed run resumes from: the metrics that led to it go out now, from the
+        # sender thread (a synchronous send here cost the default recipe 0.5 ms per training step)
+        self.outbox.wake()
 
     def finalize(self, status: str = "success") -> None:
         if self._owns_outbox and self._outbox is not None:

@@ -29,7 +29,7 @@ class MetricOutbox:
         self.interval, self.batch, self.retry_seconds = interval, min(batch, MAX_BATCH), retry_seconds
         self._points: list = []
         self._lock = threading.Lock()
-        self._sending = threading.Lock()  # one sender at a time: the thread, or `flush` from the caller
+        self._sending = threading.Lock()  # one sender at a time: the thread, or `drain` after it has stopped
         self._wake = threading.Event()
         self._closed = False
         self.sent = 0
@@ -48,13 +48,9 @@ class MetricOutbox:
         with self._lock:
             return len(self._points)
 
-    def flush(self) -> bool:
-        """Send what is kept now, from the calling thread (after a checkpoint: what led to it is then in the
-        run, so a run killed later and resumed from it loses no point). Skipped while the store is away."""
-        if self.unreachable_since is not None:
-            return False
-        with self._sending:
-            return self._send_some()
+    def wake(self) -> None:
+        """Send what is kept now, from the sender thread: training does not wait for the store."""
+        self._wake.set()
 
     def _send_some(self) -> bool:
         """Send what is kept, in order; False (points kept) if the store does not answer."""
