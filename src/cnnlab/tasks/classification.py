@@ -123,9 +123,8 @@ class ClassificationTask(CNNTask):
         else:
             logits = self(images)
             loss = self.loss(logits, labels)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels))
         predicted = (logits[:, 0] > 0).long() if self.sigmoid else logits.argmax(1)  # argmax of the logits: no softmax per step
-        self.log("train/acc", (predicted == labels).float().mean(), on_epoch=True, batch_size=len(labels))
+        self.log_training({"train/loss": loss, "train/acc": (predicted == labels).float().mean()}, len(labels))
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

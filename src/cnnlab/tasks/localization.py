@@ -114,12 +114,10 @@ class LocalizationTask(CNNTask):
         logits, boxes = self(batch["image"])
         losses = self.losses(logits, boxes, batch["label"], batch["box"])
         batch_size = len(logits)
-        self.log("train/loss", losses["loss"], on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
-        for key in ("class_loss", "box_loss"):
-            self.log(f"train/{key}", losses[key], on_epoch=True, batch_size=batch_size)
         ious = box_iou(boxes.detach(), batch["box"])
-        self.log("train/box_iou", ious.mean(), on_epoch=True, batch_size=batch_size)
-        self.log("train/loc_acc", localization_accuracy(logits.detach(), batch["label"], ious).mean(), on_epoch=True, batch_size=batch_size)
+        self.log_training({"train/loss": losses["loss"], "train/class_loss": losses["class_loss"], "train/box_loss": losses["box_loss"],
+                           "train/box_iou": ious.mean(), "train/loc_acc": localization_accuracy(logits.detach(), batch["label"], ious).mean()},
+                          batch_size)  # fmt: skip
         return losses["loss"]
 
     def _evaluate(self, stage: str, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -123,10 +123,9 @@ class SegmentationTask(CNNTask):
         logits = self(batch["image"])
         loss = self.loss(logits, batch["mask"])
         batch_size = len(logits)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
         valid = batch["mask"] != self.hparams.ignore_index
         pixel_acc = (logits.argmax(1) == batch["mask"])[valid].float().mean()
-        self.log("train/pixel_acc", pixel_acc, on_epoch=True, batch_size=batch_size)
+        self.log_training({"train/loss": loss, "train/pixel_acc": pixel_acc}, batch_size)
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
