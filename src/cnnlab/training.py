@@ -64,7 +64,8 @@ def train(cfg: DictConfig) -> float:
     datamodule = datamodule_from_config(cfg, task_class.labels)
     task = build_task(cfg, meta)
     callbacks = [instantiate(spec) for spec in cfg.callbacks.values() if spec is not None]
-    checkpoint = next((c for c in callbacks if isinstance(c, pl.callbacks.ModelCheckpoint)), None)
+    # best.ckpt's callback monitors a metric; last.ckpt's (monitor null) keeps the latest epoch
+    checkpoint = next((c for c in callbacks if isinstance(c, pl.callbacks.ModelCheckpoint) and c.monitor), None)
     resuming = cfg.resume or cfg.ckpt_path == "last"
     ckpt_path = _resume_checkpoint(job.output_dir) if resuming else cfg.ckpt_path
 
@@ -90,9 +91,9 @@ def train(cfg: DictConfig) -> float:
             "experiment_name": cfg.logger.experiment_name if run else None,
             "monitor": cfg.task.monitor,
             "mode": cfg.task.mode,
-            "best_score": _best_score(trainer, checkpoint, cfg.task.monitor),
+            "best_score": _best_score(trainer, cfg.task.monitor, cfg.task.mode),
             "best_checkpoint": checkpoint.best_model_path if checkpoint else None,
-            "last_checkpoint": checkpoint.last_model_path if checkpoint else None,
+            "last_checkpoint": _existing(job.output_dir / "checkpoints" / "last.ckpt"),
             "prepared_dir": str(cfg.data.prepared_dir),
             "data_hash": meta["content_hash"],
             "epochs": trainer.current_epoch,
@@ -152,11 +153,17 @@ def _resume_checkpoint(output_dir: Path) -> str:
     return str(last)
 
 
-def _best_score(trainer, checkpoint, monitor: str) -> float:
-    score = checkpoint.best_model_score if checkpoint is not None else None
-    if score is None:
-        score = trainer.callback_metrics.get(monitor)
+def _best_score(trainer, monitor: str, mode: str) -> float:
+    """The best epoch value of task.monitor (what a sweep optimises), whichever checkpoint was kept."""
+    history = [row[monitor] for row in getattr(trainer.lightning_module, "epoch_history", []) if monitor in row]
+    if history:
+        return float(max(history) if mode == "max" else min(history))
+    score = trainer.callback_metrics.get(monitor)
     return float(score) if score is not None else math.nan
+
+
+def _existing(path: Path) -> Optional[str]:
+    return str(path) if path.is_file() else None
 
 
 def _write_outputs(cfg: DictConfig, output_dir: Path, summary: dict, trainer) -> None:

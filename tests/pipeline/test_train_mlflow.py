@@ -110,5 +110,15 @@ def test_outputs_for_dvc(trained):
     history = (out / "history.csv").read_text().splitlines()
     assert history[0].split(",")[0] == "epoch" and len(history) == 3
     assert (out / "checkpoints" / "best.ckpt").is_file() and (out / "checkpoints" / "last.ckpt").is_file()
+    import torch
+
+    # last.ckpt is the final epoch (resume continues from there); best.ckpt the lowest val/loss
+    assert torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 1
+    best = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    losses = [float(row.split(",")[history[0].split(",").index("val/loss")]) for row in history[1:]]
+    assert best["epoch"] == losses.index(min(losses))
+    record = json.loads((out / "run.json").read_text())
+    assert metrics["best/val/acc"] == pytest.approx(max(float(r.split(",")[history[0].split(",").index("val/acc")]) for r in history[1:]))
+    assert record["last_checkpoint"].endswith("last.ckpt")
     predictions = (out / "evaluation" / "plots" / "predictions.csv").read_text().splitlines()
     assert predictions[0] == "actual,predicted" and len(predictions) > 1
