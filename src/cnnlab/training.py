@@ -45,14 +45,16 @@ def train(cfg: DictConfig) -> float:
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
+    from cnnlab import slurm
     from cnnlab.data.datamodule import datamodule_from_config
     from cnnlab.data.prepare import ensure_prepared
     from cnnlab.data.prepared import label_kinds
     from cnnlab.tasks import build_task, check_data_labels, task_class_for
-    from cnnlab.tracking.run import finish_training_run, open_training_run
+    from cnnlab.tracking.run import finish_training_run, open_training_run, read_run_record
     from cnnlab.tracking.store import check_reachable, resolve_tracking_uri
 
     validate_config(cfg)
+    slurm.check_allocation(cfg.trainer)
     task_class = task_class_for(cfg)
     uri = resolve_tracking_uri(cfg.logger.tracking_uri) if cfg.logger.enabled else None
     if uri:
@@ -68,6 +70,14 @@ def train(cfg: DictConfig) -> float:
     checkpoint = next((c for c in callbacks if isinstance(c, pl.callbacks.ModelCheckpoint) and c.monitor), None)
     resuming = cfg.resume or cfg.ckpt_path == "last"
     ckpt_path = _resume_checkpoint(job.output_dir) if resuming else cfg.ckpt_path
+    if slurm.restarts() and read_run_record(job.output_dir).get("run_id"):
+        # requeued by SLURM (pre-emption, Lightning's requeue on SIGUSR1): the same run, from the last
+        # complete epoch, so the result equals an uninterrupted run's. Lightning's mid-epoch hpc_ckpt
+        # is not exact with these loaders; it is used only when no epoch completed (ckpt_path None).
+        resuming = True
+        last = job.output_dir / "checkpoints" / "last.ckpt"
+        ckpt_path = str(last) if last.is_file() else None
+        log.info("SLURM job %s restart %d: resuming from %s", slurm.job_id(), slurm.restarts(), ckpt_path or "Lightning's hpc checkpoint")
 
     run = None
     rank_zero = pl.utilities.rank_zero_only.rank == 0
@@ -135,9 +145,12 @@ def _stop_on_sigterm():
 
 def _trainer_arguments(cfg: DictConfig, job: HydraJob) -> dict:
     arguments = OmegaConf.to_container(cfg.trainer, resolve=True)
-    if job.sweep_dir is not None and arguments.get("strategy") == "ddp":
+    from cnnlab import slurm
+
+    if job.sweep_dir is not None and arguments.get("strategy") == "ddp" and not slurm.manages_tasks():
         # Lightning's ddp relaunches the script with its argv: inside a multirun that would start
-        # the whole sweep again in every rank. Spawned ranks run this job only.
+        # the whole sweep again in every rank. Spawned ranks run this job only. Under SLURM, srun
+        # started every rank already (hydra/launcher=slurm with tasks_per_node > 1).
         log.info("multirun job: trainer.strategy ddp -> ddp_spawn")
         arguments["strategy"] = "ddp_spawn"
     return arguments

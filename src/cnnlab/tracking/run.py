@@ -53,6 +53,7 @@ class TrackedRun:
         self.uri, self.run_id = uri, run_id
         self._client = client(uri)
         self.outbox = None  # a MetricOutbox while Lightning logs into this run
+        self.files_at_end: Optional[Callable[[], list[Path]]] = None  # logs to attach however the run ends (a SLURM job's)
 
     # ---- opening ------------------------------------------------------------------------------
     @classmethod
@@ -135,6 +136,11 @@ class TrackedRun:
 
     # ---- ending -------------------------------------------------------------------------------
     def end(self, status: str = "FINISHED") -> None:
+        for path in self.files_at_end() if self.files_at_end else []:
+            try:  # as far as they got: a log file is still being written while its job runs
+                self.log_artifact(path, "slurm")
+            except Exception as err:
+                log.warning("could not attach %s to run %s: %s", path, self.run_id, err)
         if redact(self.uri) == self.uri:
             with_retry(lambda: self._client.set_terminated(self.run_id, status=status), what="end run")
             return
@@ -296,11 +302,14 @@ def open_training_run(cfg, uri: str, meta: dict, output_dir: Path, sweep_dir: Op
     """
     from omegaconf import OmegaConf
 
+    from cnnlab import slurm
+
     if resuming:
         run_id = read_run_record(output_dir).get("run_id")
         if not run_id:
             raise FileNotFoundError(f"resume=true: {output_dir / RUN_RECORD} names no MLflow run to continue")
         run = TrackedRun.reopen(uri, run_id)
+        run.set_tags(slurm.tags())  # a requeued job: its restart count
     else:
         tags = {
             "cnnlab.task": cfg.task.name,
@@ -309,6 +318,7 @@ def open_training_run(cfg, uri: str, meta: dict, output_dir: Path, sweep_dir: Op
             "cnnlab.data_hash": meta["content_hash"],
             "cnnlab.overrides": " ".join(overrides),
             "cnnlab.output_dir": str(output_dir),
+            **slurm.tags(),
             **dict(cfg.logger.get("tags") or {}),
         }
         parent = find_parent_run(sweep_dir) if sweep_dir else None
@@ -316,6 +326,7 @@ def open_training_run(cfg, uri: str, meta: dict, output_dir: Path, sweep_dir: Op
         with run.failed_on_error():
             run.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
             run.log_environment(output_dir)
+    run.files_at_end = slurm.log_files
     write_run_record(output_dir, {"run_id": run.run_id, "tracking_uri": uri, "status": "running"})
     log.info("MLflow run %s in %s", run.run_id, redact(uri))
     return run
