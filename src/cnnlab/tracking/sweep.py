@@ -15,7 +15,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from cnnlab.tracking.run import PARENT_RUN_FILE, TrackedRun
-from cnnlab.tracking.store import client, redact, resolve_tracking_uri, with_retry
+from cnnlab.tracking.store import check_reachable, client, redact, resolve_tracking_uri, with_retry
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ class MLflowSweepCallback(Callback):
         if not config.logger.enabled:
             return
         uri = resolve_tracking_uri(config.logger.tracking_uri)
+        check_reachable(uri)  # before any job is launched or submitted: not minutes of retries
         sweep_dir = Path(config.hydra.sweep.dir)
         overrides = list(config.hydra.overrides.task)
         # the sweeper's own settings (an Optuna seed, trial count) are Hydra overrides: kept for cnnlab-rerun
