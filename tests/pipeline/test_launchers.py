@@ -17,7 +17,8 @@ def _compose(*overrides: str):
 def test_slurm_launcher_has_what_a_cluster_user_sets():
     cfg = _compose("hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4")
     launcher = cfg.hydra.launcher
-    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    # submitit's SLURM launcher, with SLURM's refusals as one line (src/hydra_plugins/cnnlab_slurm)
+    assert launcher._target_ == "hydra_plugins.cnnlab_slurm.slurm_launcher.SlurmLauncher"
     assert (launcher.partition, launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node) == ("gpu", 1, 4, 4)
     assert launcher.timeout_min == 240 and launcher.cpus_per_task == 8 and launcher.mem_gb == 64
     assert launcher.tasks_per_node == cfg.trainer.devices  # one SLURM task per DDP rank
@@ -36,3 +37,17 @@ def test_optuna_search_space_and_direction():
 def test_joblib_launcher_composes():
     cfg = _compose("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
     assert cfg.hydra.launcher.n_jobs == 2
+
+
+def test_optuna_sweeper_composes_with_the_slurm_launcher():
+    cfg = _compose("hparams_search=optuna", "hydra/launcher=slurm", "hydra.launcher.partition=test", "hydra.sweeper.n_jobs=4")
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.sweeper.n_jobs == 4
+    assert cfg.hydra.launcher._target_.endswith("cnnlab_slurm.slurm_launcher.SlurmLauncher") and cfg.hydra.launcher.partition == "test"
+
+
+def test_slurm_launcher_is_a_hydra_launcher_plugin():
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.launcher import Launcher
+    from hydra_plugins.cnnlab_slurm.slurm_launcher import SlurmLauncher
+
+    assert SlurmLauncher in Plugins.instance().discover(Launcher)

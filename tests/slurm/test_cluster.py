@@ -156,10 +156,12 @@ def test_time_limit_without_requeue_ends_the_run_killed(slurm, project, tracking
 
 
 # ---- what a scheduler refuses -------------------------------------------------------------------
-def _no_run_left_running(tracking_uri: str) -> None:
+def _no_run_left_running(tracking_uri: str, sweep_dir: Path) -> None:
+    """No run of this sweep (its parent, its children) is RUNNING."""
     client = MlflowClient(tracking_uri)
-    running = client.search_runs([e.experiment_id for e in client.search_experiments()], filter_string="attributes.status = 'RUNNING'")
-    assert not running, [r.info.run_name for r in running]
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], filter_string="attributes.status = 'RUNNING'")
+    ours = [r for r in runs if str(sweep_dir) in (r.data.tags.get("cnnlab.sweep_dir", ""), str(Path(r.data.tags.get("cnnlab.output_dir", "/")).parent))]
+    assert not ours, [r.info.run_name for r in ours]
 
 
 def test_a_sweep_slurm_refuses_is_one_line_and_a_failed_parent(slurm, project, tracking_uri):
@@ -171,7 +173,7 @@ def test_a_sweep_slurm_refuses_is_one_line_and_a_failed_parent(slurm, project, t
     assert "invalid partition specified: nope" in done.stderr and "Traceback" not in done.stderr
     parent, children = _sweep_runs(MlflowClient(tracking_uri), sweep_dir)
     assert parent.info.status == "FAILED" and children == []
-    _no_run_left_running(tracking_uri)
+    _no_run_left_running(tracking_uri, sweep_dir)
 
 
 def test_more_tasks_than_the_allocation_has_is_slurms_error_and_no_run(slurm, project, tracking_uri):
@@ -209,4 +211,4 @@ def test_a_tracking_uri_the_jobs_cannot_reach_fails_them_fast_naming_it(slurm, p
     assert re.search(r"SLURM job \d+ \(task 0\) ended FAILED without a result: error: the MLflow tracking server at "
                      r"http://127.0.0.1:9 does not answer .* \(log: \S+_0_log.err\)", said), said[-3000:]
     assert "Traceback" not in done.stderr.split("MLflowSweepCallback")[-1]
-    _no_run_left_running(tracking_uri)
+    _no_run_left_running(tracking_uri, sweep_dir)
