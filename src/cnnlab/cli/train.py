@@ -20,6 +20,8 @@ examples:
   cnnlab-train model=simple_cnn data=digits data.image_size=28 trainer.max_epochs=5
   cnnlab-train -m model=lenet5,simple_cnn optimizer.lr=0.01,0.001   # one parent run, a child per job
   cnnlab-train debug=fast logger=none                                # a quick smoke run
+  cnnlab-train -m hydra/launcher=slurm hydra.launcher.partition=gpu optimizer.lr=0.01,0.001   # SLURM job array
+  srun cnnlab-train trainer=ddp trainer.devices=2 hydra.run.dir=outputs/slurm-$SLURM_JOB_ID   # in an sbatch script
 """
 
 register_configs()
