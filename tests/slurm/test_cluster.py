@@ -169,7 +169,7 @@ def test_a_sweep_slurm_refuses_is_one_line_and_a_failed_parent(slurm, project, t
     done = _train_multirun(slurm, project, *LAUNCHER, "hydra.launcher.partition=nope", "optimizer.lr=0.01,0.003", *QUICK,
                            f"hydra.sweep.dir={sweep_dir}")  # fmt: skip
     assert done.returncode == 1
-    assert "SLURM refused the sweep's jobs (hydra.launcher: partition=nope, nodes=1, tasks_per_node=1" in done.stderr
+    assert "SLURM refused the sweep's jobs (hydra.launcher: partition=nope, account=None, nodes=1, tasks_per_node=1" in done.stderr
     assert "invalid partition specified: nope" in done.stderr and "Traceback" not in done.stderr
     parent, children = _sweep_runs(MlflowClient(tracking_uri), sweep_dir)
     assert parent.info.status == "FAILED" and children == []

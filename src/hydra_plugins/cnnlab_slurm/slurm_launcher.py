@@ -8,7 +8,6 @@ ended (its state and the error it printed) and where its logs are.
 from __future__ import annotations
 
 import re
-
 from typing import Sequence
 
 from hydra.core.utils import JobReturn
@@ -30,7 +29,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
             text = str(err)
             if "sbatch: error" in text:
                 asked = ", ".join(f"{key}={self.params.get(key)}" for key in
-                                  ("partition", "nodes", "tasks_per_node", "cpus_per_task", "gpus_per_node", "mem_gb", "timeout_min"))  # fmt: skip
+                                  ("partition", "account", "nodes", "tasks_per_node", "cpus_per_task", "gpus_per_node", "mem_gb", "timeout_min"))  # fmt: skip
                 reason = " ".join(line.strip() for line in text.splitlines() if "error" in line)
                 raise SlurmJobError(f"SLURM refused the sweep's jobs (hydra.launcher: {asked}): {reason}") from None
             # "Job <id> (task: n) with path <dir>/<id>_<n>_result.pkl\nhas not produced any output (state: FAILED)
