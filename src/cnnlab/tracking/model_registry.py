@@ -136,11 +136,22 @@ def log_model(
     example_array = example.numpy()
     signature = infer_signature(example_array, output.numpy())  # batch dimension -1: any batch size
 
+    mlflow_client = tracking_client(uri)
+    run = with_retry(lambda: mlflow_client.get_run(run_id), what="get run")
+    tags = {"cnnlab.task": metadata["task"], "cnnlab.model": metadata["model"]}
     with use_tracking_uri(uri):
+        # MLflow 3 files a LoggedModel under the *active* experiment (the Default one, artifacts in
+        # ./mlruns of the cwd) unless it exists already: create it in the run's experiment first
+        logged = with_retry(
+            lambda: mlflow.initialize_logged_model(name=MODEL_NAME, source_run_id=run_id, tags=tags,
+                                                   params=run.data.params, experiment_id=run.info.experiment_id),
+            what="create logged model",
+        )  # fmt: skip
         info = with_retry(
             lambda: mlflow.pytorch.log_model(
                 network,
                 name=MODEL_NAME,
+                model_id=logged.model_id,
                 run_id=run_id,
                 serialization_format=SERIALIZATION_FORMAT,
                 signature=signature,
@@ -148,7 +159,6 @@ def log_model(
                 metadata={METADATA_KEY: metadata},
                 # the pt2 graph needs torch alone; naming it skips MLflow's slow requirement inference
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-                tags={"cnnlab.task": metadata["task"], "cnnlab.model": metadata["model"]},
             ),
             what="log model",
         )

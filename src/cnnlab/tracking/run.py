@@ -125,6 +125,17 @@ class TrackedRun:
     def log_artifact(self, path: Path, artifact_path: Optional[str] = None) -> None:
         with_retry(lambda: self._client.log_artifact(self.run_id, str(path), artifact_path), what="log artifact")
 
+    def log_dataset(self, prepared_dir: Path, meta: dict, context: str, splits: tuple[str, ...] = ("train", "val", "test")) -> None:
+        """The prepared data in `prepared_dir` as this run's dataset input, with context "training" or "evaluation"."""
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        from cnnlab.tracking.datasets import prepared_dataset
+
+        dataset = prepared_dataset(prepared_dir, meta, splits)._to_mlflow_entity()
+        inputs = [DatasetInput(dataset, [InputTag(MLFLOW_DATASET_CONTEXT, context)])]
+        with_retry(lambda: self._client.log_inputs(self.run_id, datasets=inputs), what="log dataset input")
+
     def log_environment(self, directory: Path) -> None:
         """environment.json (every installed package, the env tags, thread settings) as an artifact."""
         from cnnlab.tracking.environment import environment_record
@@ -325,6 +336,7 @@ def open_training_run(cfg, uri: str, meta: dict, output_dir: Path, sweep_dir: Op
         run = TrackedRun.start(uri, cfg.logger.experiment_name, training_run_name(cfg, job_num), tags, parent)
         with run.failed_on_error():
             run.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+            run.log_dataset(Path(cfg.data.prepared_dir), meta, "training")
             run.log_environment(output_dir)
     run.files_at_end = slurm.log_files
     write_run_record(output_dir, {"run_id": run.run_id, "tracking_uri": uri, "status": "running"})
@@ -419,6 +431,9 @@ def log_evaluation(cfg, run_info: dict, metrics: dict[str, float], files: list[P
                                {"cnnlab.role": "evaluate", "cnnlab.train_run_id": run_info.get("run_id") or "unknown"})  # fmt: skip
         run.end()
     run.log_metrics(metrics)
+    prepared_dir = Path(run_info.get("prepared_dir") or "")
+    if (prepared_dir / "meta.json").is_file():
+        run.log_dataset(prepared_dir, json.loads((prepared_dir / "meta.json").read_text()), "evaluation", splits=("test",))
     if cfg.evaluate.checkpoint == "best":  # the registered model is the best checkpoint
         from cnnlab.tracking.model_registry import held_out_metric, promote_run_model
 

@@ -106,11 +106,22 @@ def with_retry(action: Callable[[], T], attempts: int = 8, what: str = "MLflow c
     raise AssertionError("unreachable")
 
 
+# MLflow 3's UI opens an experiment on its GenAI pages (traces, prompts) unless this tag says it
+# holds model training; the value is the UI's own (ExperimentKind.CUSTOM_MODEL_DEVELOPMENT)
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_EXPERIMENT_KIND = "custom_model_development"
+
+
 def get_or_create_experiment(uri: str, name: str) -> str:
-    """Experiment id by name; new experiments on the embedded store keep artifacts beside mlflow.db."""
+    """Experiment id by name; new experiments on the embedded store keep artifacts beside mlflow.db.
+
+    The experiments cnnlab uses declare their kind (model training), so the UI opens on their runs;
+    a kind set by hand is kept."""
     mlflow_client = client(uri)
     experiment = with_retry(lambda: mlflow_client.get_experiment_by_name(name))
     if experiment is not None:
+        if EXPERIMENT_KIND_TAG not in experiment.tags:  # made by an older cnnlab or by hand
+            with_retry(lambda: mlflow_client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT_KIND))
         return experiment.experiment_id
     artifact_location = None
     if uri.startswith("sqlite:") and "MLFLOW_ARTIFACT_ROOT" not in os.environ:
@@ -120,7 +131,8 @@ def get_or_create_experiment(uri: str, name: str) -> str:
     elif root := os.environ.get("MLFLOW_ARTIFACT_ROOT"):
         artifact_location = root
     try:
-        return with_retry(lambda: mlflow_client.create_experiment(name, artifact_location=artifact_location))
+        return with_retry(lambda: mlflow_client.create_experiment(name, artifact_location=artifact_location,
+                                                                  tags={EXPERIMENT_KIND_TAG: TRAINING_EXPERIMENT_KIND}))  # fmt: skip
     except Exception as err:  # another job created it first
         if "already exists" not in str(err).lower():
             raise
