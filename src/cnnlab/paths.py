@@ -28,10 +28,24 @@ def config_dir() -> Path:
     return project_root() / "conf"
 
 
+def store_root() -> Path:
+    """Where the embedded MLflow store lives: $CNNLAB_ROOT, else $DVC_ROOT, else the project root.
+
+    DVC runs queued and temporary experiments (`dvc exp run --queue` / `--temp`) in a copy under
+    .dvc/tmp/exps/ that it deletes afterwards, and names the original repository in $DVC_ROOT:
+    their runs must land in that repository's store, not the copy's.
+    """
+    if os.environ.get("CNNLAB_ROOT"):
+        return project_root()
+    if env := os.environ.get("DVC_ROOT"):
+        return Path(env).resolve()
+    return project_root()
+
+
 def default_tracking_uri() -> str:
-    """The embedded MLflow store: a SQLite file at the project root, as an absolute URI.
+    """The embedded MLflow store: a SQLite file at the store root (see `store_root`), as an absolute URI.
 
     Absolute so that Hydra run dirs, DVC workspaces and DDP ranks all reach the same file; the
     busy timeout lets parallel sweep jobs wait for the write lock instead of failing.
     """
-    return f"sqlite:///{project_root() / 'mlflow.db'}?timeout=60"
+    return f"sqlite:///{store_root() / 'mlflow.db'}?timeout=60"

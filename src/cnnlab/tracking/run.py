@@ -73,6 +73,9 @@ class TrackedRun:
         }
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
+        if os.environ.get("DVC_EXP_NAME"):  # a DVC experiment: `dvc exp show` lists it by this name
+            all_tags["cnnlab.dvc_experiment"] = os.environ["DVC_EXP_NAME"]
+            all_tags["cnnlab.dvc_baseline_rev"] = os.environ.get("DVC_EXP_BASELINE_REV", "unknown")
         if os.environ.get(RERUN_OF_ENV):  # cnnlab-rerun of a sweep: its new parent and children say what they re-run
             all_tags.setdefault("cnnlab.rerun_of", os.environ[RERUN_OF_ENV])
         all_tags = {key: redact(str(value)) for key, value in all_tags.items()}
@@ -289,9 +292,11 @@ def read_run_record(directory: Path) -> dict:
 
 # ---- training -----------------------------------------------------------------------------------
 def training_run_name(cfg, job_num: Optional[int]) -> str:
-    """logger.run_name, else <model>-<data>[-<job number in a sweep>]."""
+    """logger.run_name, else the DVC experiment's name, else <model>-<data>[-<job number in a sweep>]."""
     if cfg.logger.get("run_name"):
         return cfg.logger.run_name
+    if os.environ.get("DVC_EXP_NAME") and job_num is None:
+        return os.environ["DVC_EXP_NAME"]
     name = f"{cfg.model.name}-{cfg.data.name}"
     return name if job_num is None else f"{name}-{job_num}"
 
