@@ -2,6 +2,7 @@
 #   make run    the DVC pipeline (prepare -> train -> evaluate) on the embedded defaults of params.yaml
 #   make test   the test suite without the end-to-end runs (minutes); make test-slow: those; CI runs both
 #   make ui     the MLflow UI on 127.0.0.1 over the project's store
+#   make server the team's MLflow server: PostgreSQL + S3-compatible storage, settings from $(ENV_FILE)
 #   make bench  the benchmarks of benchmarks/ (figures go to benchmarks/RESULTS.md by hand)
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,13 +10,15 @@ BIN := $(VENV)/bin
 # .ci/constraints.txt pins every package to the versions tested here; torch==2.13.0 is the CPU wheel.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml .ci/constraints.txt | cksum | cut -d' ' -f1)
 PORT ?= 5000
+HOST ?= 127.0.0.1
+ENV_FILE ?= docker/.env
 EXTRAS ?= test
 # two workers, one test file each, the files of slow end-to-end tests first (tests/conftest.py):
 # most tests wait on a cnnlab CLI start-up or a training run, single-threaded
 PYTEST_ARGS ?= -n 2 --dist loadfile
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run test test-slow ui bench clean
+.PHONY: setup run test test-slow ui server bench clean
 
 setup: $(STAMP)
 
@@ -36,6 +39,10 @@ test-slow: setup
 
 ui: setup
 	mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port $(PORT)
+
+# settings: the environment, else $(ENV_FILE) (git-ignored; docker/.env.example lists them)
+server: setup
+	$(BIN)/python -m cnnlab.tracking.server $(if $(wildcard $(ENV_FILE)),--env-file $(ENV_FILE)) --host $(HOST) --port $(PORT)
 
 bench: setup
 	$(BIN)/python benchmarks/pipeline.py

@@ -43,31 +43,34 @@ def test_build_context_leaves_out_history_stores_data_outputs_and_secrets():
     assert {".git", ".venv", "mlruns", "mlflow.db", "mlartifacts", "data", "outputs", "multirun", "artifacts", ".env"} <= ignored
 
 
-def test_compose_reads_the_database_password_from_an_uncommitted_env_file():
+def test_compose_reads_the_passwords_from_an_uncommitted_env_file():
     text = (REPO / "docker" / "compose.yaml").read_text()
     example = (REPO / "docker" / ".env.example").read_text()
     values = dict(line.split("=", 1) for line in example.splitlines() if line and not line.startswith("#"))
-    assert set(values) == {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
-    for value in {values["POSTGRES_PASSWORD"], "mlflow:mlflow@"}:
+    from cnnlab.tracking.server import DEFAULTS, REQUIRED
+
+    assert set(REQUIRED) | set(DEFAULTS) | {"MLFLOW_S3_ENDPOINT_URL"} == set(values)  # every setting `make server` reads
+    for value in {values["POSTGRES_PASSWORD"], values["AWS_SECRET_ACCESS_KEY"], "mlflow:mlflow@"}:
         assert value not in text  # no password in the committed file
     assert "docker/.env" in (REPO / ".gitignore").read_text().split()
     services = yaml.safe_load(text)["services"]
-    assert services["postgres"]["env_file"] == ".env"
-    store = services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
-    assert store.startswith("postgresql+psycopg2://${POSTGRES_USER:?") and "${POSTGRES_PASSWORD:?" in store
-    assert "--backend-store-uri" not in services["mlflow"]["command"]  # not on the server's command line
+    assert services["postgres"]["env_file"] == ".env" and services["mlflow"]["env_file"] == ".env"
+    assert services["minio"]["environment"]["MINIO_ROOT_PASSWORD"] == "${AWS_SECRET_ACCESS_KEY:?set it in docker/.env}"
 
 
-def test_compose_runs_mlflow_on_postgres_and_the_trainer_logs_to_it():
+def test_compose_runs_what_make_server_runs_on_postgres_and_object_storage():
     compose = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())
     services = compose["services"]
-    assert set(services) == {"postgres", "mlflow", "train"}
-    assert "@postgres:5432/" in services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
-    assert services["mlflow"]["ports"] == ["127.0.0.1:5000:5000"]
-    assert services["mlflow"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert set(services) == {"postgres", "minio", "mlflow", "train"}
+    mlflow = services["mlflow"]
+    assert mlflow["command"][:3] == ["python", "-m", "cnnlab.tracking.server"]  # the launcher `make server` runs
+    assert "cnnlab.tracking.server" in (REPO / "Makefile").read_text()
+    assert mlflow["environment"] == {"POSTGRES_HOST": "postgres", "POSTGRES_PORT": "5432", "MLFLOW_S3_ENDPOINT_URL": "http://minio:9000"}
+    assert mlflow["ports"] == ["127.0.0.1:5000:5000"]
+    assert {name: dep["condition"] for name, dep in mlflow["depends_on"].items()} == {"postgres": "service_healthy", "minio": "service_healthy"}
     assert services["train"]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     for name in ("mlflow", "train"):
         build = services[name]["build"]
         assert (REPO / "docker" / build["context"] / build["dockerfile"]).resolve().is_file()
     pyproject = (REPO / "pyproject.toml").read_text()
-    assert 'server = ["psycopg2-binary' in pyproject  # the driver the server's URI names
+    assert 'server = ["psycopg2-binary' in pyproject and '"boto3' in pyproject and '"dvc-s3' in pyproject
