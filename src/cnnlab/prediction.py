@@ -301,3 +301,20 @@ def predict(model_uri: str, input_path: str | Path, output_dir: str | Path, trac
     if len(result.failed) == len(result.rows):
         raise ConfigError(f"none of the {len(result.rows)} input files could be read (see the error column of {result.csv_path})")
     return result
+
+
+def serving_request(model_uri: str, input_path: str | Path, tracking_uri: Optional[str] = None) -> dict:
+    """The JSON body for `mlflow models serve`'s /invocations that asks what cnnlab-predict would for
+    the images at `input_path`: {"inputs": N x C x S x S}, read, resized and normalised the same way."""
+    from cnnlab.tracking.store import resolve_tracking_uri
+
+    with open_model(str(model_uri), resolve_tracking_uri(tracking_uri)) as model:
+        _, files = list_images(input_path, model.reader.suffixes, model.reader.kind)
+        return {"inputs": [preprocess(read_image(path, model), model, path.name).tolist() for path in files]}
+
+
+if __name__ == "__main__":  # python -m cnnlab.prediction <model_uri> <input> > request.json
+    import json
+    import sys
+
+    json.dump(serving_request(sys.argv[1], sys.argv[2]), sys.stdout)

@@ -161,6 +161,12 @@ def test_dvc_remote_in_the_same_storage_restores_byte_identical_data(team, tmp_p
         assert done.returncode == 0, done.stderr[-3000:]
     prepared = root / "data/prepared/digits-32"
     before = {p.name: p.read_bytes() for p in prepared.iterdir()}
+    # a remote whose bucket does not exist: a clear failure, nothing lost locally
+    for args in (("remote", "add", "nowhere", "s3://no-such-bucket/dvc"), ("remote", "modify", "nowhere", "endpointurl", s3.url)):
+        assert dvc(*args).returncode == 0
+    failed = dvc("push", "-r", "nowhere")
+    assert failed.returncode != 0 and "The specified bucket does not exist" in failed.stderr, failed.stderr[-2000:]  # DVC's own words
+    assert {p.name: p.read_bytes() for p in prepared.iterdir()} == before
     assert any(o["Key"].startswith("dvc/") for o in s3.client().list_objects_v2(Bucket=BUCKET)["Contents"])
     shutil.rmtree(prepared)
     shutil.rmtree(root / ".dvc/cache")
@@ -192,3 +198,40 @@ def test_wrong_database_credentials_or_a_missing_bucket_stop_the_server_with_one
     assert done.returncode == 2 and time.time() - started < 30, stdout + stderr
     assert expected in stderr and stderr.startswith("make server: ") and len(stderr.strip().splitlines()) == 1
     assert "wrong-password-3c1" not in stderr and team["pg"].password not in stderr
+
+
+def test_mlflow_models_serve_answers_like_cnnlab_predict(team, logged, tmp_path):
+    """The champion behind MLflow's own REST server, for anyone without cnnlab installed (README: "Serving")."""
+    import urllib.request
+
+    prepared = Path(json.loads((logged["out"] / "run.json").read_text())["prepared_dir"])
+    images, test_split = np.load(prepared / "images.npy")[..., 0], np.load(prepared / "splits.npz")["test"]
+    inputs = tmp_path / "scans"
+    inputs.mkdir()
+    for index in test_split[:4]:
+        Image.fromarray(images[index]).save(inputs / f"{index:04d}.png")
+    done = call_in_process("cnnlab-predict", [f"model_uri={CHAMPION}", f"input={inputs}", f"output_dir={tmp_path / 'out'}"],
+                           logged["root"], MLFLOW_TRACKING_URI=team["url"])  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = list(csv.DictReader(open(tmp_path / "out" / "predictions.csv")))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "CNNLAB_"))}
+    env.update(MLFLOW_TRACKING_URI=team["url"], PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+    request = subprocess.run([sys.executable, "-m", "cnnlab.prediction", CHAMPION, str(inputs)], env=env, cwd=tmp_path,
+                             capture_output=True, timeout=300, check=True).stdout  # what the README pipes to curl
+    port = free_port()
+    server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", CHAMPION, "--env-manager", "local", "-h", "127.0.0.1",
+                               "-p", str(port), "-w", "1"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for("mlflow models serve", lambda: answers(f"{url}/ping"), server, timeout=180)
+        post = urllib.request.Request(f"{url}/invocations", data=request, headers={"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(post, timeout=60).read())
+    finally:
+        stop_process(server)
+    probabilities = np.asarray(answer["predictions"])
+    assert probabilities.shape == (4, 10)
+    classes = [str(d) for d in range(10)]
+    for row, served in zip(rows, probabilities):
+        assert row["label"] == classes[int(served.argmax())]
+        assert float(row["score"]) == pytest.approx(float(served.max()), abs=1e-4)
