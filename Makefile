@@ -38,7 +38,7 @@ test-slow: setup
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 ui: setup
-	mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port $(PORT)
+	$(BIN)/python -m cnnlab.tracking.ui --host 127.0.0.1 --port $(PORT)   # prints the links to each experiment's training runs
 
 # settings: the environment, else $(ENV_FILE) (git-ignored; docker/.env.example lists them)
 server: setup
