@@ -18,7 +18,10 @@ Overrides are Hydra's: group=option picks a config file, key=value sets a value,
 (comma-separated values, or hparams_search=optuna). Append --cfg job to print the composed config,
 --info defaults to see what was picked, --hydra-help for Hydra's own flags.
 
-MLflow store: $MLFLOW_TRACKING_URI, else sqlite:///<project root>/mlflow.db (`make ui` browses it).
+MLflow store: $MLFLOW_TRACKING_URI, else sqlite:///<project root>/mlflow.db (`make ui` browses it;
+DVC's queued and --temp experiments use the original repository's, from $DVC_ROOT). A team server:
+`make server` (README: "Working as a team"). Under dvc repro / dvc exp run, params.yaml's knobs must
+agree with the `experiment` recipe it names; its `overrides` win over both.
 """
 
 
