@@ -98,21 +98,23 @@ class S3Server:
 
     access_key, secret_key = "team-key", "s3-secret-91bd"
 
-    def __init__(self):
+    def __init__(self, enforce_access_after: int | None = None):
+        """With `enforce_access_after`: moto checks IAM permissions from that many requests on (the set-up's)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
+        self.env = {**os.environ, **({"INITIAL_NO_AUTH_ACTION_COUNT": str(enforce_access_after)} if enforce_access_after else {})}
 
     def start(self) -> "S3Server":
-        self.process = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+        self.process = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)], env=self.env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         wait_for("moto_server", lambda: answers(self.url), self.process)
         return self
 
-    def client(self):
+    def client(self, service: str = "s3"):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.url, aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key,
+        return boto3.client(service, endpoint_url=self.url, aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key,
                             region_name="us-east-1")  # fmt: skip
 
     def stop(self) -> None:

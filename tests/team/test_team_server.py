@@ -176,6 +176,40 @@ def test_dvc_remote_in_the_same_storage_restores_byte_identical_data(team, tmp_p
     assert s3.secret_key not in (root / ".dvc/config").read_text()  # credentials stay in the environment
 
 
+def test_a_read_only_dvc_remote_fails_the_push_clearly_and_keeps_local_data(tmp_path):
+    """A team member whose storage keys may read but not write: `dvc push` says so, nothing local is lost."""
+    from tests.conftest import dvc_project
+
+    s3 = S3Server(enforce_access_after=5).start()  # its start-up check and the 4 set-up requests below, then IAM decides
+    try:
+        s3.client().create_bucket(Bucket="readonly-remote")
+        iam = s3.client("iam")
+        iam.create_user(UserName="reader")
+        read_only = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}]}
+        iam.put_user_policy(UserName="reader", PolicyName="read-only", PolicyDocument=json.dumps(read_only))
+        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        root = dvc_project(tmp_path / "repo", lambda params: None)
+        env = {**cli_env(root), "DVC_NO_ANALYTICS": "1", "AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+
+        def dvc(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([str(BIN / "dvc"), *args], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+
+        for args in (("remote", "add", "-d", "team", "s3://readonly-remote/dvc"), ("remote", "modify", "team", "endpointurl", s3.url),
+                     ("repro", "prepare")):  # fmt: skip
+            done = dvc(*args)
+            assert done.returncode == 0, done.stderr[-3000:]
+        prepared = root / "data/prepared/digits-32"
+        before = {p.name: p.read_bytes() for p in prepared.iterdir()}
+        started = time.time()
+        failed = dvc("push")
+        assert failed.returncode != 0 and time.time() - started < 120
+        assert "Access Denied" in failed.stderr or "AccessDenied" in failed.stderr, failed.stderr[-2000:]
+        assert {p.name: p.read_bytes() for p in prepared.iterdir()} == before
+        assert dvc("status", "--cloud").returncode == 0  # reading the remote still works: it lists what is missing there
+    finally:
+        s3.stop()
+
+
 def test_a_server_that_does_not_answer_fails_in_seconds_naming_it(tmp_path):
     root = copy_project(tmp_path / "proj")
     dead = f"http://127.0.0.1:{free_port()}"
