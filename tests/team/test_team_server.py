@@ -117,13 +117,18 @@ def test_runs_land_in_postgres_and_artifacts_in_the_bucket(team, logged):
     assert not (logged["root"] / "mlruns").exists() and not (logged["root"] / "mlflow.db").exists()  # nothing local
 
 
-def test_champion_is_served_from_the_team_registry(team, logged, tmp_path):
+def scans_of_test_split(logged, directory: Path, count: int) -> Path:
+    """The first `count` test images of the trained run's prepared data, as PNG files in `directory`."""
     prepared = Path(json.loads((logged["out"] / "run.json").read_text())["prepared_dir"])
     images, test_split = np.load(prepared / "images.npy")[..., 0], np.load(prepared / "splits.npz")["test"]
-    inputs = tmp_path / "scans"
-    inputs.mkdir()
-    for index in test_split[:3]:
-        Image.fromarray(images[index]).save(inputs / f"{index}.png")
+    directory.mkdir()
+    for index in test_split[:count]:
+        Image.fromarray(images[index]).save(directory / f"{index:04d}.png")
+    return directory
+
+
+def test_champion_is_served_from_the_team_registry(team, logged, tmp_path):
+    inputs = scans_of_test_split(logged, tmp_path / "scans", 3)
     out = tmp_path / "predictions"
     done = call_in_process("cnnlab-predict", [f"model_uri={CHAMPION}", f"input={inputs}", f"output_dir={out}"], logged["root"],
                            MLFLOW_TRACKING_URI=team["url"])  # fmt: skip
@@ -238,12 +243,7 @@ def test_mlflow_models_serve_answers_like_cnnlab_predict(team, logged, tmp_path)
     """The champion behind MLflow's own REST server, for anyone without cnnlab installed (README: "Serving")."""
     import urllib.request
 
-    prepared = Path(json.loads((logged["out"] / "run.json").read_text())["prepared_dir"])
-    images, test_split = np.load(prepared / "images.npy")[..., 0], np.load(prepared / "splits.npz")["test"]
-    inputs = tmp_path / "scans"
-    inputs.mkdir()
-    for index in test_split[:4]:
-        Image.fromarray(images[index]).save(inputs / f"{index:04d}.png")
+    inputs = scans_of_test_split(logged, tmp_path / "scans", 4)
     done = call_in_process("cnnlab-predict", [f"model_uri={CHAMPION}", f"input={inputs}", f"output_dir={tmp_path / 'out'}"],
                            logged["root"], MLFLOW_TRACKING_URI=team["url"])  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
