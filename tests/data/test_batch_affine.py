@@ -68,7 +68,7 @@ def test_mixed_pipeline_runs_in_config_order_and_like_a_compose():
     assert tuple(tensor.shape) == (3, 32, 32)
 
 
-@pytest.mark.parametrize("bad", [{"rotate": "ten"}, {"scale": [1, 2, 3]}, {"p": 1.5}])
+@pytest.mark.parametrize("bad", [{"rotate": "ten"}, {"scale": [1, 2, 3]}, {"p": 1.5}, {"border_mode": 4}])
 def test_bad_parameters_name_the_key(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         BatchAffine(**bad)

@@ -34,11 +34,13 @@ class BatchAffine:
     """
 
     def __init__(self, scale=(1.0, 1.0), translate_percent=(0.0, 0.0), rotate=(0.0, 0.0), shear=(0.0, 0.0),
-                 p: float = 0.5, fill: float = 0, fill_mask: float = 0):  # fmt: skip
+                 p: float = 0.5, fill: float = 0, fill_mask: float = 0, border_mode: int = cv2.BORDER_CONSTANT):  # fmt: skip
         self.scale, self.translate, self.rotate, self.shear = (_range(v, name) for v, name in
             ((scale, "scale"), (translate_percent, "translate_percent"), (rotate, "rotate"), (shear, "shear")))  # fmt: skip
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"BatchAffine: p={p} is not a probability in [0, 1]")
+        if border_mode != cv2.BORDER_CONSTANT:
+            raise ValueError(f"BatchAffine: border_mode={border_mode} is not supported; only {cv2.BORDER_CONSTANT} (constant `fill`)")
         self.p, self.fill, self.fill_mask = p, fill, fill_mask
         self.rng = np.random.default_rng()
 
