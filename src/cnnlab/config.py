@@ -26,7 +26,8 @@ CHOICES = {
     "task.mode": ("min", "max"),
     "scheduler.interval": ("step", "epoch"),
 }
-DATA_CHOICES = {"on_bad_sample": ("error", "skip"), "channels": (1, 3)}
+DATA_CHOICES = {"on_bad_sample": ("error", "skip"), "channels": (1, 3), "normalize": ("auto", "dataset")}
+FREEZE_MODES = ("none", "backbone")  # or a stage name, checked against the model when it is built
 DATA_MINIMUMS = {"image_size": 1, "batch_size": 1, "eval_batch_size": 1, "num_workers": 0, "max_image_pixels": 1}
 
 
@@ -49,6 +50,7 @@ class DataConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     split_seed: int = 0  # fixed apart from `seed` so a new training seed does not re-split the data
+    normalize: str = "auto"  # auto: the mean/std model.weights declare (else the data's); dataset: the data's own
     on_bad_sample: str = "error"  # error: stop at the first bad sample; skip: leave it out, listed
     max_image_pixels: int = 64_000_000  # larger images (decompression bombs) are bad samples, never decoded
     prepared_dir: str = MISSING
@@ -111,6 +113,16 @@ class LoggerConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """Freezing and fine-tuning (cnnlab.finetune); model.weights says what the network starts from."""
+
+    freeze: str = "none"  # none, backbone, or a stage name (stage1 ... stageN): frozen up to and including it
+    unfreeze_at_epoch: Optional[int] = None  # at this epoch the frozen part trains again; null: never
+    backbone_lr: Optional[float] = None  # the body's learning rate; null: optimizer.lr x backbone_lr_mult
+    backbone_lr_mult: float = 1.0
+
+
+@dataclass
 class PathsConfig:
     root: str = MISSING
     data_dir: str = MISSING
@@ -129,6 +141,7 @@ class CnnlabConfig:
     callbacks: Dict[str, Any] = field(default_factory=dict)
     logger: LoggerConfig = MISSING
     paths: PathsConfig = MISSING
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     seed: int = 42
     ckpt_path: Optional[str] = None  # start from this Lightning checkpoint ("last": resume, as resume=true)
     resume: bool = False  # continue the run in hydra.run.dir from checkpoints/last.ckpt, same MLflow run
@@ -187,6 +200,7 @@ def validate_config(cfg: DictConfig) -> None:
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f"; did you mean trainer.{close[0]}?" if close else f"; expected one of: {', '.join(known)}"
             raise ConfigError(f"trainer.{key} is not a Trainer setting cnnlab knows{hint}")
+    validate_transfer_config(cfg)
     trainer = cfg.trainer
     if trainer.max_epochs == 0 or trainer.max_epochs < -1:
         raise ConfigError(f"trainer.max_epochs={trainer.max_epochs} is not valid; expected at least 1 (or -1 with trainer.max_steps)")
@@ -241,3 +255,34 @@ def check_pipeline_against_recipe(experiment: Optional[str], overrides: list[str
             f"params.yaml selects experiment={experiment} but its knobs say otherwise: {'; '.join(clashes)}. "
             f"Set those knobs to the recipe's values, or list your values in params.yaml's `overrides` to overrule the recipe on purpose"
         )
+
+
+def validate_transfer_config(cfg: DictConfig) -> None:
+    """model.weights and finetune.*, as far as they can be checked without the model (stage names are checked when it is built)."""
+    weights = OmegaConf.select(cfg, "model.weights")
+    if weights is not None and (not isinstance(weights, str) or not weights.strip()):
+        raise ConfigError(f"model.weights={weights!r} is not valid; expected null, a file or directory path, "
+                          "runs:/<run id>/model, models:/<name>@<alias> or models:/<name>/<version>")  # fmt: skip
+    finetune = cfg.get("finetune")
+    if finetune is None:
+        return
+    freeze = finetune.freeze
+    if not (freeze in FREEZE_MODES or (isinstance(freeze, str) and freeze.startswith("stage"))):
+        raise ConfigError(f"finetune.freeze={freeze!r} is not valid; expected none, backbone or a stage name (stage1, stage2, ...)")
+    if finetune.unfreeze_at_epoch is not None and finetune.unfreeze_at_epoch < 0:
+        raise ConfigError(f"finetune.unfreeze_at_epoch={finetune.unfreeze_at_epoch} is not valid; expected an epoch >= 0 or null")
+    if finetune.backbone_lr is not None and not finetune.backbone_lr > 0:
+        raise ConfigError(f"finetune.backbone_lr={finetune.backbone_lr} is not valid; expected a learning rate > 0 or null")
+    if not finetune.backbone_lr_mult > 0:
+        raise ConfigError(f"finetune.backbone_lr_mult={finetune.backbone_lr_mult} is not valid; expected a factor > 0")
+
+
+def backbone_lr(cfg: DictConfig) -> Optional[float]:
+    """The body's learning rate when it differs from optimizer.lr (None: one rate for all)."""
+    finetune = cfg.get("finetune")
+    if finetune is None:
+        return None
+    if finetune.backbone_lr is not None:
+        return float(finetune.backbone_lr)
+    lr = OmegaConf.select(cfg, "optimizer.lr")
+    return float(lr) * finetune.backbone_lr_mult if finetune.backbone_lr_mult != 1.0 and lr is not None else None

@@ -29,7 +29,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     import pytorch_lightning as pl
     from hydra.utils import get_class
 
-    from cnnlab.data.datamodule import datamodule_from_config
+    from cnnlab.data.datamodule import datamodule_from_config, network_normalization
     from cnnlab.tracking.run import log_evaluation, read_run_record
 
     train_dir, output_dir = Path(cfg.evaluate.train_dir), Path(cfg.evaluate.output_dir)
@@ -42,7 +42,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     task_class = get_class(train_cfg.task.module._target_)
     task = task_class.load_from_checkpoint(checkpoint, map_location="cpu")
-    datamodule = datamodule_from_config(train_cfg, task_class.labels)
+    datamodule = datamodule_from_config(train_cfg, task_class.labels, normalization=network_normalization(task))
     if datamodule.meta["content_hash"] != run_info.get("data_hash", datamodule.meta["content_hash"]):
         raise ConfigError(
             f"the prepared data at {train_cfg.data.prepared_dir} changed since training "

@@ -42,6 +42,8 @@ class LoadedModel:
     uri: str
     network: Callable
     info: dict
+    run_id: Optional[str] = None  # the MLflow run that logged it
+    files: Optional[Path] = None  # the model's directory, while `open_model` is open
 
     @property
     def task(self) -> str:
@@ -108,7 +110,7 @@ def _registered_models(tracking_uri: str) -> str:
 
 
 @contextlib.contextmanager
-def open_model(model_uri: str, tracking_uri: str) -> Iterator[LoadedModel]:
+def open_model(model_uri: str, tracking_uri: str, key: str = "model_uri") -> Iterator[LoadedModel]:
     """Download and load a cnnlab model (models:/name@alias, models:/name/version, models:/<id>, or a local
     model directory); ConfigError naming the URI when it cannot be found or is not a cnnlab model."""
     import mlflow
@@ -128,18 +130,19 @@ def open_model(model_uri: str, tracking_uri: str) -> Iterator[LoadedModel]:
             except (MlflowException, OSError, ValueError) as err:
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise ConfigError(
-                    f"model_uri={model_uri!r} was not found in the MLflow store {tracking_uri} ({reason}). "
+                    f"{key}={model_uri!r} was not found in the MLflow store {tracking_uri} ({reason}). "
                     f"Registered models there: {_registered_models(tracking_uri)}"
                 ) from None
         if not (local / "MLmodel").is_file():
-            raise ConfigError(f"model_uri={model_uri!r} is not an MLflow model (no MLmodel file in it)")
-        info = (Model.load(str(local)).metadata or {}).get(METADATA_KEY)
+            raise ConfigError(f"{key}={model_uri!r} is not an MLflow model (no MLmodel file in it)")
+        mlmodel = Model.load(str(local))
+        info = (mlmodel.metadata or {}).get(METADATA_KEY)
         if not info:
             raise ConfigError(
-                f"model_uri={model_uri!r} is an MLflow model without cnnlab metadata; "
+                f"{key}={model_uri!r} is an MLflow model without cnnlab metadata; "
                 "log it with cnnlab.tracking.models.log_model (cnnlab-train does)"
             )
-        yield LoadedModel(uri=model_uri, network=load_network(local), info=info)
+        yield LoadedModel(uri=model_uri, network=load_network(local), info=info, run_id=mlmodel.run_id, files=local)
 
 
 # ---- the images -----------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def train(cfg: DictConfig) -> float:
     from hydra.utils import instantiate
 
     from cnnlab import slurm
-    from cnnlab.data.datamodule import datamodule_from_config
+    from cnnlab.data.datamodule import datamodule_from_config, network_normalization
     from cnnlab.data.prepare import ensure_prepared
     from cnnlab.data.prepared import label_kinds
     from cnnlab.tasks import build_task, check_data_labels, task_class_for
@@ -59,16 +59,21 @@ def train(cfg: DictConfig) -> float:
     uri = resolve_tracking_uri(cfg.logger.tracking_uri) if cfg.logger.enabled else None
     if uri:
         check_reachable(uri)  # in seconds, before any work: not minutes of retries after it
+    resuming = cfg.resume or cfg.ckpt_path == "last"
+    weights = _read_weights(cfg) if not resuming else None  # a bad source fails before prepare and before any run
     pl.seed_everything(cfg.seed, workers=True)
     job = HydraJob.current()
     meta = ensure_prepared(cfg.data)
     check_data_labels(cfg.data.tasks, label_kinds(meta), meta["source"], cfg.data.name)
-    datamodule = datamodule_from_config(cfg, task_class.labels)
+    normalization = weights.normalization(meta["channels"]) if weights and cfg.data.normalize == "auto" else None
+    if normalization:  # the inputs the weights were trained on: their mean and std, not this data's
+        meta = {**meta, "mean": normalization[0], "std": normalization[1]}
     task = build_task(cfg, meta)
-    callbacks = [instantiate(spec) for spec in cfg.callbacks.values() if spec is not None]
+    transfer_params, transfer_tags, finetuning = _transfer(cfg, task, weights)
+    datamodule = datamodule_from_config(cfg, task_class.labels, normalization=network_normalization(task))
+    callbacks = [instantiate(spec) for spec in cfg.callbacks.values() if spec is not None] + finetuning
     # best.ckpt's callback monitors a metric; last.ckpt's (monitor null) keeps the latest epoch
     checkpoint = next((c for c in callbacks if isinstance(c, pl.callbacks.ModelCheckpoint) and c.monitor), None)
-    resuming = cfg.resume or cfg.ckpt_path == "last"
     ckpt_path = _resume_checkpoint(job.output_dir) if resuming else cfg.ckpt_path
     if slurm.restarts() and read_run_record(job.output_dir).get("run_id"):
         # requeued by SLURM (pre-emption, Lightning's requeue on SIGUSR1): the same run, from the last
@@ -82,7 +87,8 @@ def train(cfg: DictConfig) -> float:
     run = None
     rank_zero = pl.utilities.rank_zero_only.rank == 0
     if uri and rank_zero:  # other DDP ranks must not open a second run
-        run = open_training_run(cfg, uri, meta, job.output_dir, job.sweep_dir, job.job_num, job.overrides, resuming)
+        run = open_training_run(cfg, uri, meta, job.output_dir, job.sweep_dir, job.job_num, job.overrides, resuming,
+                                params=transfer_params, tags=transfer_tags)  # fmt: skip
     else:  # logger=none, or a DDP rank other than 0: nothing to monitor the LR into
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
 
@@ -114,6 +120,49 @@ def train(cfg: DictConfig) -> float:
             if run:
                 finish_training_run(run, cfg, job.output_dir, summary, datamodule, task)
     return summary["best_score"]
+
+
+def _read_weights(cfg: DictConfig):
+    """model.weights read (not yet loaded), or None; ConfigError naming the source when it cannot be."""
+    source = OmegaConf.select(cfg, "model.weights")
+    if not source:
+        return None
+    from cnnlab.models.weights import read_weights
+    from cnnlab.tracking.store import resolve_tracking_uri
+
+    needs_store = str(source).startswith(("runs:/", "models:/"))
+    return read_weights(str(source), resolve_tracking_uri(cfg.logger.tracking_uri) if needs_store else None)
+
+
+def _transfer(cfg: DictConfig, task, weights) -> tuple[dict, dict, list]:
+    """Load `weights` into the task's backbone and set up finetune.*: (run params, run tags, callbacks).
+
+    Runs before the MLflow run opens, so weights of another architecture or an unknown stage name
+    leave no run behind.
+    """
+    from cnnlab.finetune import Finetuning, frozen_parameter_names
+
+    params, tags = {}, {}
+    if weights is not None:
+        report = _load(task, weights, cfg)
+        params.update(report.params(weights))
+        tags.update(report.tags(weights))
+        log.info("model.weights=%s: %d tensors loaded, %d newly initialised%s", weights.source, report.loaded,
+                 len(report.new), f" ({report.channel_rule})" if report.channel_rule else "")  # fmt: skip
+    freeze = cfg.finetune.freeze
+    frozen = frozen_parameter_names(task.backbone, freeze, task.example_input_array)  # ConfigError: lists the stages
+    numel = dict(task.named_parameters())
+    frozen_count = sum(numel[f"backbone.{name}"].numel() for name in frozen)
+    total = sum(p.numel() for p in task.parameters())
+    params.update({"finetune.trainable_parameters": str(total - frozen_count), "finetune.frozen_parameters": str(frozen_count)})
+    callbacks = [Finetuning(freeze, cfg.finetune.unfreeze_at_epoch)] if freeze != "none" else []
+    return params, tags, callbacks
+
+
+def _load(task, weights, cfg: DictConfig):
+    from cnnlab.models.weights import load_weights
+
+    return load_weights(task.backbone, weights, task.example_input_array, cfg.model.name)
 
 
 class _SigtermOutsideFit:

@@ -27,11 +27,13 @@ class PreparedSplit(Dataset):
     in the training process or in any number of (persistent) worker processes.
     """
 
-    def __init__(self, prepared: PreparedDataset, split: str, augment, *, boxes: bool, masks: bool):
+    def __init__(self, prepared: PreparedDataset, split: str, augment, *, boxes: bool, masks: bool,
+                 normalization: Optional[tuple[Sequence[float], Sequence[float]]] = None):  # fmt: skip
         self.prepared, self.augment = prepared, augment
         self.indices = prepared.splits[split]
         self.boxes, self.masks = boxes and prepared.boxes is not None, masks and prepared.masks is not None
-        self.normalize = BatchNormalizer(prepared.meta["mean"], prepared.meta["std"])
+        mean, std = normalization or (prepared.meta["mean"], prepared.meta["std"])  # the network's (pretrained weights'), else the data's
+        self.normalize = BatchNormalizer(mean, std)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -113,8 +115,10 @@ class CNNDataModule(pl.LightningDataModule):
         boxes: bool = False,
         masks: bool = False,
         seed: int = 0,
+        normalization: Optional[tuple[Sequence[float], Sequence[float]]] = None,  # (mean, std) the network expects
     ):
         super().__init__()
+        self.normalization = normalization
         self.prepared_dir, self.train_transforms = prepared_dir, list(train_transforms)
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.boxes, self.masks, self.seed = boxes, masks, seed
@@ -132,7 +136,7 @@ class CNNDataModule(pl.LightningDataModule):
     def dataset(self, split: str, augment: bool) -> PreparedSplit:
         self.setup()
         pipeline = build_augmentation(self.train_transforms, with_boxes=self.boxes) if augment else None
-        return PreparedSplit(self.prepared, split, pipeline, boxes=self.boxes, masks=self.masks)
+        return PreparedSplit(self.prepared, split, pipeline, boxes=self.boxes, masks=self.masks, normalization=self.normalization)
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         dataset = self.dataset(split, augment=train)
@@ -157,8 +161,11 @@ class CNNDataModule(pl.LightningDataModule):
         return self._loader("test", train=False)
 
 
-def datamodule_from_config(cfg, labels: Sequence[str]) -> CNNDataModule:
-    """The DataModule of a composed config, loading the label kinds a task needs (`CNNTask.labels`)."""
+def datamodule_from_config(cfg, labels: Sequence[str], normalization=None) -> CNNDataModule:
+    """The DataModule of a composed config, loading the label kinds a task needs (`CNNTask.labels`).
+
+    `normalization`: the (mean, std) the network expects (its hparams: pretrained weights may declare
+    their own); None: the prepared data's statistics."""
     from omegaconf import OmegaConf
 
     return CNNDataModule(
@@ -170,4 +177,11 @@ def datamodule_from_config(cfg, labels: Sequence[str]) -> CNNDataModule:
         boxes="box" in labels,
         masks="mask" in labels,
         seed=cfg.seed,
+        normalization=normalization,
     )
+
+
+def network_normalization(task) -> Optional[tuple[list[float], list[float]]]:
+    """The (mean, std) a trained task normalises with (its hparams), or None for the data's own."""
+    mean, std = task.hparams.get("mean"), task.hparams.get("std")
+    return (list(mean), list(std)) if mean is not None and std is not None else None

@@ -17,11 +17,7 @@ import torch
 from torch import nn
 
 from cnnlab.config import ConfigError
-
-
-def stage_names(backbone: nn.Module) -> list[str]:
-    """stage1 ... stageN, one per feature map of the backbone, shallow to deep."""
-    return [f"stage{i + 1}" for i in range(len(backbone.feature_channels))]
+from cnnlab.models.stages import stage_names  # noqa: F401  (re-exported: explain's names for stages)
 
 
 def conv_layer_names(backbone: nn.Module) -> list[str]:

@@ -153,11 +153,11 @@ def _load(directory: Path, checkpoint: str, target: str):
 # ---- the images -----------------------------------------------------------------------------------
 def test_images(source: ExplainSource, count: int, indices: Optional[Sequence[int]] = None) -> ImageBatch:
     """The first `count` test images of the data the run was trained on (or those at `indices`), with every label the data has."""
-    from cnnlab.data.datamodule import PreparedSplit
+    from cnnlab.data.datamodule import PreparedSplit, network_normalization
     from cnnlab.data.prepared import PreparedDataset
 
     prepared = PreparedDataset(source.train_cfg.data.prepared_dir)
-    split = PreparedSplit(prepared, "test", None, boxes=True, masks=True)
+    split = PreparedSplit(prepared, "test", None, boxes=True, masks=True, normalization=network_normalization(source.task))
     positions = list(indices) if indices else list(range(min(count, len(split))))
     bad = [p for p in positions if not 0 <= p < len(split)]
     if bad:

@@ -93,6 +93,8 @@ def build_task(cfg: DictConfig, meta: dict) -> CNNTask:
     """The configured task's LightningModule for a prepared dataset (raises ConfigError)."""
     from hydra.utils import instantiate
 
+    from cnnlab.config import backbone_lr
+
     cls = task_class_for(cfg)
     classes = cls.output_classes(meta)
     try:
@@ -108,6 +110,7 @@ def build_task(cfg: DictConfig, meta: dict) -> CNNTask:
             mean=meta["mean"],
             std=meta["std"],
             input_spec=meta.get("input") or {"kind": "image"},
+            backbone_lr=backbone_lr(cfg),
             _convert_="all",
             _recursive_=False,  # model/optimizer/scheduler stay configs: the task builds them itself
         )

@@ -93,6 +93,7 @@ class CNNTask(pl.LightningModule):
         label_smoothing: float = 0.0,
         channels_last: bool = False,
         input_spec: Optional[dict] = None,  # the prepared data's "input" (Source.input_spec): what prediction reproduces
+        backbone_lr: Optional[float] = None,  # the body's own learning rate (finetune.backbone_lr); None: optimizer.lr
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -146,8 +147,10 @@ class CNNTask(pl.LightningModule):
 
     def build_backbone(self, num_classes: Optional[int] = None) -> torch.nn.Module:
         hp = self.hparams
+        # model.weights says where training starts from (cnnlab.models.weights), not how to build
+        spec = {k: v for k, v in hp.model.items() if k != "weights"}
         return instantiate(
-            hp.model, num_classes=num_classes or hp.num_classes, in_channels=hp.in_channels, image_size=hp.image_size
+            spec, num_classes=num_classes or hp.num_classes, in_channels=hp.in_channels, image_size=hp.image_size
         )
 
     def network_input(self, images: torch.Tensor) -> torch.Tensor:
@@ -157,8 +160,21 @@ class CNNTask(pl.LightningModule):
         return images
 
     # ---- optimisation -------------------------------------------------------------------------
+    def parameter_groups(self) -> list[dict]:
+        """One group of all parameters, or with `backbone_lr`, "head" (everything but the body) and "backbone" (the body)."""
+        backbone_lr = self.hparams.get("backbone_lr")
+        if backbone_lr is None:
+            return [{"params": list(self.parameters())}]
+        from cnnlab.models.stages import parameters_up_to
+
+        body = {f"backbone.{n}" for n in parameters_up_to(self.backbone, -1, self.example_input_array)}
+        named = list(self.named_parameters())
+        return [{"params": [p for n, p in named if n not in body], "name": "head"},
+                {"params": [p for n, p in named if n in body], "name": "backbone", "lr": float(backbone_lr)}]  # fmt: skip
+
     def configure_optimizers(self) -> Any:
-        optimizer = instantiate(self.hparams.optimizer, params=self.parameters())
+        groups = self.parameter_groups()
+        optimizer = instantiate(self.hparams.optimizer, params=groups)
         spec = self.hparams.scheduler or {}
         if not spec.get("scheduler"):
             return optimizer
@@ -170,6 +186,9 @@ class CNNTask(pl.LightningModule):
         # lengths a schedule needs but only the trainer knows
         runtime = {"total_steps": steps, "T_max": steps if interval == "step" else epochs}
         extra = {k: v for k, v in runtime.items() if k in accepted and k not in scheduler_cfg}
+        if len(groups) > 1 and "max_lr" in scheduler_cfg:  # OneCycle: each group peaks at its own rate
+            base = float(self.hparams.optimizer["lr"])
+            extra["max_lr"] = [float(scheduler_cfg.pop("max_lr")) * g.get("lr", base) / base for g in optimizer.param_groups]
         scheduler = instantiate(scheduler_cfg, optimizer=optimizer, **extra)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 

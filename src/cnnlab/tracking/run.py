@@ -310,11 +310,13 @@ def find_parent_run(sweep_dir: Path) -> Optional[str]:
 
 
 def open_training_run(cfg, uri: str, meta: dict, output_dir: Path, sweep_dir: Optional[Path], job_num: Optional[int],
-                      overrides: list[str], resuming: bool) -> TrackedRun:  # fmt: skip
+                      overrides: list[str], resuming: bool, params: Optional[dict] = None,
+                      tags: Optional[dict] = None) -> TrackedRun:  # fmt: skip
     """The run of one training job: the interrupted one named in run.json when resuming, else a new
     run (a child of the sweep's parent inside a multirun) holding the flattened config as params.
 
     run.json is written at once, not at the end, so a killed job can be resumed into this run.
+    `params` and `tags` are more of a new run's (where its weights came from, what is frozen).
     """
     from omegaconf import OmegaConf
 
@@ -335,12 +337,13 @@ def open_training_run(cfg, uri: str, meta: dict, output_dir: Path, sweep_dir: Op
             "cnnlab.overrides": " ".join(overrides),
             "cnnlab.output_dir": str(output_dir),
             **slurm.tags(),
+            **(tags or {}),
             **dict(cfg.logger.get("tags") or {}),
         }
         parent = find_parent_run(sweep_dir) if sweep_dir else None
         run = TrackedRun.start(uri, cfg.logger.experiment_name, training_run_name(cfg, job_num), tags, parent)
         with run.failed_on_error():
-            run.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+            run.log_params({**flatten(OmegaConf.to_container(cfg, resolve=True)), **(params or {})})
             run.log_dataset(Path(cfg.data.prepared_dir), meta, "training")
             run.log_environment(output_dir)
     run.files_at_end = slurm.log_files
@@ -389,11 +392,11 @@ def sync_training_run(output_dir: Path, uri: Optional[str] = None) -> str:
     if not pending.get("outputs_logged", True):
         from hydra.utils import get_class
 
-        from cnnlab.data.datamodule import datamodule_from_config
+        from cnnlab.data.datamodule import datamodule_from_config, network_normalization
 
         task_class = get_class(cfg.task.module._target_)
         task = task_class.load_from_checkpoint(record["best_checkpoint"], map_location="cpu")
-        datamodule = datamodule_from_config(cfg, task_class.labels)
+        datamodule = datamodule_from_config(cfg, task_class.labels, normalization=network_normalization(task))
         before_end = lambda: log_training_outputs(run, cfg, output_dir, record, datamodule, task)  # noqa: E731
     if not run.close(output_dir, pending["status"], wait=0, before_end=before_end):
         raise ConfigError(f"MLflow at {redact(uri)} stopped answering while syncing; run cnnlab-sync {output_dir} again")
