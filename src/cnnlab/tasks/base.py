@@ -174,7 +174,7 @@ class CNNTask(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         groups = self.parameter_groups()
-        optimizer = instantiate(self.hparams.optimizer, params=groups)
+        optimizer = instantiate(self.hparams.optimizer, _partial_=True)(groups)  # groups as they are, not as configs
         spec = self.hparams.scheduler or {}
         if not spec.get("scheduler"):
             return optimizer
@@ -187,9 +187,9 @@ class CNNTask(pl.LightningModule):
         runtime = {"total_steps": steps, "T_max": steps if interval == "step" else epochs}
         extra = {k: v for k, v in runtime.items() if k in accepted and k not in scheduler_cfg}
         if len(groups) > 1 and "max_lr" in scheduler_cfg:  # OneCycle: each group peaks at its own rate
-            base = float(self.hparams.optimizer["lr"])
-            extra["max_lr"] = [float(scheduler_cfg.pop("max_lr")) * g.get("lr", base) / base for g in optimizer.param_groups]
-        scheduler = instantiate(scheduler_cfg, optimizer=optimizer, **extra)
+            base, peak = float(self.hparams.optimizer["lr"]), float(scheduler_cfg.pop("max_lr"))
+            extra["max_lr"] = [peak * g["lr"] / base for g in optimizer.param_groups]
+        scheduler = instantiate(scheduler_cfg, _partial_=True)(optimizer=optimizer, **extra)  # lists stay lists
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
     # ---- helpers for subclasses ---------------------------------------------------------------
