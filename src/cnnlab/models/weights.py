@@ -166,13 +166,37 @@ def _read_mlflow(source: str, tracking_uri: Optional[str]) -> PretrainedWeights:
     if not tracking_uri:
         raise ConfigError(f"{KEY}={source!r} is an MLflow URI but there is no tracking store (logger=none): "
                           "set logger.tracking_uri, or give a file")  # fmt: skip
-    with open_model(source, tracking_uri, key=KEY) as model:
+    uri = _logged_model_uri(source, tracking_uri) if source.startswith("runs:/") else source
+    with open_model(uri, tracking_uri, key=KEY) as model:
         prefix = "task.backbone."
         state = {k[len(prefix):]: v.detach().clone() for k, v in model.network.state_dict().items() if k.startswith(prefix)}
         digest = _sha256(model.files / "data" / "model.pt2") if (model.files / "data" / "model.pt2").is_file() else ""
         info = model.info
         return PretrainedWeights(source, "mlflow", state, digest, info.get("mean"), info.get("std"),
                                  architecture=info.get("model"), run_id=model.run_id)  # fmt: skip
+
+
+def _logged_model_uri(source: str, tracking_uri: str) -> str:
+    """runs:/<run id>/<name> -> models:/<model id> of the LoggedModel that run logged under that name.
+
+    MLflow 3 keeps logged models apart from a run's artifacts, so the runs:/ path cannot be downloaded as is."""
+    from mlflow.exceptions import MlflowException
+
+    from cnnlab.tracking.store import client
+
+    run_id, _, name = source.removeprefix("runs:/").partition("/")
+    name = name.strip("/") or "model"
+    store = client(tracking_uri)
+    try:
+        run = store.get_run(run_id)
+    except MlflowException:
+        raise ConfigError(f"{KEY}={source!r}: there is no run {run_id!r} in the MLflow store {tracking_uri}") from None
+    for output in run.outputs.model_outputs if run.outputs else []:
+        model = store.get_logged_model(output.model_id)
+        if model.name == name:
+            return f"models:/{model.model_id}"
+    raise ConfigError(f"{KEY}={source!r}: run {run_id} logged no model named {name!r} "
+                      "(train it with logger.log_model=true, or give its checkpoint)")  # fmt: skip
 
 
 # ---- loading ------------------------------------------------------------------------------------
