@@ -103,11 +103,14 @@ def test_checkpoint_run_dir_and_mlflow_sources(call_cli, tracking_uri, tmp_path)
              f"hydra.run.dir={pre}")  # fmt: skip
     source_run = _run_of(pre, tracking_uri)
     state = torch.load(pre / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
-    MlflowClient(tracking_uri).set_registered_model_alias("cnnlab-classification-simple_cnn", "champion", "1")
+    registered = "cnnlab-classification-simple_cnn"  # other tests of the session may register versions too
+    version = next(v.version for v in MlflowClient(tracking_uri).search_model_versions(f"name='{registered}'")
+                   if v.run_id == source_run.info.run_id)  # fmt: skip
+    MlflowClient(tracking_uri).set_registered_model_alias(registered, "transfer-test", version)
 
     for name, source in [("ckpt", str(pre / "checkpoints" / "best.ckpt")), ("dir", str(pre)),
-                         ("runs", f"runs:/{source_run.info.run_id}/model"), ("version", "models:/cnnlab-classification-simple_cnn/1"),
-                         ("alias", "models:/cnnlab-classification-simple_cnn@champion")]:  # fmt: skip
+                         ("runs", f"runs:/{source_run.info.run_id}/model"), ("version", f"models:/{registered}/{version}"),
+                         ("alias", f"models:/{registered}@transfer-test")]:  # fmt: skip
         out = tmp_path / name
         call_cli("cnnlab-train", *BASE, f"model.weights={source}", "finetune.freeze=stage2", "finetune.backbone_lr=0.0001",
                  "trainer.max_epochs=1", f"hydra.run.dir={out}")  # fmt: skip
