@@ -30,6 +30,7 @@ def copy_project(destination: Path) -> Path:
     shutil.copytree(REPO / "src", destination / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(REPO / name, destination / name)
+    shutil.copytree(REPO / "data" / "raw", destination / "data" / "raw", dirs_exist_ok=True)  # the prepare stage depends on it
     return destination
 
 
