@@ -49,6 +49,7 @@ class DataConfig:
     channels: int = 1
     val_fraction: float = 0.1
     test_fraction: float = 0.2
+    train_fraction: float = 1.0  # train on this stratified share of the train split (val and test stay whole)
     split_seed: int = 0  # fixed apart from `seed` so a new training seed does not re-split the data
     normalize: str = "auto"  # auto: the mean/std model.weights declare (else the data's); dataset: the data's own
     on_bad_sample: str = "error"  # error: stop at the first bad sample; skip: leave it out, listed
@@ -176,6 +177,8 @@ def validate_data_config(data: DictConfig) -> None:
     for key in ("val_fraction", "test_fraction"):
         if not 0 <= data[key] < 1:
             raise ConfigError(f"data.{key}={data[key]} is not valid; expected a fraction in [0, 1)")
+    if not 0 < data.get("train_fraction", 1.0) <= 1:
+        raise ConfigError(f"data.train_fraction={data.train_fraction} is not valid; expected a fraction in (0, 1]")
     if data.val_fraction + data.test_fraction >= 1:
         raise ConfigError(
             f"data.val_fraction={data.val_fraction} and data.test_fraction={data.test_fraction} leave no training "

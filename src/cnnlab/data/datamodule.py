@@ -28,9 +28,10 @@ class PreparedSplit(Dataset):
     """
 
     def __init__(self, prepared: PreparedDataset, split: str, augment, *, boxes: bool, masks: bool,
-                 normalization: Optional[tuple[Sequence[float], Sequence[float]]] = None):  # fmt: skip
+                 normalization: Optional[tuple[Sequence[float], Sequence[float]]] = None,
+                 train_fraction: float = 1.0, subset_seed: int = 0):  # fmt: skip
         self.prepared, self.augment = prepared, augment
-        self.indices = prepared.splits[split]
+        self.indices = prepared.splits[split] if train_fraction >= 1 else labelled_subset(prepared, split, train_fraction, subset_seed)
         self.boxes, self.masks = boxes and prepared.boxes is not None, masks and prepared.masks is not None
         mean, std = normalization or (prepared.meta["mean"], prepared.meta["std"])  # the network's (pretrained weights'), else the data's
         self.normalize = BatchNormalizer(mean, std)
@@ -71,6 +72,21 @@ class PreparedSplit(Dataset):
         if self.masks:
             batch["mask"] = torch.from_numpy(masks.astype(np.int64))
         return batch
+
+
+def labelled_subset(prepared: PreparedDataset, split: str, fraction: float, seed: int) -> np.ndarray:
+    """A stratified `fraction` of a split (at least one sample per class present), in the split's order.
+
+    Drawn from `seed` (data.split_seed), so every training seed sees the same small labelled set.
+    """
+    indices = prepared.splits[split]
+    labels = prepared.labels[indices]
+    rng = np.random.default_rng(seed)
+    keep = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        keep.extend(rng.permutation(members)[: max(1, int(round(fraction * len(members))))])
+    return indices[np.sort(np.asarray(keep, dtype=np.int64))]
 
 
 class EpochShuffleSampler(Sampler):
@@ -116,9 +132,11 @@ class CNNDataModule(pl.LightningDataModule):
         masks: bool = False,
         seed: int = 0,
         normalization: Optional[tuple[Sequence[float], Sequence[float]]] = None,  # (mean, std) the network expects
+        train_fraction: float = 1.0,  # keep this stratified share of the train split (a small labelled set)
+        split_seed: int = 0,
     ):
         super().__init__()
-        self.normalization = normalization
+        self.normalization, self.train_fraction, self.split_seed = normalization, train_fraction, split_seed
         self.prepared_dir, self.train_transforms = prepared_dir, list(train_transforms)
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.boxes, self.masks, self.seed = boxes, masks, seed
@@ -136,7 +154,9 @@ class CNNDataModule(pl.LightningDataModule):
     def dataset(self, split: str, augment: bool) -> PreparedSplit:
         self.setup()
         pipeline = build_augmentation(self.train_transforms, with_boxes=self.boxes) if augment else None
-        return PreparedSplit(self.prepared, split, pipeline, boxes=self.boxes, masks=self.masks, normalization=self.normalization)
+        fraction = self.train_fraction if split == "train" else 1.0
+        return PreparedSplit(self.prepared, split, pipeline, boxes=self.boxes, masks=self.masks, normalization=self.normalization,
+                             train_fraction=fraction, subset_seed=self.split_seed)  # fmt: skip
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         dataset = self.dataset(split, augment=train)
@@ -178,6 +198,8 @@ def datamodule_from_config(cfg, labels: Sequence[str], normalization=None) -> CN
         masks="mask" in labels,
         seed=cfg.seed,
         normalization=normalization,
+        train_fraction=cfg.data.get("train_fraction", 1.0),
+        split_seed=cfg.data.split_seed,
     )
 
 
