@@ -31,6 +31,7 @@ def copy_project(destination: Path) -> Path:
     for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(REPO / name, destination / name)
     shutil.copytree(REPO / "data" / "raw", destination / "data" / "raw", dirs_exist_ok=True)  # the prepare stage depends on it
+    shutil.copytree(REPO / "pipelines", destination / "pipelines", dirs_exist_ok=True)  # the other pipelines
     return destination
 
 
