@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import dvc_project, run_dvc, stages_ran
+from tests.conftest import dvc_project, run_dvc
 
 pytestmark = pytest.mark.slow
 PIPELINE = "pipelines/transfer/dvc.yaml"
+
+
+def stages_ran(output: str) -> set[str]:
+    """The stages of this pipeline a `dvc repro` output says it ran ('pipelines/transfer/dvc.yaml:pretrain')."""
+    return set(re.findall(r"Running stage '(?:[\w/.]+:)?(\w+)'", output))
 
 
 def edit(repo: Path, change) -> None:

@@ -22,6 +22,9 @@ examples:
   cnnlab-train debug=fast logger=none                                # a quick smoke run
   cnnlab-train -m hydra/launcher=slurm hydra.launcher.partition=gpu optimizer.lr=0.01,0.001   # SLURM job array
   srun cnnlab-train trainer=ddp trainer.devices=2 hydra.run.dir=outputs/slurm-$SLURM_JOB_ID   # in an sbatch script
+  cnnlab-train model=resnet18 model.weights=resnet18.pth finetune.freeze=backbone   # transfer learning:
+      # weights from a .pth/.pt, a .ckpt or run directory, runs:/<id>/model or models:/<name>@<alias>;
+      # finetune.freeze=none|backbone|stageK, finetune.unfreeze_at_epoch=N, finetune.backbone_lr(_mult)=
 """
 
 register_configs()
