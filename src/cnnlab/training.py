@@ -141,10 +141,11 @@ def _transfer(cfg: DictConfig, task, weights) -> tuple[dict, dict, list]:
     leave no run behind.
     """
     from cnnlab.finetune import Finetuning, frozen_parameter_names
+    from cnnlab.models.weights import load_weights
 
     params, tags = {}, {}
     if weights is not None:
-        report = _load(task, weights, cfg)
+        report = load_weights(task.backbone, weights, task.example_input_array, cfg.model.name)
         params.update(report.params(weights))
         tags.update(report.tags(weights))
         log.info("model.weights=%s: %d tensors loaded, %d newly initialised%s", weights.source, report.loaded,
@@ -157,12 +158,6 @@ def _transfer(cfg: DictConfig, task, weights) -> tuple[dict, dict, list]:
     params.update({"finetune.trainable_parameters": str(total - frozen_count), "finetune.frozen_parameters": str(frozen_count)})
     callbacks = [Finetuning(freeze, cfg.finetune.unfreeze_at_epoch)] if freeze != "none" else []
     return params, tags, callbacks
-
-
-def _load(task, weights, cfg: DictConfig):
-    from cnnlab.models.weights import load_weights
-
-    return load_weights(task.backbone, weights, task.example_input_array, cfg.model.name)
 
 
 class _SigtermOutsideFit:
