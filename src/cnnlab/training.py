@@ -237,5 +237,6 @@ def _write_outputs(cfg: DictConfig, output_dir: Path, summary: dict, trainer) ->
     history = getattr(trainer.lightning_module, "epoch_history", None)
     if history:
         columns = sorted({key for row in history for key in row})
-        lines = [",".join(columns)] + [",".join(f"{row.get(c, '')}" for c in columns) for row in history]
+        cell = lambda value: round(value, 6) if isinstance(value, float) else value  # noqa: E731  (the row keeps full precision)
+        lines = [",".join(columns)] + [",".join(f"{cell(row.get(c, ''))}" for c in columns) for row in history]
         (output_dir / "history.csv").write_text("\n".join(lines) + "\n")

@@ -167,7 +167,9 @@ def test_maps_fail_the_model_randomisation_sanity_check(trained):
             assert blocks[0] == "backbone.classifier.4" and blocks[-1] == "backbone.features.0"  # from the top
             correlations = [value for _, value in steps]
             assert min(correlations) < 0.5, steps
-            assert correlations[-1] < 0.5, steps  # everything random: unrelated maps
+            # everything random: well below the trained model's agreement with itself (the criterion).
+            # Not near 0: a random convolutional network still responds to the image's edges (Adebayo et al.)
+            assert correlations[-1] < again.mean() - 0.3, steps
 
 
 def test_evaluate_can_add_the_pictures_to_its_plots_and_run(trained, tmp_path):

@@ -131,11 +131,11 @@ class CNNTask(pl.LightningModule):
         row: dict[str, float] = {"epoch": self.current_epoch}
         for key, value in self.trainer.callback_metrics.items():
             if value.numel() == 1 and (key.startswith("val/") or key.endswith("_epoch")):  # a task's own self.log too
-                row[key.replace("_epoch", "")] = round(float(value), 6)
+                row[key.replace("_epoch", "")] = float(value)
         for name, total in self._train_sums.items():
             mean = total / max(self._train_samples, 1)
             self.log(f"{name}_epoch" if name in self._per_step else name, mean, on_step=False, on_epoch=True, sync_dist=True)
-            row[name] = round(float(mean), 6)
+            row[name] = float(mean)
         self.epoch_history.append(row)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
