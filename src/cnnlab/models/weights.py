@@ -21,7 +21,6 @@ model, the mean and std of the data it was trained on (averaged over colour for 
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ import torch
 from torch import nn
 
 from cnnlab.config import ConfigError
+from cnnlab.data.prepared import file_hash
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -98,7 +98,7 @@ def read_weights(source: str, tracking_uri: Optional[str] = None) -> PretrainedW
         raise ConfigError(f"{KEY}={source!r}: no such file or directory (expected a .pth/.pt state dict, a .ckpt, "
                           "a cnnlab-train output directory, or runs:/<id>/model, models:/<name>@<alias>)")  # fmt: skip
     loaded = _torch_load(source, path)
-    digest = _sha256(path)
+    digest = file_hash(path)
     if isinstance(loaded, dict) and "state_dict" in loaded and "pytorch-lightning_version" in loaded:
         return _from_checkpoint(source, path, loaded, digest)
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
@@ -129,14 +129,6 @@ def _torch_load(source: str, path: Path):
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"{KEY}={source!r} is not a readable PyTorch file (truncated or corrupt: {first[:200]})") from None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _tensors_only(source: str, loaded) -> dict[str, torch.Tensor]:
@@ -170,7 +162,7 @@ def _read_mlflow(source: str, tracking_uri: Optional[str]) -> PretrainedWeights:
     with open_model(uri, tracking_uri, key=KEY) as model:
         prefix = "task.backbone."
         state = {k[len(prefix):]: v.detach().clone() for k, v in model.network.state_dict().items() if k.startswith(prefix)}
-        digest = _sha256(model.files / "data" / "model.pt2") if (model.files / "data" / "model.pt2").is_file() else ""
+        digest = file_hash(model.files / "data" / "model.pt2") if (model.files / "data" / "model.pt2").is_file() else ""
         info = model.info
         return PretrainedWeights(source, "mlflow", state, digest, info.get("mean"), info.get("std"),
                                  architecture=info.get("model"), run_id=model.run_id)  # fmt: skip
