@@ -37,17 +37,20 @@ def frozen_parameter_names(backbone: nn.Module, freeze: str, example: torch.Tens
 
 
 class Finetuning(BaseFinetuning):
-    """Freezes `freeze` of the task's backbone before training; unfreezes it at `unfreeze_at_epoch`."""
+    """Freezes `freeze` of the task's backbone before training; unfreezes it at `unfreeze_at_epoch`.
 
-    def __init__(self, freeze: str = "none", unfreeze_at_epoch: Optional[int] = None):
+    `names`: the frozen parameter names when the caller has them already (`frozen_parameter_names`
+    traces the backbone; training does it once, to log the counts before the run opens)."""
+
+    def __init__(self, freeze: str = "none", unfreeze_at_epoch: Optional[int] = None, names: Optional[set[str]] = None):
         super().__init__()
-        self.freeze_mode, self.unfreeze_at_epoch = freeze, unfreeze_at_epoch
+        self.freeze_mode, self.unfreeze_at_epoch, self.names = freeze, unfreeze_at_epoch, names
         self.frozen: list[nn.Module] = []
         self.counts: dict[str, int] = {}
 
     def freeze_before_training(self, pl_module) -> None:
         backbone = pl_module.backbone
-        names = frozen_parameter_names(backbone, self.freeze_mode, pl_module.example_input_array)
+        names = self.names if self.names is not None else frozen_parameter_names(backbone, self.freeze_mode, pl_module.example_input_array)
         self.frozen = modules_owning(backbone, names)
         self.freeze(self.frozen, train_bn=False)
         for module in self.frozen:  # Lightning's freeze makes BN use batch statistics; here they stay the loaded ones

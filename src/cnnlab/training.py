@@ -80,8 +80,7 @@ def train(cfg: DictConfig) -> float:
         # complete epoch, so the result equals an uninterrupted run's. Lightning's mid-epoch hpc_ckpt
         # is not exact with these loaders; it is used only when no epoch completed (ckpt_path None).
         resuming = True
-        last = job.output_dir / "checkpoints" / "last.ckpt"
-        ckpt_path = str(last) if last.is_file() else None
+        ckpt_path = _existing(_last_checkpoint(job.output_dir))
         log.info("SLURM job %s restart %d: resuming from %s", slurm.job_id(), slurm.restarts(), ckpt_path or "Lightning's hpc checkpoint")
 
     run = None
@@ -109,7 +108,7 @@ def train(cfg: DictConfig) -> float:
             "mode": cfg.task.mode,
             "best_score": _best_score(trainer, cfg.task.monitor, cfg.task.mode),
             "best_checkpoint": checkpoint.best_model_path if checkpoint else None,
-            "last_checkpoint": _existing(job.output_dir / "checkpoints" / "last.ckpt"),
+            "last_checkpoint": _existing(_last_checkpoint(job.output_dir)),
             "prepared_dir": str(cfg.data.prepared_dir),
             "data_hash": meta["content_hash"],
             "epochs": trainer.current_epoch,
@@ -152,11 +151,10 @@ def _transfer(cfg: DictConfig, task, weights) -> tuple[dict, dict, list]:
                  len(report.new), f" ({report.channel_rule})" if report.channel_rule else "")  # fmt: skip
     freeze = cfg.finetune.freeze
     frozen = frozen_parameter_names(task.backbone, freeze, task.example_input_array)  # ConfigError: lists the stages
-    numel = dict(task.named_parameters())
-    frozen_count = sum(numel[f"backbone.{name}"].numel() for name in frozen)
+    frozen_count = sum(p.numel() for name, p in task.backbone.named_parameters() if name in frozen)
     total = sum(p.numel() for p in task.parameters())
     params.update({"finetune.trainable_parameters": str(total - frozen_count), "finetune.frozen_parameters": str(frozen_count)})
-    callbacks = [Finetuning(freeze, cfg.finetune.unfreeze_at_epoch)] if freeze != "none" else []
+    callbacks = [Finetuning(freeze, cfg.finetune.unfreeze_at_epoch, names=frozen)] if freeze != "none" else []
     return params, tags, callbacks
 
 
@@ -201,7 +199,7 @@ def _trainer_arguments(cfg: DictConfig, job: HydraJob) -> dict:
 
 
 def _resume_checkpoint(output_dir: Path) -> str:
-    last = output_dir / "checkpoints" / "last.ckpt"
+    last = _last_checkpoint(output_dir)
     if not last.is_file():
         raise FileNotFoundError(
             f"resume=true: no {last}. Point hydra.run.dir at the output directory of the run to "
@@ -217,6 +215,11 @@ def _best_score(trainer, monitor: str, mode: str) -> float:
         return float(max(history) if mode == "max" else min(history))
     score = trainer.callback_metrics.get(monitor)
     return float(score) if score is not None else math.nan
+
+
+def _last_checkpoint(output_dir: Path) -> Path:
+    """Where conf/callbacks' last_checkpoint writes every epoch, and resume reads."""
+    return output_dir / "checkpoints" / "last.ckpt"
 
 
 def _existing(path: Path) -> Optional[str]:

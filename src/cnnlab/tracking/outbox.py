@@ -29,7 +29,6 @@ class MetricOutbox:
         self.interval, self.batch, self.retry_seconds = interval, min(batch, MAX_BATCH), retry_seconds
         self._points: list = []
         self._lock = threading.Lock()
-        self._sending = threading.Lock()  # one sender at a time: the thread, or `drain` after it has stopped
         self._wake = threading.Event()
         self._closed = False
         self.sent = 0
@@ -81,8 +80,7 @@ class MetricOutbox:
             self._wake.wait(self.retry_seconds if self.unreachable_since is not None else self.interval)
             self._wake.clear()
             if not self._closed:
-                with self._sending:
-                    self._send_some()
+                self._send_some()
 
     def drain(self, timeout: float) -> list:
         """Send everything now, trying for at most `timeout` seconds; stops the thread and returns the
