@@ -70,7 +70,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
         shutil.rmtree(output_dir / "plots" / "explain")
     if cfg.logger.enabled:
-        log_evaluation(cfg, run_info, metrics, [output_dir / "metrics.json", *files.values()])
+        log_evaluation(cfg, run_info, metrics, [output_dir / "metrics.json", *files.values()], datamodule.prepared)
         if explained:
             from cnnlab.explain.report import log_pictures
             from cnnlab.tracking.run import TrackedRun

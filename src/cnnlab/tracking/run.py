@@ -425,9 +425,10 @@ def log_training_outputs(run: TrackedRun, cfg, output_dir: Path, summary: dict, 
 
 
 # ---- evaluation ---------------------------------------------------------------------------------
-def log_evaluation(cfg, run_info: dict, metrics: dict[str, float], files: list[Path]) -> None:
+def log_evaluation(cfg, run_info: dict, metrics: dict[str, float], files: list[Path], prepared=None) -> None:
     """Test metrics and plots go into the training's run, so one run holds the whole result; a
-    training whose run is not in this store gets a small "evaluate" run of its own instead."""
+    training whose run is not in this store gets a small "evaluate" run of its own instead.
+    `prepared` (the PreparedDataset evaluated on) becomes the run's "evaluation" dataset input."""
     from cnnlab.tracking.store import resolve_tracking_uri
 
     uri = resolve_tracking_uri(cfg.logger.tracking_uri)
@@ -439,9 +440,8 @@ def log_evaluation(cfg, run_info: dict, metrics: dict[str, float], files: list[P
                                {"cnnlab.role": "evaluate", "cnnlab.train_run_id": run_info.get("run_id") or "unknown"})  # fmt: skip
         run.end()
     run.log_metrics(metrics)
-    prepared_dir = Path(run_info.get("prepared_dir") or "")
-    if (prepared_dir / "meta.json").is_file():
-        run.log_dataset(prepared_dir, json.loads((prepared_dir / "meta.json").read_text()), "evaluation", splits=("test",))
+    if prepared is not None:
+        run.log_dataset(prepared.directory, prepared.meta, "evaluation", splits=("test",))
     if cfg.evaluate.checkpoint == "best":  # the registered model is the best checkpoint
         from cnnlab.tracking.model_registry import held_out_metric, promote_run_model
 
