@@ -22,7 +22,7 @@ from cnnlab.paths import project_root
 DIGEST_LENGTH = 32
 
 
-class PreparedDataset(MetaDataset):
+class ProfiledDataset(MetaDataset):
     """A MetaDataset that also carries a profile (split sizes, classes, the full content hash)."""
 
     def __init__(self, source, name: str, digest: str, profile: dict):
@@ -37,7 +37,7 @@ class PreparedDataset(MetaDataset):
         return {**super().to_dict(), "profile": json.dumps(self._profile)}
 
 
-def prepared_dataset(prepared_dir: Path, meta: dict, splits: tuple[str, ...] = ("train", "val", "test")) -> PreparedDataset:
+def prepared_dataset(prepared_dir: Path, meta: dict, splits: tuple[str, ...] = ("train", "val", "test")) -> ProfiledDataset:
     """The dataset input of the prepared data in `prepared_dir` (its meta.json as `meta`), limited to `splits`."""
     from mlflow.data.dataset_source_registry import resolve_dataset_source
 
@@ -57,4 +57,4 @@ def prepared_dataset(prepared_dir: Path, meta: dict, splits: tuple[str, ...] = (
     with warnings.catch_warnings():  # "can be interpreted in multiple ways": each is the local-file source
         warnings.simplefilter("ignore", UserWarning)
         source = resolve_dataset_source(location)
-    return PreparedDataset(source, name, meta["content_hash"][:DIGEST_LENGTH], profile)
+    return ProfiledDataset(source, name, meta["content_hash"][:DIGEST_LENGTH], profile)
