@@ -6,7 +6,8 @@ hydra.run.dir=/tmp/explain-bench/train`):
 
 - Pointing game (Zhang et al. 2016) on the whole test split: the share of images whose map maximum
   lies inside the object's mask (and within 4 px of it: the paper's 15 px at 224 px, scaled to
-  64 px), for each CAM method at each stage, for the true class;
+  64 px), for each CAM method at each stage, one pass and smoothed (cnnlab-explain's default), for
+  the true class;
   baselines in the same run: a uniformly random point (seeded) and the image centre.
 - Model randomisation (Adebayo et al. 2018): weights re-initialised block by block from the top;
   the Spearman rank correlation of each step's maps with the trained model's, next to two runs of
@@ -53,9 +54,11 @@ def pointing_game(task, source, stages: list[str], batch_size: int = 100) -> dic
         for stage in stages:
             ref = resolve_layer(task.backbone, stage, "stage")
             for method in CAM_METHODS:
-                maps = class_maps(task, images, ref, labels, method)
-                hits.setdefault(f"{method} {stage}", []).append(pointing_hits(maps, objects))
-                hits.setdefault(f"{method} {stage} (4 px tolerance)", []).append(pointing_hits(maps, objects, 4))
+                for smooth in (False, True):
+                    maps = class_maps(task, images, ref, labels, method, smooth)
+                    name = f"{method} {stage}{' smoothed' if smooth else ''}"
+                    hits.setdefault(name, []).append(pointing_hits(maps, objects))
+                    hits.setdefault(f"{name} (4 px tolerance)", []).append(pointing_hits(maps, objects, 4))
         random_points = np.zeros((n, height, width))
         random_points[np.arange(n), rng.integers(0, height, n), rng.integers(0, width, n)] = 1
         hits.setdefault("baseline: random point", []).append(pointing_hits(random_points, objects))
@@ -96,11 +99,13 @@ def main() -> None:
         batch = test_images(source, args.sanity_images)
         ref = resolve_layer(task.backbone, stages[-1], "stage")
         for method in CAM_METHODS:
-            again = rank_correlation(class_maps(task, batch.inputs, ref, batch.labels, method),
-                                     class_maps(task, batch.inputs, ref, batch.labels, method)).mean()  # fmt: skip
-            print(f"{method}: two runs of the trained model: {again:.4f}")
-            for block, value in cascading_randomisation(task, batch.inputs, stages[-1], batch.labels, method, depth=3):
-                print(f"{method}: randomised down to {block:28s} {value:.4f}")
+            for smooth in (False, True):
+                label = f"{method}{' smoothed' if smooth else ''}"
+                again = rank_correlation(class_maps(task, batch.inputs, ref, batch.labels, method, smooth),
+                                         class_maps(task, batch.inputs, ref, batch.labels, method, smooth)).mean()  # fmt: skip
+                print(f"{label}: two runs of the trained model: {again:.4f}")
+                for block, value in cascading_randomisation(task, batch.inputs, stages[-1], batch.labels, method, depth=3, smooth=smooth):
+                    print(f"{label}: randomised down to {block:28s} {value:.4f}")
 
     print("\n## cost: cnnlab-explain on 16 images")
     out = Path(args.run) / "explain-bench"

@@ -98,6 +98,28 @@ def test_maps_have_the_input_size_and_follow_the_class(task_name):
         assert not np.allclose(first, second)  # a different class, a different map
 
 
+@pytest.mark.parametrize("family", ["lenet", "resnet"])
+def test_smoothing_is_the_mean_of_the_mirrored_and_enlarged_views(family):
+    """cam.smooth: the image and its mirror at 1, 1.25 and 1.5x, each map brought back onto the image;
+    a head that fixes the input size (the Keras-book CNN's flatten) gets the mirror only."""
+    task = build_task("classification", family)
+    batch = batch_of(task)
+    ref = resolve_layer(task.backbone, stage_names(task.backbone)[-1], "cam.layer")
+    classes = torch.tensor([1, 2])
+    smoothed = class_maps(task, batch.inputs, ref, classes, "gradcam", smooth=True)
+    assert smoothed.shape == (2, SIZE, SIZE) and smoothed.dtype == np.float32
+    peaks = smoothed.reshape(2, -1).max(1)
+    assert smoothed.min() >= 0 and all(np.isclose(peak, 1.0) or peak == 0 for peak in peaks)  # 0: ReLU left no evidence
+    plain = class_maps(task, batch.inputs, ref, classes, "gradcam")
+    mirrored = class_maps(task, batch.inputs.flip(-1), ref, classes, "gradcam")[..., ::-1]
+    two_views = plain + mirrored
+    two_views /= two_views.reshape(2, -1).max(1).clip(min=1e-12)[:, None, None]
+    if family == "lenet":
+        assert np.allclose(smoothed, two_views, atol=1e-6)
+    else:  # the enlarged views count too
+        assert not np.allclose(smoothed, two_views, atol=1e-3) and not np.allclose(smoothed, plain, atol=1e-3)
+
+
 def test_a_convolution_by_module_name_is_a_layer_too(tmp_path):
     task = build_task("classification", "resnet")
     settings = PictureSettings(pictures=["cam", "filters"], cam_layer="layer2.0.conv1", filter_layers=["stage2", "layer3.1.conv2"],

@@ -15,14 +15,16 @@ from cnnlab.paths import config_dir
 
 USAGE = """\
 usage: cnnlab-explain run=DIR|RUN_ID|models:/NAME@ALIAS [images=test|PATH] [num_images=N] [cam.layer=STAGE]
-                      [cam.class_index=K] [filters.layers=[stage2,stage3]] [pictures=[cam]] [output_dir=DIR] [log=false]
+                      [cam.class_index=K] [cam.smooth=false] [filters.layers=[stage2,stage3]] [pictures=[cam]]
+                      [output_dir=DIR] [log=false]
 
 Look inside a trained network, on a few test images (default) or image files:
   activations/  every channel of every backbone stage (stage1 ... stageN), per image;
   filters/      the first convolution's kernels, and for each chosen layer the inputs that maximise
                 its first filters (gradient ascent from noise);
   cam/          Grad-CAM and Grad-CAM++ (HiResCAM on request; Captum) at a stage or convolution: for the predicted and the
-                true class, the class head with its boxes (localisation), or every class (segmentation).
+                true class, the class head with its boxes (localisation), or every class (segmentation);
+                each map the mean over the image, its mirror and two enlargements (cam.smooth=false: one pass).
 Pictures are written to output_dir and logged into the run's MLflow run under explain/, only once all
 of them are made. Files are converted and resized as training data was (said on stderr). A model URI
 is followed to the run that logged it, whose checkpoint is explained.
@@ -51,6 +53,7 @@ class CamSettings:
     layer: Optional[str] = None
     methods: List[str] = field(default_factory=lambda: ["gradcam", "gradcampp"])
     class_index: Optional[int] = None
+    smooth: bool = True
 
 
 @dataclass

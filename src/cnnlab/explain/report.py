@@ -39,6 +39,7 @@ class PictureSettings:
     max_channels: int = 64  # channels shown per stage in the activation grids
     cam_layer: Optional[str] = None  # None: the deepest stage, the usual Grad-CAM layer
     cam_methods: Sequence[str] = DEFAULT_CAM_METHODS
+    cam_smooth: bool = True  # the mean over mirrored and enlarged views (cnnlab.explain.cam)
     class_index: Optional[int] = None  # None: predicted and true class (every class for dense tasks)
     filter_layers: Optional[Sequence[str]] = None  # None: every stage, shallow to deep
     filter_count: int = 8  # filters per layer whose preferred input is drawn
@@ -143,10 +144,10 @@ def _cams(task, batch: ImageBatch, checked: Plan, directory: Path) -> list[Path]
     for method in settings.cam_methods:
         columns = []
         for label, classes in targets:
-            maps = class_maps(task, batch.inputs, checked.cam_ref, classes, method)
+            maps = class_maps(task, batch.inputs, checked.cam_ref, classes, method, settings.cam_smooth)
             captions = [names[int(k)] for k in classes]
             columns.append((label, maps, captions))
-        title = f"{method} at {checked.cam_ref.name}" + (" (boxes: red predicted, green true)" if boxes is not None else "")
+        title = f"{method} at {checked.cam_ref.name}" + (", smoothed" if settings.cam_smooth else "") + (" (boxes: red predicted, green true)" if boxes is not None else "")
         title += " (white: true objects)" if outlines is not None else ""
         path = directory / f"{method}_{checked.cam_ref.name}.png"
         files.append(plot_class_cams(batch.pixels, columns, row_titles, path, predicted_boxes=boxes, true_boxes=true_boxes,
@@ -191,6 +192,7 @@ def settings_from_config(cfg) -> PictureSettings:
         max_channels=int(cfg.activations.max_channels),
         cam_layer=cfg.cam.layer,
         cam_methods=list(cfg.cam.methods),
+        cam_smooth=bool(cfg.cam.smooth),
         class_index=cfg.cam.class_index,
         filter_layers=list(cfg.filters.layers) or None,
         filter_count=int(cfg.filters.count),
