@@ -57,10 +57,9 @@ class OutboxLogger(MLFlowLogger):
         except Exception as err:  # the store is away: the flattened config went in at the start already
             log.warning("hyperparameters not logged to MLflow (%s); they are in config.yaml", str(err)[:200])
 
-    def after_save_checkpoint(self, checkpoint_callback) -> None:
-        # a checkpoint is where a killed run resumes from: the metrics that led to it go out now, from the
-        # sender thread (a synchronous send here cost the default recipe 0.5 ms per training step)
-        self.outbox.wake()
+    # No send at a checkpoint: the outbox sends every `interval` s and drains at the end, also on
+    # SIGTERM and Ctrl-C. A send per epoch (40 SQLite transactions in the default recipe's 7 s fit,
+    # synchronous at first, then woken in the sender thread) cost 0.5 ms per training step.
 
     def finalize(self, status: str = "success") -> None:
         if self._owns_outbox and self._outbox is not None:

@@ -47,10 +47,6 @@ class MetricOutbox:
         with self._lock:
             return len(self._points)
 
-    def wake(self) -> None:
-        """Send what is kept now, from the sender thread: training does not wait for the store."""
-        self._wake.set()
-
     def _send_some(self) -> bool:
         """Send what is kept, in order; False (points kept) if the store does not answer."""
         while True:
