@@ -6,7 +6,8 @@ Three measurements, each next to its baseline in the same run (issue 14):
    epoch included) of `cnnlab-train logger=none` and `logger=mlflow` (the default), over a plain
    PyTorch loop written below: the same composed config, prepared arrays, albumentations transforms,
    batched normalisation, network and initial weights, optimizer and schedule, a validation pass
-   each epoch. Rounds are interleaved (plain, none, mlflow, plain, ...) and medians reported, each
+   each epoch; once bare (val accuracy only) and once computing the same epoch metrics cnnlab-train
+   records (`plain+metrics`: train loss and accuracy, val loss, the task's torchmetrics collection). Rounds are interleaved (plain, none, mlflow, plain, ...) and medians reported, each
    side in a fresh process with torch's default threads.
 2. **MLflow per step:** (fit time with logger=mlflow - fit time with logger=none) / training steps,
    and every metric point counted back from the store against what the run's history promises.
@@ -70,8 +71,12 @@ def compose(project: Path, overrides: list[str]):
         return hydra_compose("config", overrides=overrides)
 
 
-def plain_loop(project: Path, overrides: list[str]) -> dict:
-    """The baseline: the same config trained by a hand-written loop (no Lightning, no logging)."""
+def plain_loop(project: Path, overrides: list[str], metrics: bool = False) -> dict:
+    """The baseline: the same config trained by a hand-written loop (no Lightning, no logging).
+
+    With `metrics`, the loop also computes what cnnlab-train records of each epoch (train loss and
+    accuracy means, val loss, and the task's torchmetrics collection: accuracy, top-5, macro F1),
+    the numbers a user of either gets; without, only the val accuracy."""
     import pytorch_lightning as pl
     import torch
     import torch.nn.functional as F
@@ -87,7 +92,9 @@ def plain_loop(project: Path, overrides: list[str]) -> dict:
     torch.use_deterministic_algorithms(bool(cfg.trainer.get("deterministic", False)))
     meta = ensure_prepared(cfg.data)
     datamodule = datamodule_from_config(cfg, ("label",))
-    network = build_task(cfg, meta).backbone  # the same network and initial weights as cnnlab-train's
+    task = build_task(cfg, meta)
+    network = task.backbone  # the same network and initial weights as cnnlab-train's
+    val_metrics = task.val_metrics.clone() if metrics else None
     train_loader, val_loader = datamodule.train_dataloader(), datamodule.val_dataloader()
     epochs = int(cfg.trainer.max_epochs)
     optimizer = instantiate(cfg.optimizer, params=network.parameters())
@@ -99,26 +106,45 @@ def plain_loop(project: Path, overrides: list[str]) -> dict:
         scheduler = instantiate(schedule, optimizer=optimizer, **extra)
     smoothing = float(cfg.task.module.get("label_smoothing", 0.0))
     steps, images, accuracy = 0, 0, 0.0
+    history: list[dict] = []
     started, cpu = time.perf_counter(), time.process_time()
     for epoch in range(epochs):
         train_loader.sampler.set_epoch(epoch)
         network.train()
+        sums = torch.zeros(2)
         for batch in train_loader:
-            loss = F.cross_entropy(network(batch["image"]), batch["label"], label_smoothing=smoothing)
+            logits = network(batch["image"])
+            loss = F.cross_entropy(logits, batch["label"], label_smoothing=smoothing)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
+            if metrics:
+                sums += torch.stack([loss.detach(), (logits.argmax(1) == batch["label"]).float().mean()]) * len(batch["label"])
             steps, images = steps + 1, images + len(batch["label"])
         network.eval()
         correct = total = 0
+        val_loss = 0.0
         with torch.no_grad():
             for batch in val_loader:
-                correct += int((network(batch["image"]).argmax(1) == batch["label"]).sum())
+                logits = network(batch["image"])
+                correct += int((logits.argmax(1) == batch["label"]).sum())
                 total += len(batch["label"])
+                if metrics:
+                    val_loss += float(F.cross_entropy(logits, batch["label"], label_smoothing=smoothing)) * len(batch["label"])
+                    val_metrics.update(logits, batch["label"])
         accuracy = correct / total
-    return {"fit_s": time.perf_counter() - started, "fit_cpu_s": time.process_time() - cpu, "steps": steps, "images": images, "val_acc": accuracy}
+        if metrics:  # the epoch's row, as cnnlab-train's history.csv has it
+            history.append({"train/loss": float(sums[0]) / images_in_epoch(train_loader), "train/acc": float(sums[1]) / images_in_epoch(train_loader),
+                            "val/loss": val_loss / total, **{k: float(v) for k, v in val_metrics.compute().items()}})  # fmt: skip
+            val_metrics.reset()
+    return {"fit_s": time.perf_counter() - started, "fit_cpu_s": time.process_time() - cpu, "steps": steps, "images": images, "val_acc": accuracy,
+            "last_epoch": history[-1] if history else None}  # fmt: skip
+
+
+def images_in_epoch(loader) -> int:
+    return len(loader.sampler) if not loader.drop_last else len(loader) * loader.batch_size
 
 
 def cnnlab_train(project: Path, overrides: list[str], logger: str, env: dict) -> dict:
@@ -142,11 +168,12 @@ def count_points(project: Path, run_id: str, env: dict) -> dict:
 
 def overhead(project: Path, recipe: str, rounds: int, epochs: int | None, env: dict) -> dict:
     overrides = recipe_overrides(recipe, epochs)
-    sides: dict[str, list[dict]] = {"plain": [], "none": [], "mlflow": []}
+    sides: dict[str, list[dict]] = {"plain": [], "plain+metrics": [], "none": [], "mlflow": []}
     for _ in range(rounds):
-        result = subprocess.run([sys.executable, __file__, "--plain-loop", str(project), "--", *overrides], env=env,
-                                check=True, capture_output=True, text=True)  # fmt: skip
-        sides["plain"].append(json.loads(result.stdout.strip().splitlines()[-1]))
+        for side, flag in (("plain", "--plain-loop"), ("plain+metrics", "--plain-loop-metrics")):
+            result = subprocess.run([sys.executable, __file__, flag, str(project), "--", *overrides], env=env,
+                                    check=True, capture_output=True, text=True)  # fmt: skip
+            sides[side].append(json.loads(result.stdout.strip().splitlines()[-1]))
         sides["none"].append(cnnlab_train(project, overrides, "none", env))
         sides["mlflow"].append(cnnlab_train(project, overrides, "mlflow", env))
     images = sides["plain"][0]["images"]
@@ -156,6 +183,7 @@ def overhead(project: Path, recipe: str, rounds: int, epochs: int | None, env: d
         "recipe": recipe, "rounds": rounds, "steps": steps, "images": images,
         "images_per_s": {side: round(images / seconds) for side, seconds in fit.items()},
         "ratio_to_plain": {side: round(fit["plain"] / seconds, 3) for side, seconds in fit.items()},
+        "ratio_to_plain+metrics": {side: round(fit["plain+metrics"] / seconds, 3) for side, seconds in fit.items()},
         "fit_s_all": {side: [round(r["fit_s"], 2) for r in runs] for side, runs in sides.items()},
         "mlflow_ms_per_step": round((fit["mlflow"] - fit["none"]) / steps * 1000, 3),
     }  # fmt: skip
@@ -241,11 +269,12 @@ def main() -> None:
     parser.add_argument("--resnet-epochs", type=int, default=3, help="epochs of the resnet recipe (its 30 take minutes a side)")
     parser.add_argument("--skip", default="", help="comma list of: overhead,input")
     parser.add_argument("--plain-loop", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--plain-loop-metrics", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--input-only", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.plain_loop:
-        print(json.dumps(plain_loop(args.plain_loop, args.overrides)))
+    if args.plain_loop or args.plain_loop_metrics:
+        print(json.dumps(plain_loop(args.plain_loop or args.plain_loop_metrics, args.overrides, metrics=bool(args.plain_loop_metrics))))
         return
     if args.input_only:
         recipe, augment, workers = args.overrides
