@@ -1,9 +1,11 @@
 """Augmentation pipelines from config: image, box and mask transformed together, a batch at a time.
 
 The `augment.train` list holds albumentations transforms, applied per sample, and cnnlab's batch
-transforms (`BatchAffine`), which draw every sample's parameters in one vectorised call: the same
-geometry as albumentations' Affine at a fifth of its cost per image, because albumentations spends
-most of a small image's time in per-call Python, not in the warp (benchmarks/overhead.py).
+transforms (`BatchAffine`, `BatchHorizontalFlip`, `BatchColorJitter`, `BatchGaussianBlur`,
+`BatchCoarseDropout`), which draw every sample's parameters in one vectorised call: albumentations'
+transforms of the same names and parameters at a fraction of their cost per image, because
+albumentations spends most of a small image's time in per-call Python, not in the pixel work
+(benchmarks/overhead.py).
 `build_augmentation` runs the list in its order on a batch; the batch is then normalised at once
 (`cnnlab.data.preprocess.BatchNormalizer`), the same arithmetic as Normalize + ToTensorV2.
 `build_transform` is the single-sample equivalent (configured transforms + Normalize + ToTensorV2).
@@ -24,7 +26,24 @@ BOX_LABEL_FIELD = "box_labels"
 REDRAWS = 3  # an augmentation that moved the object out of view is drawn again this many times
 
 
-class BatchAffine:
+class BatchTransform:
+    """A transform drawn for a whole batch: each sample is chosen with probability `p`; `__call__`
+    takes and returns (N x H x W x C uint8 images, N x H x W masks or None, N x 4 normalised boxes or None)."""
+
+    def __init__(self, p: float):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{type(self).__name__}: p={p} is not a probability in [0, 1]")
+        self.p = p
+        self.rng = np.random.default_rng()
+
+    def set_random_seed(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def chosen(self, n: int) -> np.ndarray:
+        return np.flatnonzero(self.rng.random(n) < self.p)
+
+
+class BatchAffine(BatchTransform):
     """albumentations' `Affine` (scale, translation, rotation, shear about the centre) for a whole batch.
 
     Parameters mean what they mean in `A.Affine` (ranges drawn uniformly per sample, x and y scale
@@ -35,17 +54,12 @@ class BatchAffine:
 
     def __init__(self, scale=(1.0, 1.0), translate_percent=(0.0, 0.0), rotate=(0.0, 0.0), shear=(0.0, 0.0),
                  p: float = 0.5, fill: float = 0, fill_mask: float = 0, border_mode: int = cv2.BORDER_CONSTANT):  # fmt: skip
+        super().__init__(p)
         self.scale, self.translate, self.rotate, self.shear = (_range(v, name) for v, name in
             ((scale, "scale"), (translate_percent, "translate_percent"), (rotate, "rotate"), (shear, "shear")))  # fmt: skip
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"BatchAffine: p={p} is not a probability in [0, 1]")
         if border_mode != cv2.BORDER_CONSTANT:
             raise ValueError(f"BatchAffine: border_mode={border_mode} is not supported; only {cv2.BORDER_CONSTANT} (constant `fill`)")
-        self.p, self.fill, self.fill_mask = p, fill, fill_mask
-        self.rng = np.random.default_rng()
-
-    def set_random_seed(self, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
+        self.fill, self.fill_mask = fill, fill_mask
 
     def matrices(self, n: int, height: int, width: int, shift: tuple[float, float]) -> np.ndarray:
         """n x 3 x 3 matrices, composed as albumentations composes them (about `shift`)."""
@@ -68,7 +82,7 @@ class BatchAffine:
     def __call__(self, images: np.ndarray, masks: Optional[np.ndarray] = None, boxes: Optional[np.ndarray] = None):
         """N x H x W x C images (uint8), N x H x W masks, N x 4 normalised boxes -> the same, transformed."""
         n, height, width = images.shape[:3]
-        chosen = np.flatnonzero(self.rng.random(n) < self.p)
+        chosen = self.chosen(n)
         pixel = self.matrices(n, height, width, (width / 2 - 0.5, height / 2 - 0.5))
         if boxes is not None:  # boxes turn about the image's geometric centre, as in albumentations
             box = self.matrices_for_boxes(pixel, height, width)
@@ -97,12 +111,166 @@ class BatchAffine:
         return back @ pixel @ to_pixel_centre
 
 
-def _range(value, name: str) -> tuple[float, float]:
+class BatchHorizontalFlip(BatchTransform):
+    """albumentations' `HorizontalFlip` for a batch: images, masks and boxes mirrored left to right."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__(p)
+
+    def __call__(self, images: np.ndarray, masks: Optional[np.ndarray] = None, boxes: Optional[np.ndarray] = None):
+        chosen = self.chosen(len(images))
+        images = images.copy()
+        images[chosen] = images[chosen, :, ::-1]
+        if masks is not None:
+            masks = masks.copy()
+            masks[chosen] = masks[chosen, :, ::-1]
+        if boxes is not None:
+            boxes = boxes.copy()
+            boxes[chosen] = np.stack([1 - boxes[chosen, 2], boxes[chosen, 1], 1 - boxes[chosen, 0], boxes[chosen, 3]], -1)
+        return images, masks, boxes
+
+
+class BatchColorJitter(BatchTransform):
+    """albumentations' `ColorJitter` for a batch: brightness, contrast, saturation and hue factors drawn
+    per sample (a number b means [max(0, 1 - b), 1 + b]; hue h means [-h, h]) and applied in a random
+    order per sample, each step rounded to whole grey levels as the uint8 functions do. Saturation and
+    hue leave one-channel images as they are, as in albumentations. Pixels only: masks and boxes pass."""
+
+    def __init__(self, brightness=0.2, contrast=0.2, saturation=0.2, hue=0.2, p: float = 0.5):
+        super().__init__(p)
+        self.ranges = [_factor_range(brightness, "brightness"), _factor_range(contrast, "contrast"),
+                       _factor_range(saturation, "saturation"), _range(hue, "hue", "BatchColorJitter")]  # fmt: skip
+
+    def __call__(self, images: np.ndarray, masks: Optional[np.ndarray] = None, boxes: Optional[np.ndarray] = None):
+        chosen = self.chosen(len(images))
+        if not len(chosen):
+            return images, masks, boxes
+        m, rgb = len(chosen), images.shape[-1] == 3
+        factors = np.stack([self.rng.uniform(low, high, m) for low, high in self.ranges], 1)  # m x 4
+        orders = np.argsort(self.rng.random((m, 4)), axis=1)  # each sample's own order of the four
+        x = images[chosen].astype(np.float32)
+        identity = factors == np.array([1.0, 1.0, 1.0, 0.0])  # a step albumentations skips (hue's HSV round trip is lossy)
+        for position in range(4):
+            for op in range(4):
+                rows = np.flatnonzero((orders[:, position] == op) & ~identity[:, op])
+                if len(rows) and (rgb or op < 2):
+                    x[rows] = np.clip(np.rint(_COLOR_OPS[op](x[rows], factors[rows, op])), 0, 255)
+        images = images.copy()
+        images[chosen] = x.astype(images.dtype)
+        return images, masks, boxes
+
+
+def _brightness(x: np.ndarray, f: np.ndarray) -> np.ndarray:
+    return x * f[:, None, None, None]
+
+
+def _contrast(x: np.ndarray, f: np.ndarray) -> np.ndarray:
+    mean = _gray(x).mean((1, 2, 3)) if x.shape[-1] == 3 else x.mean((1, 2, 3))
+    return x * f[:, None, None, None] + (mean * (1 - f))[:, None, None, None]
+
+
+def _saturation(x: np.ndarray, f: np.ndarray) -> np.ndarray:
+    return x * f[:, None, None, None] + _gray(x) * (1 - f)[:, None, None, None]
+
+
+def _hue(x: np.ndarray, f: np.ndarray) -> np.ndarray:
+    # one cv2 call for the batch: the images stacked into one tall image
+    m, height, width, _ = x.shape
+    hsv = cv2.cvtColor(x.astype(np.uint8).reshape(m * height, width, 3), cv2.COLOR_RGB2HSV).reshape(m, height, width, 3)
+    hsv[..., 0] = np.mod(hsv[..., 0] + 180 * f[:, None, None], 180).astype(np.uint8)
+    return cv2.cvtColor(hsv.reshape(m * height, width, 3), cv2.COLOR_HSV2RGB).reshape(x.shape).astype(np.float32)
+
+
+def _gray(x: np.ndarray) -> np.ndarray:
+    """cv2's RGB -> grey (ITU-R 601 weights), rounded as its uint8 output is."""
+    return np.rint(x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+
+
+_COLOR_OPS = (_brightness, _contrast, _saturation, _hue)
+
+
+class BatchGaussianBlur(BatchTransform):
+    """albumentations' `GaussianBlur` for a batch: per chosen sample a sigma from `sigma_limit` and an odd
+    kernel size from `blur_limit` (0: from sigma, int(sigma * 3.5) * 2 + 1), blurred by cv2. Pixels only."""
+
+    def __init__(self, blur_limit=0, sigma_limit=(0.5, 3.0), p: float = 0.5):
+        super().__init__(p)
+        self.blur_limit = _range(blur_limit, "blur_limit", "BatchGaussianBlur") if blur_limit else (0.0, 0.0)
+        self.sigma_limit = _range(sigma_limit, "sigma_limit", "BatchGaussianBlur")
+
+    def __call__(self, images: np.ndarray, masks: Optional[np.ndarray] = None, boxes: Optional[np.ndarray] = None):
+        chosen = self.chosen(len(images))
+        sigmas = self.rng.uniform(*self.sigma_limit, len(chosen))
+        odd = [k for k in range(int(self.blur_limit[0]), int(self.blur_limit[1]) + 1) if k % 2 == 1]
+        sizes = self.rng.choice(odd, len(chosen)) if odd else (sigmas * 3.5).astype(int) * 2 + 1
+        images = images.copy()
+        for i, sigma, size in zip(chosen, sigmas, sizes):
+            images[i] = cv2.GaussianBlur(images[i], (int(size), int(size)), float(sigma)).reshape(images[i].shape)
+        return images, masks, boxes
+
+
+class BatchCoarseDropout(BatchTransform):
+    """albumentations' `CoarseDropout` for a batch: per chosen sample a number of holes from
+    `num_holes_range`, each of a height and width from `hole_height_range` / `hole_width_range`
+    (fractions of the image, or pixels when both bounds are whole numbers >= 1) at a uniform
+    position inside the image, filled with `fill` (masks with `fill_mask`, unless None)."""
+
+    def __init__(self, num_holes_range=(1, 1), hole_height_range=(0.1, 0.2), hole_width_range=(0.1, 0.2), fill: float = 0,
+                 fill_mask: Optional[float] = None, p: float = 0.5):  # fmt: skip
+        super().__init__(p)
+        self.holes = tuple(int(v) for v in _range(num_holes_range, "num_holes_range", "BatchCoarseDropout"))
+        if self.holes[0] < 1:
+            raise ValueError(f"BatchCoarseDropout: num_holes_range={num_holes_range!r} must start at 1 or more")
+        self.height = _range(hole_height_range, "hole_height_range", "BatchCoarseDropout")
+        self.width = _range(hole_width_range, "hole_width_range", "BatchCoarseDropout")
+        self.fill, self.fill_mask = fill, fill_mask
+
+    def _sizes(self, bounds: tuple[float, float], side: int, shape: tuple[int, int]) -> np.ndarray:
+        if bounds[0] >= 1 and float(bounds[0]).is_integer() and float(bounds[1]).is_integer():
+            return self.rng.integers(int(bounds[0]), int(bounds[1]) + 1, shape)
+        return np.maximum((side * self.rng.uniform(*bounds, shape)).astype(int), 1)
+
+    def __call__(self, images: np.ndarray, masks: Optional[np.ndarray] = None, boxes: Optional[np.ndarray] = None):
+        chosen = self.chosen(len(images))
+        m, height, width = len(chosen), images.shape[1], images.shape[2]
+        most = self.holes[1]
+        counts = self.rng.integers(self.holes[0], most + 1, m)
+        heights = np.minimum(self._sizes(self.height, height, (m, most)), height)
+        widths = np.minimum(self._sizes(self.width, width, (m, most)), width)
+        top = (self.rng.random((m, most)) * (height - heights + 1)).astype(int)
+        left = (self.rng.random((m, most)) * (width - widths + 1)).astype(int)
+        rows, cols = np.arange(height), np.arange(width)
+        in_rows = (rows >= top[..., None]) & (rows < (top + heights)[..., None])  # m x holes x H
+        in_cols = (cols >= left[..., None]) & (cols < (left + widths)[..., None])  # m x holes x W
+        real = np.arange(most) < counts[:, None]  # m x holes: the holes each sample drew
+        holes = (in_rows[..., :, None] & in_cols[..., None, :] & real[..., None, None]).any(1)  # m x H x W
+        images = images.copy()
+        picked = images[chosen]
+        picked[holes] = self.fill
+        images[chosen] = picked
+        if masks is not None and self.fill_mask is not None:
+            masks = masks.copy()
+            dropped = masks[chosen]
+            dropped[holes] = self.fill_mask
+            masks[chosen] = dropped
+        return images, masks, boxes
+
+
+def _range(value, name: str, owner: str = "BatchAffine") -> tuple[float, float]:
     if isinstance(value, (int, float)):
         return (-abs(value), abs(value)) if name != "scale" else (float(value), float(value))
     if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
         return float(min(value)), float(max(value))
-    raise ValueError(f"BatchAffine: {name}={value!r} is not valid; expected a number or a [low, high] pair")
+    raise ValueError(f"{owner}: {name}={value!r} is not valid; expected a number or a [low, high] pair")
+
+
+def _factor_range(value, name: str) -> tuple[float, float]:
+    """A ColorJitter factor: b means [max(0, 1 - b), 1 + b], as in albumentations and torchvision."""
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"BatchColorJitter: {name}={value} must be >= 0")
+        return max(0.0, 1.0 - value), 1.0 + value
+    return _range(value, name, "BatchColorJitter")
 
 
 def _transform_boxes(boxes: np.ndarray, matrices: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -115,7 +283,7 @@ def _transform_boxes(boxes: np.ndarray, matrices: np.ndarray, height: int, width
     return np.clip(out, 0.0, 1.0).astype(boxes.dtype)
 
 
-BATCH_TRANSFORMS = (BatchAffine,)
+BATCH_TRANSFORMS = (BatchTransform,)
 
 
 class Augmentation:
