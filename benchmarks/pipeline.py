@@ -6,10 +6,13 @@ Each figure sits next to a baseline measured in the same run:
   `augment=none scheduler=none` and neither regulariser (what a plain LeNet-5 reaches in the same
   epochs); `--seeds` repeats the default pipeline with other `train.seed` values, since one 360-image
   test split moves by 0.28% per image;
+- with `--stages`, where the default pipeline's time goes: each stage's command (from dvc.lock) run
+  again on its own, wall and CPU (user + sys) seconds, training's fit apart from the rest of
+  cnnlab-train, and DVC itself (the whole `dvc repro` less its stages; a no-op `dvc repro`);
 - `cnnlab-train --help` vs. Hydra composing the config (`--cfg job`, the work Hydra's own help
   does for every group) and vs. importing the training stack (what --help keeps out of start-up).
 
-    .venv/bin/python benchmarks/pipeline.py [--repeats 5] [--seeds 1,2,3]
+    .venv/bin/python benchmarks/pipeline.py [--repeats 5] [--seeds 1,2,3] [--stages 3]
     .venv/bin/python benchmarks/pipeline.py --accuracy-seeds 1-10   # the range a newcomer sees, min/mean/max
 """
 
@@ -18,6 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -35,6 +40,48 @@ def timed(command: list[str], cwd: Path, env: dict) -> float:
     started = time.perf_counter()
     subprocess.run(command, cwd=cwd, env=env, check=True, capture_output=True, text=True)
     return time.perf_counter() - started
+
+
+def cpu_timed(command: list[str], cwd: Path, env: dict) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + sys of the command and every process it waited for)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run(command, cwd=cwd, env=env, check=True, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def stage_breakdown(root: Path, repeats: int) -> list[tuple[str, float, float]]:
+    """(part, median wall s, median CPU s) of the default pipeline in `root`, a project `pipeline` has run.
+
+    Each round: the whole `dvc repro -f`, a no-op `dvc repro` (everything up to date: DVC's start-up,
+    hashing and status checks), then each stage's command as dvc.lock records it, its outputs removed
+    first as DVC does. "DVC itself" is the whole less its stages. Torch's threads spin while they wait:
+    on cores another job is using, CPU seconds of a fit grow with the wall time.
+    """
+    env = cli_env(root, DVC_NO_ANALYTICS="1")
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    rows: dict[str, list[tuple[float, float]]] = {}
+    for _ in range(repeats):
+        whole = cpu_timed([str(BIN / "dvc"), "repro", "-f"], root, env)
+        rows.setdefault("`dvc repro -f` (whole pipeline)", []).append(whole)
+        # before the stages run again by hand: their new outputs (a new run id) would make DVC re-run them
+        rows.setdefault("`dvc repro` with nothing to do", []).append(cpu_timed([str(BIN / "dvc"), "repro"], root, env))
+        stages = []
+        for name, stage in lock.items():
+            for out in stage.get("outs", []):
+                path = root / out["path"]
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            stages.append(cpu_timed(["bash", "-c", stage["cmd"]], root, {**env, "DVC_STAGE": name, "DVC_ROOT": str(root)}))
+            rows.setdefault(f"stage {name}", []).append(stages[-1])
+            if name == "train":  # fit alone, as cnnlab-train measured it
+                fit = json.loads((root / "artifacts/train/metrics.json").read_text())["train_seconds"]
+                rows.setdefault("  train: trainer.fit", []).append((fit, float("nan")))
+                rows.setdefault("  train: all but fit", []).append((stages[-1][0] - fit, float("nan")))
+        rows.setdefault("DVC itself (whole less its stages)", []).append(
+            (whole[0] - sum(s[0] for s in stages), whole[1] - sum(s[1] for s in stages)))
+    return [(name, statistics.median(w for w, _ in values), statistics.median(c for _, c in values)) for name, values in rows.items()]
 
 
 def pipeline(root: Path, overrides: dict) -> tuple[float, float]:
@@ -77,10 +124,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="start-up timings per command (median reported)")
     parser.add_argument("--seeds", default="", help="comma-separated extra train.seed values for the default pipeline")
+    parser.add_argument("--stages", type=int, default=0, help="rounds of the per-stage breakdown of the default pipeline (0: none)")
+    parser.add_argument("--stages-only", action="store_true", help="only the per-stage breakdown (no baseline, no start-up)")
     parser.add_argument("--accuracy-seeds", default="", help="a-b: only the default pipeline's test accuracy for train.seed a..b")
     args = parser.parse_args()
     if args.accuracy_seeds:
         accuracy_over_seeds(*map(int, args.accuracy_seeds.split("-")))
+        return
+    if args.stages_only:
+        with tempfile.TemporaryDirectory() as scratch:
+            seconds, accuracy = pipeline(Path(scratch) / "default", {})
+            print(f"dvc repro from scratch: {seconds:.1f} s, test accuracy {accuracy:.2%}; load average {os.getloadavg()}")
+            print_breakdown(stage_breakdown(Path(scratch) / "default", max(args.stages, 1)))
         return
     plain = {"augment": "none", "scheduler": "none", "train.weight_decay": 0.0, "train.label_smoothing": 0.0}
     with tempfile.TemporaryDirectory() as scratch:
@@ -96,12 +151,22 @@ def main() -> None:
             "baseline: import pytorch_lightning, mlflow": [sys.executable, "-c", "import pytorch_lightning, mlflow"],
         }
         times = {name: statistics.median(timed(cmd, scratch / "default", env) for _ in range(args.repeats)) for name, cmd in startup.items()}
+        breakdown = stage_breakdown(scratch / "default", args.stages) if args.stages else []
     print("| pipeline | dvc repro from scratch (s) | test accuracy |\n|---|---|---|")
     for name, seconds, accuracy in rows:
         print(f"| {name} | {seconds:.1f} | {accuracy:.2%} |")
     print(f"\n| start-up (median of {args.repeats}) | seconds |\n|---|---|")
     for name, seconds in times.items():
         print(f"| {name} | {seconds:.2f} |")
+    if breakdown:
+        print_breakdown(breakdown)
+
+
+def print_breakdown(breakdown: list[tuple[str, float, float]]) -> None:
+    print("\n| default pipeline, part (median) | wall s | CPU s (user + sys) |\n|---|---|---|")
+    for name, wall, cpu in breakdown:
+        print(f"| {name} | {wall:.2f} | {'-' if cpu != cpu else f'{cpu:.2f}'} |")
+    print(f"\nload average after: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

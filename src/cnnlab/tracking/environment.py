@@ -69,7 +69,8 @@ def environment_tags() -> dict[str, str]:
 
 def environment_record() -> dict:
     """Everything above plus every installed distribution and its version: the artifact environment.json."""
-    packages = {dist.metadata["Name"]: dist.version for dist in metadata.distributions() if dist.metadata["Name"]}
+    # each distribution's metadata parsed once (dist.version parses it again): a third of a second here
+    packages = {meta["Name"]: meta["Version"] for meta in (dist.metadata for dist in metadata.distributions()) if meta["Name"]}
     return {"tags": environment_tags(), "executable": sys.executable, "packages": dict(sorted(packages.items(), key=lambda kv: kv[0].lower())),
             "env": {name: os.environ[name] for name in ("PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
                     if name in os.environ}}  # fmt: skip

@@ -18,10 +18,11 @@ def pyplot():
     return plt
 
 
-def save(figure, path: Path) -> Path:
+def save(figure, path: Path, tight: bool = True) -> Path:
+    """`figure` as a PNG at `path`; `tight` crops it to what is drawn (one extra draw of the figure)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110, bbox_inches="tight")
+    figure.savefig(path, dpi=110, bbox_inches="tight" if tight else None)
     pyplot().close(figure)
     return path
 
@@ -40,7 +41,10 @@ def image_grid(
     count = len(images)
     columns = min(columns, count)
     rows = int(np.ceil(count / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.8 * rows), squeeze=False)
+    # a fixed layout (each cell 1.6 x 1.8 in: the image, two lines of title above it) instead of
+    # tight_layout and a tight crop, which draw the whole figure twice more: half the time of a grid
+    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.8 * rows), squeeze=False,
+                                gridspec_kw=_grid_spacing(rows, columns))  # fmt: skip
     for i, axis in enumerate(axes.flat):
         axis.axis("off")
         if i >= count:
@@ -50,5 +54,11 @@ def image_grid(
         axis.set_title(titles[i], fontsize=7, color=(title_colors[i] if title_colors else "black"))
         if draw:
             draw(axis, i)
-    figure.tight_layout()
-    return save(figure, path)
+    return save(figure, path, tight=False)
+
+
+def _grid_spacing(rows: int, columns: int) -> dict:
+    """Subplot spacing for cells of 1.6 x 1.8 inches: 0.05 in around the grid, 0.35 in above each image for its title."""
+    width, height = 1.6 * columns, 1.8 * rows
+    return {"left": 0.05 / width, "right": 1 - 0.05 / width, "bottom": 0.05 / height, "top": 1 - 0.35 / height,
+            "wspace": 0.1 / 1.5, "hspace": 0.35 / 1.45}  # fmt: skip
