@@ -103,6 +103,30 @@ def test_best_model_is_logged_registered_and_promoted(trained, tracking_uri):
     assert stored["class_names"] == classes and stored["task"] == "classification"
 
 
+def test_logged_model_loads_as_pytorch_and_pins_torch(trained, tracking_uri):
+    """The model as `mlflow.pytorch.load_model` and `mlflow models serve` get it: a network that runs
+    without cnnlab, and a requirements file naming the torch and mlflow it needs."""
+    import mlflow.models
+    import mlflow.pyfunc
+    import mlflow.pytorch
+    import torch
+
+    from cnnlab.tracking.model_registry import use_tracking_uri
+
+    run, _, _ = trained
+    version = MlflowClient(tracking_uri).search_model_versions(f"run_id = '{run.info.run_id}'")[0]
+    uri = f"models:/{version.name}/{version.version}"
+    with use_tracking_uri(tracking_uri):
+        network = mlflow.pytorch.load_model(uri)
+        stored = mlflow.models.get_model_info(uri).metadata["cnnlab"]
+        requirements = Path(mlflow.pyfunc.get_model_dependencies(uri)).read_text().split()
+    with torch.no_grad():
+        probabilities = network(torch.zeros(3, stored["channels"], stored["image_size"], stored["image_size"]))
+    assert probabilities.shape[0] == 3 and torch.allclose(probabilities.sum(dim=1), torch.ones(3), atol=1e-4)
+    assert f"torch=={torch.__version__.split('+')[0]}" in requirements
+    assert f"mlflow=={mlflow.__version__}" in requirements
+
+
 def test_outputs_for_dvc(trained):
     _, out, _ = trained
     metrics = json.loads((out / "metrics.json").read_text())
