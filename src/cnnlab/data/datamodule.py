@@ -9,7 +9,6 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from cnnlab.data.augment import build_augmentation
 from cnnlab.data.prepared import PreparedDataset
 from cnnlab.data.preprocess import BatchNormalizer
 from cnnlab.seeding import epoch_seed
@@ -153,7 +152,11 @@ class CNNDataModule(pl.LightningDataModule):
 
     def dataset(self, split: str, augment: bool) -> PreparedSplit:
         self.setup()
-        pipeline = build_augmentation(self.train_transforms, with_boxes=self.boxes) if augment else None
+        pipeline = None
+        if augment:  # imported here: evaluation and prediction never augment, and albumentations takes 0.2 s to import
+            from cnnlab.data.augment import build_augmentation
+
+            pipeline = build_augmentation(self.train_transforms, with_boxes=self.boxes)
         fraction = self.train_fraction if split == "train" else 1.0
         return PreparedSplit(self.prepared, split, pipeline, boxes=self.boxes, masks=self.masks, normalization=self.normalization,
                              train_fraction=fraction, subset_seed=self.split_seed)  # fmt: skip
