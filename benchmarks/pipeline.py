@@ -13,6 +13,7 @@ Each figure sits next to a baseline measured in the same run:
   does for every group) and vs. importing the training stack (what --help keeps out of start-up).
 
     .venv/bin/python benchmarks/pipeline.py [--repeats 5] [--seeds 1,2,3] [--stages 3]
+    .venv/bin/python benchmarks/pipeline.py --stages 3 --stages-only [--src /tmp/main/src]   # breakdown, optionally of another checkout
     .venv/bin/python benchmarks/pipeline.py --accuracy-seeds 1-10   # the range a newcomer sees, min/mean/max
 """
 
@@ -34,6 +35,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.conftest import BIN, cli_env, copy_project  # noqa: E402
+
+
+EXTRA_ENV: dict[str, str] = {}  # --src: PYTHONPATH for the cnnlab commands (another checkout's src/, as a baseline)
 
 
 def timed(command: list[str], cwd: Path, env: dict) -> float:
@@ -60,7 +64,7 @@ def stage_breakdown(root: Path, repeats: int) -> list[tuple[str, float, float]]:
     first as DVC does. "DVC itself" is the whole less its stages. Torch's threads spin while they wait:
     on cores another job is using, CPU seconds of a fit grow with the wall time.
     """
-    env = cli_env(root, DVC_NO_ANALYTICS="1")
+    env = cli_env(root, DVC_NO_ANALYTICS="1", **EXTRA_ENV)
     lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
     rows: dict[str, list[tuple[float, float]]] = {}
     for _ in range(repeats):
@@ -95,7 +99,7 @@ def pipeline(root: Path, overrides: dict) -> tuple[float, float]:
             node = node[parent]
         node[leaf] = value
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = cli_env(root)
+    env = cli_env(root, **EXTRA_ENV)
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     subprocess.run([str(BIN / "dvc"), "init", "-q"], cwd=root, env=env, check=True)
     seconds = timed([str(BIN / "dvc"), "repro"], root, env)
@@ -126,8 +130,11 @@ def main() -> None:
     parser.add_argument("--seeds", default="", help="comma-separated extra train.seed values for the default pipeline")
     parser.add_argument("--stages", type=int, default=0, help="rounds of the per-stage breakdown of the default pipeline (0: none)")
     parser.add_argument("--stages-only", action="store_true", help="only the per-stage breakdown (no baseline, no start-up)")
+    parser.add_argument("--src", default="", help="run the cnnlab commands from this src/ directory (PYTHONPATH), e.g. an older checkout's, as a baseline")
     parser.add_argument("--accuracy-seeds", default="", help="a-b: only the default pipeline's test accuracy for train.seed a..b")
     args = parser.parse_args()
+    if args.src:
+        EXTRA_ENV["PYTHONPATH"] = str(Path(args.src).resolve())
     if args.accuracy_seeds:
         accuracy_over_seeds(*map(int, args.accuracy_seeds.split("-")))
         return
