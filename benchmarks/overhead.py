@@ -13,7 +13,9 @@ Three measurements, each next to its baseline in the same run (issue 14):
    and every metric point counted back from the store against what the run's history promises.
 3. **Input:** images/s the training DataLoader supplies (no model) against images/s the model's
    training step consumes on a batch held in memory (forward, backward, optimizer step), for
-   `num_workers` 0 (the loader in the training process) and 2 (persistent workers), per augment.
+   `num_workers` 0 (the loader in the training process) and 2 (persistent workers), per augment;
+   and the cost per image of each stage of `augment=strong`, next to albumentations' per-sample
+   namesakes of its batch transforms.
 
 Recipes: `default` is params.yaml's (LeNet-5 on digits at 32 px, batch 64, AdamW + one-cycle,
 label smoothing, augment=affine); `resnet` is experiment=shapes_classification (ResNet-18, width 0.25).
@@ -261,6 +263,35 @@ def input_supply(project: Path, recipe: str, augment: str | None, workers: int, 
     return report
 
 
+def augment_cost(augment: str, images: int = 64, repeats: int = 50) -> dict:
+    """Microseconds an image of each stage of conf/augment/<augment>.yaml on 32 px digits-like images,
+    one thread, next to the same list with albumentations' per-sample namesakes of the batch transforms."""
+    import albumentations as A
+    import cv2
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from cnnlab.data.augment import build_augmentation
+
+    cv2.setNumThreads(1)
+    batch = np.random.default_rng(0).integers(0, 256, (images, 32, 32, 1), dtype=np.uint8)
+    listed = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "augment" / f"{augment}.yaml").train)
+    namesakes = [{**t, "_target_": t["_target_"].replace("cnnlab.data.augment.Batch", "albumentations.")} for t in listed]
+    report = {"augment": augment}
+    for side, transforms in (("batch", listed), ("albumentations per sample", namesakes)):
+        augmentation = build_augmentation(transforms)
+        costs = {}
+        for stage in augmentation.stages:
+            name = "+".join(type(t).__name__ for t in stage.transforms) if isinstance(stage, A.Compose) else type(stage).__name__
+            cpu = time.process_time()
+            for _ in range(repeats):
+                augmentation.stages = [stage]
+                augmentation.batch(batch)
+            costs[name] = round((time.process_time() - cpu) / repeats / images * 1e6, 1)
+        report[side] = {"us_per_image": costs, "total": round(sum(costs.values()), 1)}
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipes", default="default,resnet")
@@ -291,6 +322,8 @@ def main() -> None:
             epochs = args.epochs if recipe == "default" else (args.epochs or args.resnet_epochs)
             if "overhead" not in skip:
                 print(json.dumps(overhead(project, recipe, args.rounds, epochs, env)), flush=True)
+            if "input" not in skip and recipe == "default":
+                print(json.dumps(augment_cost("strong")), flush=True)
             if "input" not in skip:
                 augments = ["-", "strong"] if recipe == "default" else ["-"]
                 for augment in augments:
