@@ -93,8 +93,12 @@ def train(cfg: DictConfig) -> float:
 
     with run.failed_on_error(job.output_dir) if run else contextlib.nullcontext(), _stop_on_sigterm() as sigterm:
         with run.system_metrics(cfg.logger.system_metrics_interval, resuming) if run and cfg.logger.system_metrics else contextlib.nullcontext():
-            trainer = pl.Trainer(**_trainer_arguments(cfg, job), callbacks=callbacks,
-                                 logger=[run.lightning_logger(cfg.logger.experiment_name)] if run else False,
+            logger = run.lightning_logger(cfg.logger.experiment_name) if run else None
+            if logger is not None:  # checkpoints carry the points not yet sent (a killed run loses none)
+                from cnnlab.tracking.lightning_logger import UnsentMetrics
+
+                callbacks.append(UnsentMetrics(logger))
+            trainer = pl.Trainer(**_trainer_arguments(cfg, job), callbacks=callbacks, logger=[logger] if logger else False,
                                  default_root_dir=str(job.output_dir))  # fmt: skip
             started = time.time()  # train_seconds: fit alone (what benchmarks/overhead.py compares)
             sigterm.fitting = True  # inside fit, Lightning's own handler stops at the next batch boundary

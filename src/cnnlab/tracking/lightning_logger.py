@@ -8,6 +8,7 @@ import time
 from typing import Optional
 
 from mlflow.entities import Metric
+from pytorch_lightning import Callback
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -59,7 +60,26 @@ class OutboxLogger(MLFlowLogger):
 
     # No send at a checkpoint: the outbox sends every `interval` s and drains at the end, also on
     # SIGTERM and Ctrl-C. A send per epoch (40 SQLite transactions in the default recipe's 7 s fit,
-    # synchronous at first, then woken in the sender thread) cost 0.5 ms per training step.
+    # synchronous at first, then woken in the sender thread) cost 0.5 ms per training step. What a
+    # killed process had not sent travels in its checkpoint instead (UnsentMetrics).
+
+    def unsent(self) -> list[list]:
+        """[key, value, timestamp, step] of each point the store has not confirmed (none in a rank without an outbox)."""
+        return [[m.key, m.value, m.timestamp, m.step] for m in self._outbox.unsent()] if self._outbox is not None else []
+
+    def send_missing(self, points: list[list]) -> int:
+        """Queue those of `points` that the run does not hold yet (same key, step and timestamp); returns how many."""
+        missing = points
+        try:
+            held = set()
+            for key in {point[0] for point in points}:
+                history = with_retry(lambda: self.experiment.get_metric_history(self.run_id, key), what="read metrics")
+                held |= {(key, m.step, m.timestamp) for m in history}
+            missing = [p for p in points if (p[0], p[3], p[2]) not in held]
+        except Exception as err:  # the store does not answer now: better a point twice than lost
+            log.warning("could not read the run's metrics back (%s); re-sending the %d kept in the checkpoint", str(err)[:200], len(points))
+        self.outbox.add([Metric(key, float(value), int(timestamp), int(step)) for key, value, timestamp, step in missing])
+        return len(missing)
 
     def finalize(self, status: str = "success") -> None:
         if self._owns_outbox and self._outbox is not None:
@@ -67,3 +87,24 @@ class OutboxLogger(MLFlowLogger):
             if left:
                 log.warning("MLflow did not answer: %d metric points of this process were not sent", len(left))
             self._outbox = None
+
+
+class UnsentMetrics(Callback):
+    """Each checkpoint carries the metric points the store has not confirmed yet; a run resumed from it
+    sends those the store lacks. A process killed without cleanup (SIGKILL, out of memory, a lost
+    node) loses what its outbox held, up to 2 s of points; resumed, the run still has every epoch once."""
+
+    KEY = "cnnlab_unsent_metrics"
+
+    def __init__(self, logger: OutboxLogger):
+        self.logger = logger
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint[self.KEY] = self.logger.unsent()
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        points = checkpoint.get(self.KEY) or []
+        if points and trainer.is_global_zero:
+            sent = self.logger.send_missing(points)
+            if sent:
+                log.info("resumed: %d metric points the killed process had not sent go to the run now", sent)

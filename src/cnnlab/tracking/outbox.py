@@ -42,6 +42,11 @@ class MetricOutbox:
             if len(self._points) >= self.batch:
                 self._wake.set()
 
+    def unsent(self) -> list:
+        """The points not yet confirmed by the store, oldest first (a send in flight included)."""
+        with self._lock:
+            return list(self._points)
+
     @property
     def pending(self) -> int:
         with self._lock:
