@@ -113,7 +113,7 @@ def plain_loop(project: Path, overrides: list[str], metrics: bool = False) -> di
     for epoch in range(epochs):
         train_loader.sampler.set_epoch(epoch)
         network.train()
-        sums = torch.zeros(2)
+        sums, epoch_images = torch.zeros(2), 0
         for batch in train_loader:
             logits = network(batch["image"])
             loss = F.cross_entropy(logits, batch["label"], label_smoothing=smoothing)
@@ -124,7 +124,7 @@ def plain_loop(project: Path, overrides: list[str], metrics: bool = False) -> di
                 scheduler.step()
             if metrics:
                 sums += torch.stack([loss.detach(), (logits.argmax(1) == batch["label"]).float().mean()]) * len(batch["label"])
-            steps, images = steps + 1, images + len(batch["label"])
+            steps, images, epoch_images = steps + 1, images + len(batch["label"]), epoch_images + len(batch["label"])
         network.eval()
         correct = total = 0
         val_loss = 0.0
@@ -138,15 +138,12 @@ def plain_loop(project: Path, overrides: list[str], metrics: bool = False) -> di
                     val_metrics.update(logits, batch["label"])
         accuracy = correct / total
         if metrics:  # the epoch's row, as cnnlab-train's history.csv has it
-            history.append({"train/loss": float(sums[0]) / images_in_epoch(train_loader), "train/acc": float(sums[1]) / images_in_epoch(train_loader),
+            history.append({"train/loss": float(sums[0]) / epoch_images, "train/acc": float(sums[1]) / epoch_images,
                             "val/loss": val_loss / total, **{k: float(v) for k, v in val_metrics.compute().items()}})  # fmt: skip
             val_metrics.reset()
     return {"fit_s": time.perf_counter() - started, "fit_cpu_s": time.process_time() - cpu, "steps": steps, "images": images, "val_acc": accuracy,
             "last_epoch": history[-1] if history else None}  # fmt: skip
 
-
-def images_in_epoch(loader) -> int:
-    return len(loader.sampler) if not loader.drop_last else len(loader) * loader.batch_size
 
 
 def cnnlab_train(project: Path, overrides: list[str], logger: str, env: dict) -> dict:
@@ -285,8 +282,7 @@ def augment_cost(augment: str, images: int = 64, repeats: int = 50) -> dict:
             name = "+".join(type(t).__name__ for t in stage.transforms) if isinstance(stage, A.Compose) else type(stage).__name__
             cpu = time.process_time()
             for _ in range(repeats):
-                augmentation.stages = [stage]
-                augmentation.batch(batch)
+                augmentation.apply_stage(stage, batch)
             costs[name] = round((time.process_time() - cpu) / repeats / images * 1e6, 1)
         report[side] = {"us_per_image": costs, "total": round(sum(costs.values()), 1)}
     return report

@@ -88,3 +88,12 @@ def test_coarse_dropout_cuts_the_drawn_number_and_size_of_holes():
 def test_bad_parameters_say_which(make):
     with pytest.raises(ValueError, match=r"Batch\w+: (brightness|num_holes_range|sigma_limit|p)="):
         make()
+
+
+def test_one_number_means_what_it_means_for_each_parameter():
+    assert BatchCoarseDropout(num_holes_range=2, hole_height_range=0.2, hole_width_range=3).holes == (2, 2)  # a count: exactly 2
+    assert BatchGaussianBlur(blur_limit=5).sizes == [1, 3, 5]  # a kernel size: up to 5
+    assert BatchColorJitter(hue=0.1).ranges[3] == (-0.1, 0.1)  # a shift: either way
+    images, _, _ = scene(n=8, channels=3)
+    out, _, _ = BatchGaussianBlur(blur_limit=5, sigma_limit=1.0, p=1.0)(images)
+    assert out.shape == images.shape

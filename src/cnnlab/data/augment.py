@@ -55,8 +55,9 @@ class BatchAffine(BatchTransform):
     def __init__(self, scale=(1.0, 1.0), translate_percent=(0.0, 0.0), rotate=(0.0, 0.0), shear=(0.0, 0.0),
                  p: float = 0.5, fill: float = 0, fill_mask: float = 0, border_mode: int = cv2.BORDER_CONSTANT):  # fmt: skip
         super().__init__(p)
-        self.scale, self.translate, self.rotate, self.shear = (_range(v, name) for v, name in
-            ((scale, "scale"), (translate_percent, "translate_percent"), (rotate, "rotate"), (shear, "shear")))  # fmt: skip
+        self.scale = _range(scale, "scale", "BatchAffine", single="fixed")
+        self.translate, self.rotate, self.shear = (_range(v, name, "BatchAffine") for v, name in
+            ((translate_percent, "translate_percent"), (rotate, "rotate"), (shear, "shear")))  # fmt: skip
         if border_mode != cv2.BORDER_CONSTANT:
             raise ValueError(f"BatchAffine: border_mode={border_mode} is not supported; only {cv2.BORDER_CONSTANT} (constant `fill`)")
         self.fill, self.fill_mask = fill, fill_mask
@@ -191,18 +192,19 @@ _COLOR_OPS = (_brightness, _contrast, _saturation, _hue)
 
 class BatchGaussianBlur(BatchTransform):
     """albumentations' `GaussianBlur` for a batch: per chosen sample a sigma from `sigma_limit` and an odd
-    kernel size from `blur_limit` (0: from sigma, int(sigma * 3.5) * 2 + 1), blurred by cv2. Pixels only."""
+    kernel size from `blur_limit` (a number k: up to k; 0: from sigma, int(sigma * 3.5) * 2 + 1),
+    blurred by cv2. Pixels only."""
 
     def __init__(self, blur_limit=0, sigma_limit=(0.5, 3.0), p: float = 0.5):
         super().__init__(p)
-        self.blur_limit = _range(blur_limit, "blur_limit", "BatchGaussianBlur") if blur_limit else (0.0, 0.0)
-        self.sigma_limit = _range(sigma_limit, "sigma_limit", "BatchGaussianBlur")
+        low, high = _range(blur_limit, "blur_limit", "BatchGaussianBlur", single="up_to") if blur_limit else (0, 0)
+        self.sizes = [k for k in range(int(low), int(high) + 1) if k % 2 == 1]  # []: from sigma
+        self.sigma_limit = _range(sigma_limit, "sigma_limit", "BatchGaussianBlur", single="up_to")
 
     def __call__(self, images: np.ndarray, masks: Optional[np.ndarray] = None, boxes: Optional[np.ndarray] = None):
         chosen = self.chosen(len(images))
         sigmas = self.rng.uniform(*self.sigma_limit, len(chosen))
-        odd = [k for k in range(int(self.blur_limit[0]), int(self.blur_limit[1]) + 1) if k % 2 == 1]
-        sizes = self.rng.choice(odd, len(chosen)) if odd else (sigmas * 3.5).astype(int) * 2 + 1
+        sizes = self.rng.choice(self.sizes, len(chosen)) if self.sizes else (sigmas * 3.5).astype(int) * 2 + 1
         images = images.copy()
         for i, sigma, size in zip(chosen, sigmas, sizes):
             images[i] = cv2.GaussianBlur(images[i], (int(size), int(size)), float(sigma)).reshape(images[i].shape)
@@ -218,11 +220,11 @@ class BatchCoarseDropout(BatchTransform):
     def __init__(self, num_holes_range=(1, 1), hole_height_range=(0.1, 0.2), hole_width_range=(0.1, 0.2), fill: float = 0,
                  fill_mask: Optional[float] = None, p: float = 0.5):  # fmt: skip
         super().__init__(p)
-        self.holes = tuple(int(v) for v in _range(num_holes_range, "num_holes_range", "BatchCoarseDropout"))
+        self.holes = tuple(int(v) for v in _range(num_holes_range, "num_holes_range", "BatchCoarseDropout", single="fixed"))
         if self.holes[0] < 1:
             raise ValueError(f"BatchCoarseDropout: num_holes_range={num_holes_range!r} must start at 1 or more")
-        self.height = _range(hole_height_range, "hole_height_range", "BatchCoarseDropout")
-        self.width = _range(hole_width_range, "hole_width_range", "BatchCoarseDropout")
+        self.height = _range(hole_height_range, "hole_height_range", "BatchCoarseDropout", single="fixed")
+        self.width = _range(hole_width_range, "hole_width_range", "BatchCoarseDropout", single="fixed")
         self.fill, self.fill_mask = fill, fill_mask
 
     def _sizes(self, bounds: tuple[float, float], side: int, shape: tuple[int, int]) -> np.ndarray:
@@ -256,9 +258,12 @@ class BatchCoarseDropout(BatchTransform):
         return images, masks, boxes
 
 
-def _range(value, name: str, owner: str = "BatchAffine") -> tuple[float, float]:
-    if isinstance(value, (int, float)):
-        return (-abs(value), abs(value)) if name != "scale" else (float(value), float(value))
+def _range(value, name: str, owner: str, single: str = "symmetric") -> tuple[float, float]:
+    """A [low, high] pair from a pair or one number v: [-v, v] (`single="symmetric"`: shifts and angles),
+    [v, v] ("fixed": a scale, a count, a size) or [0, v] ("up_to": a blur's kernel size or sigma)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        v = float(value)
+        return {"symmetric": (-abs(v), abs(v)), "fixed": (v, v), "up_to": (0.0, v)}[single]
     if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
         return float(min(value)), float(max(value))
     raise ValueError(f"{owner}: {name}={value!r} is not valid; expected a number or a [low, high] pair")
@@ -311,11 +316,15 @@ class Augmentation:
     def batch(self, images: np.ndarray, masks: Optional[np.ndarray] = None, boxes: Optional[np.ndarray] = None):
         """N x H x W x C images, N x H x W masks, N x 4 boxes -> the same, augmented (nothing dropped)."""
         for stage in self.stages:
-            if isinstance(stage, A.Compose):
-                images, masks, boxes = _per_sample(stage, images, masks, boxes)
-            else:
-                images, masks, boxes = stage(images, masks, boxes)
+            images, masks, boxes = self.apply_stage(stage, images, masks, boxes)
         return images, masks, boxes
+
+    @staticmethod
+    def apply_stage(stage, images: np.ndarray, masks: Optional[np.ndarray] = None, boxes: Optional[np.ndarray] = None):
+        """One of `stages` on a batch: an albumentations Compose sample by sample, a batch transform at once."""
+        if isinstance(stage, A.Compose):
+            return _per_sample(stage, images, masks, boxes)
+        return stage(images, masks, boxes)
 
     def __call__(self, image: np.ndarray, mask=None, bboxes=None, **_labels) -> dict:
         image = image[:, :, None] if image.ndim == 2 else image
