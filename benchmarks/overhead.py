@@ -7,8 +7,12 @@ Three measurements, each next to its baseline in the same run (issue 14):
    PyTorch loop written below: the same composed config, prepared arrays, albumentations transforms,
    batched normalisation, network and initial weights, optimizer and schedule, a validation pass
    each epoch; once bare (val accuracy only) and once computing the same epoch metrics cnnlab-train
-   records (`plain+metrics`: train loss and accuracy, val loss, the task's torchmetrics collection). Rounds are interleaved (plain, none, mlflow, plain, ...) and medians reported, each
-   side in a fresh process with torch's default threads.
+   records (`plain+metrics`: train loss and accuracy, val loss, the task's torchmetrics collection);
+   and `lightning-floor`, the plain loop's work in a minimal LightningModule fitted by a bare
+   `pl.Trainer` (no callbacks, logger, checkpoints or sanity check): the fastest any trainer built on
+   Lightning's loop can be. Each side's clock covers what `trainer.fit` covers, from building the
+   loaders to the last validation pass. Rounds are interleaved (plain, plain+metrics, floor, none,
+   mlflow, plain, ...) and medians reported, each side in a fresh process with torch's default threads.
 2. **MLflow per step:** (fit time with logger=mlflow - fit time with logger=none) / training steps,
    and every metric point counted back from the store against what the run's history promises.
 3. **Input:** images/s the training DataLoader supplies (no model) against images/s the model's
@@ -97,6 +101,9 @@ def plain_loop(project: Path, overrides: list[str], metrics: bool = False) -> di
     task = build_task(cfg, meta)
     network = task.backbone  # the same network and initial weights as cnnlab-train's
     val_metrics = task.val_metrics.clone() if metrics else None
+    # the window trainer.fit has: from building the loaders (which imports albumentations), optimizer
+    # and schedule to the last validation pass
+    started, cpu = time.perf_counter(), time.process_time()
     train_loader, val_loader = datamodule.train_dataloader(), datamodule.val_dataloader()
     epochs = int(cfg.trainer.max_epochs)
     optimizer = instantiate(cfg.optimizer, params=network.parameters())
@@ -109,7 +116,6 @@ def plain_loop(project: Path, overrides: list[str], metrics: bool = False) -> di
     smoothing = float(cfg.task.module.get("label_smoothing", 0.0))
     steps, images, accuracy = 0, 0, 0.0
     history: list[dict] = []
-    started, cpu = time.perf_counter(), time.process_time()
     for epoch in range(epochs):
         train_loader.sampler.set_epoch(epoch)
         network.train()
@@ -146,6 +152,58 @@ def plain_loop(project: Path, overrides: list[str], metrics: bool = False) -> di
 
 
 
+def lightning_floor(project: Path, overrides: list[str]) -> dict:
+    """What Lightning's Trainer costs by itself: the plain loop's work (same network, initial weights,
+    loaders, optimizer, schedule, val accuracy) in a minimal LightningModule, fitted by a Trainer with
+    no callbacks, logger, checkpoint, sanity check, summary or progress bar. No trainer built on
+    `pl.Trainer` can be faster than this."""
+    import pytorch_lightning as pl
+    import torch.nn.functional as F
+    from hydra.utils import get_class, instantiate
+
+    from cnnlab.data.datamodule import datamodule_from_config
+    from cnnlab.data.prepare import ensure_prepared
+    from cnnlab.tasks import build_task
+
+    os.chdir(project)
+    cfg = compose(project, overrides)
+    pl.seed_everything(cfg.seed, workers=True)
+    meta = ensure_prepared(cfg.data)
+    datamodule = datamodule_from_config(cfg, ("label",))
+    network = build_task(cfg, meta).backbone
+    smoothing = float(cfg.task.module.get("label_smoothing", 0.0))
+    epochs = int(cfg.trainer.max_epochs)
+
+    class Minimal(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.network, self.correct, self.total = network, 0, 0
+
+        def training_step(self, batch, batch_idx):
+            return F.cross_entropy(self.network(batch["image"]), batch["label"], label_smoothing=smoothing)
+
+        def validation_step(self, batch, batch_idx):
+            self.correct += int((self.network(batch["image"]).argmax(1) == batch["label"]).sum())
+            self.total += len(batch["label"])
+
+        def configure_optimizers(self):
+            optimizer = instantiate(cfg.optimizer, params=self.network.parameters())
+            schedule = dict(cfg.scheduler.get("scheduler") or {})
+            if not schedule:
+                return optimizer
+            accepted = __import__("inspect").signature(get_class(schedule["_target_"])).parameters
+            extra = {"total_steps": int(self.trainer.estimated_stepping_batches)} if "total_steps" in accepted else {}
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": instantiate(schedule, optimizer=optimizer, **extra), "interval": "step"}}
+
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, deterministic=bool(cfg.trainer.get("deterministic", False)),
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0)  # fmt: skip
+    module = Minimal()
+    started, cpu = time.perf_counter(), time.process_time()
+    trainer.fit(module, datamodule=datamodule)
+    return {"fit_s": time.perf_counter() - started, "fit_cpu_s": time.process_time() - cpu, "val_acc": module.correct / max(module.total, 1)}
+
+
 def cnnlab_train(project: Path, overrides: list[str], logger: str, env: dict) -> dict:
     """`cnnlab-train` in its own process; fit time from its run.json, steps from its history."""
     out = Path(tempfile.mkdtemp(dir=project / "outputs"))
@@ -167,9 +225,9 @@ def count_points(project: Path, run_id: str, env: dict) -> dict:
 
 def overhead(project: Path, recipe: str, rounds: int, epochs: int | None, env: dict) -> dict:
     overrides = recipe_overrides(recipe, epochs)
-    sides: dict[str, list[dict]] = {"plain": [], "plain+metrics": [], "none": [], "mlflow": []}
+    sides: dict[str, list[dict]] = {"plain": [], "plain+metrics": [], "lightning-floor": [], "none": [], "mlflow": []}
     for _ in range(rounds):
-        for side, flag in (("plain", "--plain-loop"), ("plain+metrics", "--plain-loop-metrics")):
+        for side, flag in (("plain", "--plain-loop"), ("plain+metrics", "--plain-loop-metrics"), ("lightning-floor", "--lightning-floor")):
             result = subprocess.run([sys.executable, __file__, flag, str(project), "--", *overrides], env=env,
                                     check=True, capture_output=True, text=True)  # fmt: skip
             sides[side].append(json.loads(result.stdout.strip().splitlines()[-1]))
@@ -297,11 +355,15 @@ def main() -> None:
     parser.add_argument("--skip", default="", help="comma list of: overhead,input")
     parser.add_argument("--plain-loop", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--plain-loop-metrics", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--lightning-floor", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--input-only", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_loop or args.plain_loop_metrics:
         print(json.dumps(plain_loop(args.plain_loop or args.plain_loop_metrics, args.overrides, metrics=bool(args.plain_loop_metrics))))
+        return
+    if args.lightning_floor:
+        print(json.dumps(lightning_floor(args.lightning_floor, args.overrides)))
         return
     if args.input_only:
         recipe, augment, workers = args.overrides
