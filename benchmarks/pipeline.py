@@ -34,9 +34,15 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from overhead import recipe_overrides  # noqa: E402  (benchmarks/, this script's directory)
+
 from tests.conftest import BIN, cli_env, copy_project  # noqa: E402
 
-
+STORE_STARTUP = (
+    "import sys, pytorch_lightning, mlflow\n"
+    "from mlflow.tracking import MlflowClient\n"
+    "MlflowClient(sys.argv[1]).search_experiments(max_results=1)"
+)
 EXTRA_ENV: dict[str, str] = {}  # --src: PYTHONPATH for the cnnlab commands (another checkout's src/, as a baseline)
 
 
@@ -63,6 +69,11 @@ def stage_breakdown(root: Path, repeats: int) -> list[tuple[str, float, float]]:
     hashing and status checks), then each stage's command as dvc.lock records it, its outputs removed
     first as DVC does. "DVC itself" is the whole less its stages. Torch's threads spin while they wait:
     on cores another job is using, CPU seconds of a fit grow with the wall time.
+
+    Two floors close the table: the start-up a train or evaluate process pays on this stack before
+    any work (import pytorch_lightning and mlflow, open the run store), and the plain PyTorch loop's
+    fit of the same recipe (benchmarks/overhead.py); 2 x start-up + fit is the least a pipeline with
+    train and evaluate as separate processes can take.
     """
     env = cli_env(root, DVC_NO_ANALYTICS="1", **EXTRA_ENV)
     lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
@@ -85,7 +96,17 @@ def stage_breakdown(root: Path, repeats: int) -> list[tuple[str, float, float]]:
                 rows.setdefault("  train: all but fit", []).append((stages[-1][0] - fit, float("nan")))
         rows.setdefault("DVC itself (whole less its stages)", []).append(
             (whole[0] - sum(s[0] for s in stages), whole[1] - sum(s[1] for s in stages)))
-    return [(name, statistics.median(w for w, _ in values), statistics.median(c for _, c in values)) for name, values in rows.items()]
+        # the floor of a pipeline whose train and evaluate are processes on this stack: each pays
+        # this start-up before any work, and no training is faster than the plain loop
+        rows.setdefault("floor: a process importing pytorch_lightning and mlflow, opening the store", []).append(
+            cpu_timed([sys.executable, "-c", STORE_STARTUP, env["MLFLOW_TRACKING_URI"]], root, env))
+        plain = subprocess.run([sys.executable, str(Path(__file__).with_name("overhead.py")), "--plain-loop", str(root), "--",
+                                *recipe_overrides("default", None)], env=env, check=True, capture_output=True, text=True)  # fmt: skip
+        rows.setdefault("floor: the plain PyTorch loop's fit (overhead.py)", []).append((json.loads(plain.stdout.strip().splitlines()[-1])["fit_s"], float("nan")))
+    medians = [(name, statistics.median(w for w, _ in values), statistics.median(c for _, c in values)) for name, values in rows.items()]
+    floor = {name: wall for name, wall, _ in medians if name.startswith("floor")}
+    startup, fit = floor.values()
+    return medians + [("floor of train + evaluate as two processes: 2 x start-up + plain fit", 2 * startup + fit, float("nan"))]
 
 
 def pipeline(root: Path, overrides: dict) -> tuple[float, float]:
