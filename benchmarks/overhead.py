@@ -77,6 +77,20 @@ def compose(project: Path, overrides: list[str]):
         return hydra_compose("config", overrides=overrides)
 
 
+def optimizer_and_schedule(cfg, network, total_steps: int):
+    """The config's optimizer over `network`, and its per-step schedule (None without one)."""
+    import inspect
+
+    from hydra.utils import get_class, instantiate
+
+    optimizer = instantiate(cfg.optimizer, params=network.parameters())
+    schedule = dict(cfg.scheduler.get("scheduler") or {})
+    if not schedule:
+        return optimizer, None
+    extra = {"total_steps": total_steps} if "total_steps" in inspect.signature(get_class(schedule["_target_"])).parameters else {}
+    return optimizer, instantiate(schedule, optimizer=optimizer, **extra)
+
+
 def plain_loop(project: Path, overrides: list[str], metrics: bool = False) -> dict:
     """The baseline: the same config trained by a hand-written loop (no Lightning, no logging).
 
@@ -86,7 +100,6 @@ def plain_loop(project: Path, overrides: list[str], metrics: bool = False) -> di
     import pytorch_lightning as pl
     import torch
     import torch.nn.functional as F
-    from hydra.utils import get_class, instantiate
 
     from cnnlab.data.datamodule import datamodule_from_config
     from cnnlab.data.prepare import ensure_prepared
@@ -106,13 +119,7 @@ def plain_loop(project: Path, overrides: list[str], metrics: bool = False) -> di
     started, cpu = time.perf_counter(), time.process_time()
     train_loader, val_loader = datamodule.train_dataloader(), datamodule.val_dataloader()
     epochs = int(cfg.trainer.max_epochs)
-    optimizer = instantiate(cfg.optimizer, params=network.parameters())
-    schedule = dict(cfg.scheduler.get("scheduler") or {})
-    scheduler = None
-    if schedule:
-        accepted = __import__("inspect").signature(get_class(schedule["_target_"])).parameters
-        extra = {"total_steps": epochs * len(train_loader)} if "total_steps" in accepted else {}
-        scheduler = instantiate(schedule, optimizer=optimizer, **extra)
+    optimizer, scheduler = optimizer_and_schedule(cfg, network, epochs * len(train_loader))
     smoothing = float(cfg.task.module.get("label_smoothing", 0.0))
     steps, images, accuracy = 0, 0, 0.0
     history: list[dict] = []
@@ -159,7 +166,6 @@ def lightning_floor(project: Path, overrides: list[str]) -> dict:
     `pl.Trainer` can be faster than this."""
     import pytorch_lightning as pl
     import torch.nn.functional as F
-    from hydra.utils import get_class, instantiate
 
     from cnnlab.data.datamodule import datamodule_from_config
     from cnnlab.data.prepare import ensure_prepared
@@ -182,18 +188,16 @@ def lightning_floor(project: Path, overrides: list[str]) -> dict:
         def training_step(self, batch, batch_idx):
             return F.cross_entropy(self.network(batch["image"]), batch["label"], label_smoothing=smoothing)
 
+        def on_validation_epoch_start(self):
+            self.correct, self.total = 0, 0  # the last epoch's accuracy, as the plain loop reports
+
         def validation_step(self, batch, batch_idx):
             self.correct += int((self.network(batch["image"]).argmax(1) == batch["label"]).sum())
             self.total += len(batch["label"])
 
         def configure_optimizers(self):
-            optimizer = instantiate(cfg.optimizer, params=self.network.parameters())
-            schedule = dict(cfg.scheduler.get("scheduler") or {})
-            if not schedule:
-                return optimizer
-            accepted = __import__("inspect").signature(get_class(schedule["_target_"])).parameters
-            extra = {"total_steps": int(self.trainer.estimated_stepping_batches)} if "total_steps" in accepted else {}
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": instantiate(schedule, optimizer=optimizer, **extra), "interval": "step"}}
+            optimizer, scheduler = optimizer_and_schedule(cfg, self.network, int(self.trainer.estimated_stepping_batches))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}} if scheduler else optimizer
 
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, deterministic=bool(cfg.trainer.get("deterministic", False)),
                          logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
