@@ -63,7 +63,10 @@ class Checkpoint(ModelCheckpoint):
         return (trainer.current_epoch, trainer.global_step) if self._in_train_epoch_end else None
 
     def _same_state_file(self, trainer: pl.Trainer) -> Optional[str]:
-        """The file another Checkpoint wrote of the full state in this epoch-end pass, if any."""
+        """The file another Checkpoint wrote of the full state in this epoch-end pass, if any.
+
+        Decided from callback state that every DDP rank shares (not from the filesystem, which
+        another node may not see), so all ranks take the same branch; `_link` checks the file."""
         here = self._pass(trainer)
         if self.monitor is not None or self.save_weights_only or here is None:
             return None
@@ -73,16 +76,16 @@ class Checkpoint(ModelCheckpoint):
                 and other is not self
                 and other.saved_in == here
                 and not other.save_weights_only
+                and other._last_checkpoint_saved
                 and "://" not in str(other._last_checkpoint_saved)
-                and Path(other._last_checkpoint_saved).is_file()
             ):
                 return other._last_checkpoint_saved
         return None
 
 
 def _link(source: str, target: str, trainer: pl.Trainer) -> bool:
-    """Make `target` a hard link to `source` (rank zero; every rank waits for it). False where the
-    filesystem has no hard links: the caller then writes the checkpoint itself."""
+    """Make `target` a hard link to `source` (rank zero; every rank learns the outcome). False where
+    the filesystem has no hard links or `source` is gone: the caller then writes the checkpoint itself."""
     linked = True
     if trainer.is_global_zero:
         temporary = f"{target}.link-{os.getpid()}"

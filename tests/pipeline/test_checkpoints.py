@@ -55,13 +55,13 @@ class Files(pl.Callback):
         self.look()
 
 
-def fit(dirpath: Path, kind=Checkpoint, ckpt_path=None, epochs=len(VAL_LOSS)):
+def fit(dirpath: Path, kind=Checkpoint, ckpt_path=None, epochs=len(VAL_LOSS), look=True):
     pl.seed_everything(0)
     best = kind(dirpath=dirpath, filename="best", monitor="val/loss", mode="min", save_top_k=1)
     last = kind(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
     files = Files(dirpath)
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[best, last, files], num_sanity_val_steps=0)  # fmt: skip
+                         callbacks=[best, last] + ([files] if look else []), num_sanity_val_steps=0)  # fmt: skip
     trainer.fit(Scripted(), loader(), loader(), ckpt_path=ckpt_path)
     return best, last, files
 
@@ -106,3 +106,17 @@ def test_without_hard_links_last_is_written_as_before(tmp_path, monkeypatch):
     best, last, files = fit(tmp_path)
     assert last.linked == 0
     assert files.seen == [(False, 0, 0), (False, 1, 1), (False, 1, 2), (False, 3, 3)]
+
+
+def test_a_vanished_best_file_means_last_is_written(tmp_path, monkeypatch):
+    real_link = os.link
+
+    def source_gone(source, target):
+        Path(source).unlink()  # best.ckpt removed between its save and the link (another process, a full disk)
+        return real_link(source, target)
+
+    monkeypatch.setattr(os, "link", source_gone)
+    best, last, _ = fit(tmp_path, epochs=1, look=False)
+    assert last.linked == 0
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 0
+    assert not list(tmp_path.glob("*.link-*"))
