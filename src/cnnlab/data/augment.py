@@ -42,6 +42,16 @@ class BatchTransform:
     def chosen(self, n: int) -> np.ndarray:
         return np.flatnonzero(self.rng.random(n) < self.p)
 
+    def range(self, value, name: str, single: str = "symmetric") -> tuple[float, float]:
+        """A [low, high] pair from a pair or one number v: [-v, v] (`single="symmetric"`: shifts and angles),
+        [v, v] ("fixed": a scale, a count, a size) or [0, v] ("up_to": a blur's kernel size or sigma)."""
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            v = float(value)
+            return {"symmetric": (-abs(v), abs(v)), "fixed": (v, v), "up_to": (0.0, v)}[single]
+        if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+            return float(min(value)), float(max(value))
+        raise ValueError(f"{type(self).__name__}: {name}={value!r} is not valid; expected a number or a [low, high] pair")
+
 
 class BatchAffine(BatchTransform):
     """albumentations' `Affine` (scale, translation, rotation, shear about the centre) for a whole batch.
@@ -55,8 +65,8 @@ class BatchAffine(BatchTransform):
     def __init__(self, scale=(1.0, 1.0), translate_percent=(0.0, 0.0), rotate=(0.0, 0.0), shear=(0.0, 0.0),
                  p: float = 0.5, fill: float = 0, fill_mask: float = 0, border_mode: int = cv2.BORDER_CONSTANT):  # fmt: skip
         super().__init__(p)
-        self.scale = _range(scale, "scale", "BatchAffine", single="fixed")
-        self.translate, self.rotate, self.shear = (_range(v, name, "BatchAffine") for v, name in
+        self.scale = self.range(scale, "scale", single="fixed")
+        self.translate, self.rotate, self.shear = (self.range(v, name) for v, name in
             ((translate_percent, "translate_percent"), (rotate, "rotate"), (shear, "shear")))  # fmt: skip
         if border_mode != cv2.BORDER_CONSTANT:
             raise ValueError(f"BatchAffine: border_mode={border_mode} is not supported; only {cv2.BORDER_CONSTANT} (constant `fill`)")
@@ -139,8 +149,16 @@ class BatchColorJitter(BatchTransform):
 
     def __init__(self, brightness=0.2, contrast=0.2, saturation=0.2, hue=0.2, p: float = 0.5):
         super().__init__(p)
-        self.ranges = [_factor_range(brightness, "brightness"), _factor_range(contrast, "contrast"),
-                       _factor_range(saturation, "saturation"), _range(hue, "hue", "BatchColorJitter")]  # fmt: skip
+        self.ranges = [self.factor_range(brightness, "brightness"), self.factor_range(contrast, "contrast"),
+                       self.factor_range(saturation, "saturation"), self.range(hue, "hue")]  # fmt: skip
+
+    def factor_range(self, value, name: str) -> tuple[float, float]:
+        """A factor: b means [max(0, 1 - b), 1 + b], as in albumentations and torchvision."""
+        if isinstance(value, (int, float)):
+            if value < 0:
+                raise ValueError(f"BatchColorJitter: {name}={value} must be >= 0")
+            return max(0.0, 1.0 - value), 1.0 + value
+        return self.range(value, name)
 
     def __call__(self, images: np.ndarray, masks: Optional[np.ndarray] = None, boxes: Optional[np.ndarray] = None):
         chosen = self.chosen(len(images))
@@ -197,9 +215,9 @@ class BatchGaussianBlur(BatchTransform):
 
     def __init__(self, blur_limit=0, sigma_limit=(0.5, 3.0), p: float = 0.5):
         super().__init__(p)
-        low, high = _range(blur_limit, "blur_limit", "BatchGaussianBlur", single="up_to") if blur_limit else (0, 0)
+        low, high = self.range(blur_limit, "blur_limit", single="up_to") if blur_limit else (0, 0)
         self.sizes = [k for k in range(int(low), int(high) + 1) if k % 2 == 1]  # []: from sigma
-        self.sigma_limit = _range(sigma_limit, "sigma_limit", "BatchGaussianBlur", single="up_to")
+        self.sigma_limit = self.range(sigma_limit, "sigma_limit", single="up_to")
 
     def __call__(self, images: np.ndarray, masks: Optional[np.ndarray] = None, boxes: Optional[np.ndarray] = None):
         chosen = self.chosen(len(images))
@@ -220,11 +238,11 @@ class BatchCoarseDropout(BatchTransform):
     def __init__(self, num_holes_range=(1, 1), hole_height_range=(0.1, 0.2), hole_width_range=(0.1, 0.2), fill: float = 0,
                  fill_mask: Optional[float] = None, p: float = 0.5):  # fmt: skip
         super().__init__(p)
-        self.holes = tuple(int(v) for v in _range(num_holes_range, "num_holes_range", "BatchCoarseDropout", single="fixed"))
+        self.holes = tuple(int(v) for v in self.range(num_holes_range, "num_holes_range", single="fixed"))
         if self.holes[0] < 1:
             raise ValueError(f"BatchCoarseDropout: num_holes_range={num_holes_range!r} must start at 1 or more")
-        self.height = _range(hole_height_range, "hole_height_range", "BatchCoarseDropout", single="fixed")
-        self.width = _range(hole_width_range, "hole_width_range", "BatchCoarseDropout", single="fixed")
+        self.height = self.range(hole_height_range, "hole_height_range", single="fixed")
+        self.width = self.range(hole_width_range, "hole_width_range", single="fixed")
         self.fill, self.fill_mask = fill, fill_mask
 
     def _sizes(self, bounds: tuple[float, float], side: int, shape: tuple[int, int]) -> np.ndarray:
@@ -246,36 +264,19 @@ class BatchCoarseDropout(BatchTransform):
         in_cols = (cols >= left[..., None]) & (cols < (left + widths)[..., None])  # m x holes x W
         real = np.arange(most) < counts[:, None]  # m x holes: the holes each sample drew
         holes = (in_rows[..., :, None] & in_cols[..., None, :] & real[..., None, None]).any(1)  # m x H x W
-        images = images.copy()
-        picked = images[chosen]
-        picked[holes] = self.fill
-        images[chosen] = picked
+        images = _filled(images, chosen, holes, self.fill)
         if masks is not None and self.fill_mask is not None:
-            masks = masks.copy()
-            dropped = masks[chosen]
-            dropped[holes] = self.fill_mask
-            masks[chosen] = dropped
+            masks = _filled(masks, chosen, holes, self.fill_mask)
         return images, masks, boxes
 
 
-def _range(value, name: str, owner: str, single: str = "symmetric") -> tuple[float, float]:
-    """A [low, high] pair from a pair or one number v: [-v, v] (`single="symmetric"`: shifts and angles),
-    [v, v] ("fixed": a scale, a count, a size) or [0, v] ("up_to": a blur's kernel size or sigma)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        v = float(value)
-        return {"symmetric": (-abs(v), abs(v)), "fixed": (v, v), "up_to": (0.0, v)}[single]
-    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
-        return float(min(value)), float(max(value))
-    raise ValueError(f"{owner}: {name}={value!r} is not valid; expected a number or a [low, high] pair")
-
-
-def _factor_range(value, name: str) -> tuple[float, float]:
-    """A ColorJitter factor: b means [max(0, 1 - b), 1 + b], as in albumentations and torchvision."""
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError(f"BatchColorJitter: {name}={value} must be >= 0")
-        return max(0.0, 1.0 - value), 1.0 + value
-    return _range(value, name, "BatchColorJitter")
+def _filled(arrays: np.ndarray, chosen: np.ndarray, holes: np.ndarray, value: float) -> np.ndarray:
+    """A copy of `arrays` with `value` in the m x H x W `holes` of the `chosen` samples."""
+    arrays = arrays.copy()
+    picked = arrays[chosen]
+    picked[holes] = value
+    arrays[chosen] = picked
+    return arrays
 
 
 def _transform_boxes(boxes: np.ndarray, matrices: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -288,9 +289,6 @@ def _transform_boxes(boxes: np.ndarray, matrices: np.ndarray, height: int, width
     return np.clip(out, 0.0, 1.0).astype(boxes.dtype)
 
 
-BATCH_TRANSFORMS = (BatchTransform,)
-
-
 class Augmentation:
     """The configured transforms in order, on a batch: albumentations stages per sample, batch transforms at once.
 
@@ -301,7 +299,7 @@ class Augmentation:
     def __init__(self, transforms: list, with_boxes: bool):
         self.stages: list = []
         for transform in transforms:
-            if isinstance(transform, BATCH_TRANSFORMS):
+            if isinstance(transform, BatchTransform):
                 self.stages.append(transform)
             elif self.stages and isinstance(self.stages[-1], list):
                 self.stages[-1].append(transform)
@@ -364,7 +362,7 @@ def _per_sample(pipeline: A.Compose, images: np.ndarray, masks: Optional[np.ndar
 
 
 def _instantiate(train_transforms: Sequence[Any]) -> list:
-    kept = (A.BasicTransform, A.BaseCompose, *BATCH_TRANSFORMS)
+    kept = (A.BasicTransform, A.BaseCompose, BatchTransform)
     return [t if isinstance(t, kept) else instantiate(t) for t in train_transforms]
 
 
@@ -405,7 +403,7 @@ def build_transform(
     """
     transforms = _instantiate(train_transforms)
     finish = [A.Normalize(mean=list(mean), std=list(std), max_pixel_value=255.0), ToTensorV2()]
-    if not any(isinstance(t, BATCH_TRANSFORMS) for t in transforms):
+    if not any(isinstance(t, BatchTransform) for t in transforms):
         return _compose(transforms + finish, with_boxes)
     augmentation, finishing = Augmentation(transforms, with_boxes), _compose(finish, with_boxes)
 
