@@ -77,6 +77,18 @@ def compose(project: Path, overrides: list[str]):
         return hydra_compose("config", overrides=overrides)
 
 
+def prepared(project: Path, overrides: list[str]):
+    """(composed config, prepared data's meta) of a recipe in `project`, seeded as cnnlab-train seeds it."""
+    import pytorch_lightning as pl
+
+    from cnnlab.data.prepare import ensure_prepared
+
+    os.chdir(project)
+    cfg = compose(project, overrides)
+    pl.seed_everything(cfg.seed, workers=True)
+    return cfg, ensure_prepared(cfg.data)
+
+
 def optimizer_and_schedule(cfg, network, total_steps: int):
     """The config's optimizer over `network`, and its per-step schedule (None without one)."""
     import inspect
@@ -97,19 +109,14 @@ def plain_loop(project: Path, overrides: list[str], metrics: bool = False) -> di
     With `metrics`, the loop also computes what cnnlab-train records of each epoch (train loss and
     accuracy means, val loss, and the task's torchmetrics collection: accuracy, top-5, macro F1),
     the numbers a user of either gets; without, only the val accuracy."""
-    import pytorch_lightning as pl
     import torch
     import torch.nn.functional as F
 
     from cnnlab.data.datamodule import datamodule_from_config
-    from cnnlab.data.prepare import ensure_prepared
     from cnnlab.tasks import build_task
 
-    os.chdir(project)
-    cfg = compose(project, overrides)
-    pl.seed_everything(cfg.seed, workers=True)
+    cfg, meta = prepared(project, overrides)
     torch.use_deterministic_algorithms(bool(cfg.trainer.get("deterministic", False)))
-    meta = ensure_prepared(cfg.data)
     datamodule = datamodule_from_config(cfg, ("label",))
     task = build_task(cfg, meta)
     network = task.backbone  # the same network and initial weights as cnnlab-train's
@@ -168,13 +175,9 @@ def lightning_floor(project: Path, overrides: list[str]) -> dict:
     import torch.nn.functional as F
 
     from cnnlab.data.datamodule import datamodule_from_config
-    from cnnlab.data.prepare import ensure_prepared
     from cnnlab.tasks import build_task
 
-    os.chdir(project)
-    cfg = compose(project, overrides)
-    pl.seed_everything(cfg.seed, workers=True)
-    meta = ensure_prepared(cfg.data)
+    cfg, meta = prepared(project, overrides)
     datamodule = datamodule_from_config(cfg, ("label",))
     network = build_task(cfg, meta).backbone
     smoothing = float(cfg.task.module.get("label_smoothing", 0.0))
@@ -262,20 +265,15 @@ def overhead(project: Path, recipe: str, rounds: int, epochs: int | None, env: d
 
 def input_supply(project: Path, recipe: str, augment: str | None, workers: int, batches: int = 200) -> dict:
     """Images/s the train loader supplies vs. images/s the training step consumes."""
-    import pytorch_lightning as pl
     import torch
     import torch.nn.functional as F
     from hydra.utils import instantiate
 
     from cnnlab.data.datamodule import datamodule_from_config
-    from cnnlab.data.prepare import ensure_prepared
     from cnnlab.tasks import build_task
 
-    os.chdir(project)
     overrides = recipe_overrides(recipe, None) + ([f"augment={augment}"] if augment else []) + [f"data.num_workers={workers}"]
-    cfg = compose(project, overrides)
-    pl.seed_everything(cfg.seed, workers=True)
-    meta = ensure_prepared(cfg.data)
+    cfg, meta = prepared(project, overrides)
     loader = datamodule_from_config(cfg, ("label",)).train_dataloader()
     count, epoch = 0, 0
     iterator = iter(loader)

@@ -43,6 +43,8 @@ STORE_STARTUP = (
     "from mlflow.tracking import MlflowClient\n"
     "MlflowClient(sys.argv[1]).search_experiments(max_results=1)"
 )
+STARTUP_FLOOR = "floor: a process importing pytorch_lightning and mlflow, opening the store"
+FIT_FLOOR = "floor: the plain PyTorch loop's fit (overhead.py)"
 EXTRA_ENV: dict[str, str] = {}  # --src: PYTHONPATH for the cnnlab commands (another checkout's src/, as a baseline)
 
 
@@ -98,15 +100,15 @@ def stage_breakdown(root: Path, repeats: int) -> list[tuple[str, float, float]]:
             (whole[0] - sum(s[0] for s in stages), whole[1] - sum(s[1] for s in stages)))
         # the floor of a pipeline whose train and evaluate are processes on this stack: each pays
         # this start-up before any work, and no training is faster than the plain loop
-        rows.setdefault("floor: a process importing pytorch_lightning and mlflow, opening the store", []).append(
+        rows.setdefault(STARTUP_FLOOR, []).append(
             cpu_timed([sys.executable, "-c", STORE_STARTUP, env["MLFLOW_TRACKING_URI"]], root, env))
         plain = subprocess.run([sys.executable, str(Path(__file__).with_name("overhead.py")), "--plain-loop", str(root), "--",
                                 *recipe_overrides("default", None)], env=env, check=True, capture_output=True, text=True)  # fmt: skip
-        rows.setdefault("floor: the plain PyTorch loop's fit (overhead.py)", []).append((json.loads(plain.stdout.strip().splitlines()[-1])["fit_s"], float("nan")))
+        rows.setdefault(FIT_FLOOR, []).append((json.loads(plain.stdout.strip().splitlines()[-1])["fit_s"], float("nan")))
     medians = [(name, statistics.median(w for w, _ in values), statistics.median(c for _, c in values)) for name, values in rows.items()]
-    floor = {name: wall for name, wall, _ in medians if name.startswith("floor")}
-    startup, fit = floor.values()
-    return medians + [("floor of train + evaluate as two processes: 2 x start-up + plain fit", 2 * startup + fit, float("nan"))]
+    wall = {name: seconds for name, seconds, _ in medians}
+    floor = 2 * wall[STARTUP_FLOOR] + wall[FIT_FLOOR]
+    return medians + [("floor of train + evaluate as two processes: 2 x start-up + plain fit", floor, float("nan"))]
 
 
 def pipeline(root: Path, overrides: dict) -> tuple[float, float]:
