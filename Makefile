@@ -1,6 +1,7 @@
 # cnnlab: every target creates the environment it needs (a .venv here), so each works on a fresh clone.
 #   make run    the DVC pipeline (prepare -> train -> evaluate) on the embedded defaults of params.yaml
 #   make test   the test suite without the end-to-end runs (minutes); make test-slow: those; CI runs both
+#   make lint   ruff format --check and ruff check (CI runs it first)
 #   make ui     the MLflow UI on 127.0.0.1 over the project's store
 #   make server the team's MLflow server: PostgreSQL + S3-compatible storage, settings from $(ENV_FILE)
 #   make bench  the benchmarks of benchmarks/ (figures go to benchmarks/RESULTS.md by hand)
@@ -18,7 +19,7 @@ EXTRAS ?= test
 PYTEST_ARGS ?= -n 2 --dist loadfile
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run test test-slow ui server bench clean
+.PHONY: setup run test test-slow lint ui server bench clean
 
 setup: $(STAMP)
 
@@ -33,6 +34,11 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# ruff: the formatter and the linter (pyflakes, pycodestyle, import order, bugbear); settings in pyproject.toml
+lint: setup
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)

@@ -54,8 +54,16 @@ def prepare_speed(clips: int) -> list[tuple[str, int, float]]:
         write_wav_folder(scratch / "wav", clips)
         settings = dict(name="bench", image_size=64, channels=1, val_fraction=0.1, test_fraction=0.2, seed=0)
         cases = [
-            (f"audio_folder: {clips} WAV files, 22.05 kHz 16-bit -> 16 kHz", 1, lambda: AudioFolderSource(str(scratch / "wav"))),
-            (f"audio_folder: {clips} WAV files, 22.05 kHz 16-bit -> 16 kHz", 2, lambda: AudioFolderSource(str(scratch / "wav"))),
+            (
+                f"audio_folder: {clips} WAV files, 22.05 kHz 16-bit -> 16 kHz",
+                1,
+                lambda: AudioFolderSource(str(scratch / "wav")),
+            ),
+            (
+                f"audio_folder: {clips} WAV files, 22.05 kHz 16-bit -> 16 kHz",
+                2,
+                lambda: AudioFolderSource(str(scratch / "wav")),
+            ),
             (f"sounds: {clips} clips generated in memory, 16 kHz", 2, lambda: SoundsSource(num_samples=clips)),
         ]
         for what, workers, make in cases:
@@ -69,18 +77,34 @@ def prepare_speed(clips: int) -> list[tuple[str, int, float]]:
 
 
 def train_and_score(seed: int, output_dir: Path, data_dir: Path) -> dict:
-    from task_targets import score  # the same scoring of the best checkpoint as the task benchmarks (beside this script)
+    from task_targets import (
+        score,
+    )  # the same scoring of the best checkpoint as the task benchmarks (beside this script)
 
-    command = [str(BIN / "cnnlab-train"), "experiment=sounds_classification", "logger=none", f"seed={seed}",
-               f"paths.data_dir={data_dir}", f"hydra.run.dir={output_dir}", "trainer.enable_progress_bar=false"]  # fmt: skip
+    command = [
+        str(BIN / "cnnlab-train"),
+        "experiment=sounds_classification",
+        "logger=none",
+        f"seed={seed}",
+        f"paths.data_dir={data_dir}",
+        f"hydra.run.dir={output_dir}",
+        "trainer.enable_progress_bar=false",
+    ]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
     metrics, run, _ = score(output_dir)
-    return {"seed": seed, "acc": metrics["test/acc"], "f1": metrics.get("test/f1_macro"), "seconds": seconds,
-            "train_seconds": run["train_seconds"], "epochs": run["epochs"], "prepared_dir": run["prepared_dir"]}  # fmt: skip
+    return {
+        "seed": seed,
+        "acc": metrics["test/acc"],
+        "f1": metrics.get("test/f1_macro"),
+        "seconds": seconds,
+        "train_seconds": run["train_seconds"],
+        "epochs": run["epochs"],
+        "prepared_dir": run["prepared_dir"],
+    }
 
 
 def majority_baseline(prepared_dir: str) -> tuple[float, str, int]:
@@ -111,12 +135,18 @@ def main() -> None:
         for seed in [int(s) for s in args.seeds.split(",")]:
             results.append(train_and_score(seed, Path(scratch) / f"seed{seed}", Path(scratch) / "data"))
             row = results[-1]
-            print(f"seed {seed}: test accuracy {row['acc']:.4f} (macro F1 {row['f1']:.4f}), {row['epochs']} epochs, "
-                  f"training {row['train_seconds']:.0f} s, command {row['seconds']:.0f} s", flush=True)  # fmt: skip
+            print(
+                f"seed {seed}: test accuracy {row['acc']:.4f} (macro F1 {row['f1']:.4f}), {row['epochs']} epochs, "
+                f"training {row['train_seconds']:.0f} s, command {row['seconds']:.0f} s",
+                flush=True,
+            )
         accuracy, name, count = majority_baseline(results[0]["prepared_dir"])
     accs = np.array([r["acc"] for r in results])
     print(f"majority-class baseline ({name}): {accuracy:.4f} on the same {count} test clips")
-    print(f"sounds_classification over {len(accs)} seeds: mean {accs.mean():.4f}, min {accs.min():.4f}, max {accs.max():.4f}")
+    print(
+        f"sounds_classification over {len(accs)} seeds: mean {accs.mean():.4f}, min {accs.min():.4f}, max "
+        f"{accs.max():.4f}"
+    )
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 

@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from cnnlab.data.augment import build_transform  # noqa: E402
-from cnnlab.data.prepare import build_prepared_dataset  # noqa: E402
 from cnnlab.data.datamodule import CNNDataModule  # noqa: E402
+from cnnlab.data.prepare import build_prepared_dataset  # noqa: E402
 from cnnlab.data.prepared import PreparedDataset  # noqa: E402
 from cnnlab.data.sources.shapes import ShapesSource  # noqa: E402
 
@@ -63,8 +63,13 @@ def measure(loader, repeats: int) -> dict:
         for batch in loader:
             count += len(batch["label"])
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        result = {"images": count, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
-                  "images_per_s": round(count / wall), "images_per_cpu_s": round(count / cpu)}  # fmt: skip
+        result = {
+            "images": count,
+            "wall_s": round(wall, 3),
+            "cpu_s": round(cpu, 3),
+            "images_per_s": round(count / wall),
+            "images_per_cpu_s": round(count / cpu),
+        }
         if best is None or result["images_per_cpu_s"] > best["images_per_cpu_s"]:
             best = result
     return best
@@ -85,8 +90,16 @@ def main() -> None:
     scratch = args.scratch / f"n{args.num_images}-{args.size}"
     prepared_dir, files_dir = scratch / "prepared", scratch / "files"
     if not (prepared_dir / "meta.json").is_file():
-        build_prepared_dataset(ShapesSource(args.num_images, args.size, seed=0), prepared_dir, name="bench", image_size=args.size,
-                               channels=3, val_fraction=0.0, test_fraction=0.0, seed=0)  # fmt: skip
+        build_prepared_dataset(
+            ShapesSource(args.num_images, args.size, seed=0),
+            prepared_dir,
+            name="bench",
+            image_size=args.size,
+            channels=3,
+            val_fraction=0.0,
+            test_fraction=0.0,
+            seed=0,
+        )
     prepared = PreparedDataset(prepared_dir)
     if not files_dir.is_dir():
         staging = files_dir.with_name("files.tmp")
@@ -104,16 +117,27 @@ def main() -> None:
     datamodule = CNNDataModule(str(prepared_dir), train_transforms=train, batch_size=args.batch_size, num_workers=0)
     loaders = {
         "prepared": datamodule.train_dataloader(),
-        "per-sample": DataLoader(PerSampleDataset(lambda i: np.asarray(prepared.images[i]), labels, build_transform(train, mean, std)),
-                                 batch_size=args.batch_size, shuffle=True),  # fmt: skip
-        "files": DataLoader(PerSampleDataset(lambda i: cv2.cvtColor(cv2.imread(str(files[i]), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB),
-                                             labels, build_transform(train, mean, std)),
-                            batch_size=args.batch_size, shuffle=True),  # fmt: skip
+        "per-sample": DataLoader(
+            PerSampleDataset(lambda i: np.asarray(prepared.images[i]), labels, build_transform(train, mean, std)),
+            batch_size=args.batch_size,
+            shuffle=True,
+        ),
+        "files": DataLoader(
+            PerSampleDataset(
+                lambda i: cv2.cvtColor(cv2.imread(str(files[i]), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB),
+                labels,
+                build_transform(train, mean, std),
+            ),
+            batch_size=args.batch_size,
+            shuffle=True,
+        ),
     }
     results = {name: measure(loader, args.repeats) for name, loader in loaders.items()}
     base = results["files"]["images_per_cpu_s"]
-    print(f"augment={args.augment}, {args.num_images} images of {args.size}x{args.size}x3, batch {args.batch_size}, "
-          f"1 process, 1 thread, best of {args.repeats} epochs")  # fmt: skip
+    print(
+        f"augment={args.augment}, {args.num_images} images of {args.size}x{args.size}x3, batch {args.batch_size}, "
+        f"1 process, 1 thread, best of {args.repeats} epochs"
+    )
     print(f"{'loader':12s} {'images/s (wall)':>16s} {'images/CPU-s':>13s} {'vs files':>9s}")
     for name, r in results.items():
         print(f"{name:12s} {r['images_per_s']:16d} {r['images_per_cpu_s']:13d} {r['images_per_cpu_s'] / base:8.1f}x")

@@ -101,10 +101,14 @@ def main() -> None:
         for method in CAM_METHODS:
             for smooth in (False, True):
                 label = f"{method}{' smoothed' if smooth else ''}"
-                again = rank_correlation(class_maps(task, batch.inputs, ref, batch.labels, method, smooth),
-                                         class_maps(task, batch.inputs, ref, batch.labels, method, smooth)).mean()  # fmt: skip
+                again = rank_correlation(
+                    class_maps(task, batch.inputs, ref, batch.labels, method, smooth),
+                    class_maps(task, batch.inputs, ref, batch.labels, method, smooth),
+                ).mean()
                 print(f"{label}: two runs of the trained model: {again:.4f}")
-                for block, value in cascading_randomisation(task, batch.inputs, stages[-1], batch.labels, method, depth=3, smooth=smooth):
+                for block, value in cascading_randomisation(
+                    task, batch.inputs, stages[-1], batch.labels, method, depth=3, smooth=smooth
+                ):
                     print(f"{label}: randomised down to {block:28s} {value:.4f}")
 
     print("\n## cost: cnnlab-explain on 16 images")
@@ -113,14 +117,19 @@ def main() -> None:
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run([str(BIN / "cnnlab-explain"), f"run={args.run}", "num_images=16", f"output_dir={out}",
-                           f"tracking_uri={uri}"], capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [str(BIN / "cnnlab-explain"), f"run={args.run}", "num_images=16", f"output_dir={out}", f"tracking_uri={uri}"],
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     print(done.stdout.strip(), done.stderr.strip()[-500:])
-    print(f"cnnlab-explain num_images=16: {seconds:.1f} s wall, {cpu:.1f} s CPU (exit {done.returncode}), "
-          f"load average after: {os.getloadavg()}")
+    print(
+        f"cnnlab-explain num_images=16: {seconds:.1f} s wall, {cpu:.1f} s CPU (exit {done.returncode}), "
+        f"load average after: {os.getloadavg()}"
+    )
 
 
 if __name__ == "__main__":

@@ -52,12 +52,21 @@ def recipe_overrides(name: str, epochs: int | None) -> list[str]:
         p = yaml.safe_load((ROOT / "params.yaml").read_text())
         t = p["train"]
         overrides = [
-            f"data={p['data']['name']}", f"data.image_size={p['data']['image_size']}", f"task={p['task']}",
-            f"model={p['model']}", f"augment={p['augment']}", f"optimizer={p['optimizer']}",
-            f"scheduler={p['scheduler']}", f"trainer={p['trainer']}", f"trainer.max_epochs={epochs or t['max_epochs']}",
-            f"data.batch_size={t['batch_size']}", f"optimizer.lr={t['lr']}", f"optimizer.weight_decay={t['weight_decay']}",
-            f"task.module.label_smoothing={t['label_smoothing']}", f"seed={t['seed']}",
-        ]  # fmt: skip
+            f"data={p['data']['name']}",
+            f"data.image_size={p['data']['image_size']}",
+            f"task={p['task']}",
+            f"model={p['model']}",
+            f"augment={p['augment']}",
+            f"optimizer={p['optimizer']}",
+            f"scheduler={p['scheduler']}",
+            f"trainer={p['trainer']}",
+            f"trainer.max_epochs={epochs or t['max_epochs']}",
+            f"data.batch_size={t['batch_size']}",
+            f"optimizer.lr={t['lr']}",
+            f"optimizer.weight_decay={t['weight_decay']}",
+            f"task.module.label_smoothing={t['label_smoothing']}",
+            f"seed={t['seed']}",
+        ]
     elif name == "resnet":
         overrides = ["experiment=shapes_classification"] + ([f"trainer.max_epochs={epochs}"] if epochs else [])
     else:
@@ -99,7 +108,11 @@ def optimizer_and_schedule(cfg, network, total_steps: int):
     schedule = dict(cfg.scheduler.get("scheduler") or {})
     if not schedule:
         return optimizer, None
-    extra = {"total_steps": total_steps} if "total_steps" in inspect.signature(get_class(schedule["_target_"])).parameters else {}
+    extra = (
+        {"total_steps": total_steps}
+        if "total_steps" in inspect.signature(get_class(schedule["_target_"])).parameters
+        else {}
+    )
     return optimizer, instantiate(schedule, optimizer=optimizer, **extra)
 
 
@@ -143,7 +156,9 @@ def plain_loop(project: Path, overrides: list[str], metrics: bool = False) -> di
             if scheduler is not None:
                 scheduler.step()
             if metrics:
-                sums += torch.stack([loss.detach(), (logits.argmax(1) == batch["label"]).float().mean()]) * len(batch["label"])
+                sums += torch.stack([loss.detach(), (logits.argmax(1) == batch["label"]).float().mean()]) * len(
+                    batch["label"]
+                )
             steps, images, epoch_images = steps + 1, images + len(batch["label"]), epoch_images + len(batch["label"])
         network.eval()
         correct = total = 0
@@ -154,16 +169,29 @@ def plain_loop(project: Path, overrides: list[str], metrics: bool = False) -> di
                 correct += int((logits.argmax(1) == batch["label"]).sum())
                 total += len(batch["label"])
                 if metrics:
-                    val_loss += float(F.cross_entropy(logits, batch["label"], label_smoothing=smoothing)) * len(batch["label"])
+                    val_loss += float(F.cross_entropy(logits, batch["label"], label_smoothing=smoothing)) * len(
+                        batch["label"]
+                    )
                     val_metrics.update(logits, batch["label"])
         accuracy = correct / total
         if metrics:  # the epoch's row, as cnnlab-train's history.csv has it
-            history.append({"train/loss": float(sums[0]) / epoch_images, "train/acc": float(sums[1]) / epoch_images,
-                            "val/loss": val_loss / total, **{k: float(v) for k, v in val_metrics.compute().items()}})  # fmt: skip
+            history.append(
+                {
+                    "train/loss": float(sums[0]) / epoch_images,
+                    "train/acc": float(sums[1]) / epoch_images,
+                    "val/loss": val_loss / total,
+                    **{k: float(v) for k, v in val_metrics.compute().items()},
+                }
+            )
             val_metrics.reset()
-    return {"fit_s": time.perf_counter() - started, "fit_cpu_s": time.process_time() - cpu, "steps": steps, "images": images, "val_acc": accuracy,
-            "last_epoch": history[-1] if history else None}  # fmt: skip
-
+    return {
+        "fit_s": time.perf_counter() - started,
+        "fit_cpu_s": time.process_time() - cpu,
+        "steps": steps,
+        "images": images,
+        "val_acc": accuracy,
+        "last_epoch": history[-1] if history else None,
+    }
 
 
 def lightning_floor(project: Path, overrides: list[str]) -> dict:
@@ -199,26 +227,55 @@ def lightning_floor(project: Path, overrides: list[str]) -> dict:
             self.total += len(batch["label"])
 
         def configure_optimizers(self):
-            optimizer, scheduler = optimizer_and_schedule(cfg, self.network, int(self.trainer.estimated_stepping_batches))
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}} if scheduler else optimizer
+            optimizer, scheduler = optimizer_and_schedule(
+                cfg, self.network, int(self.trainer.estimated_stepping_batches)
+            )
+            return (
+                {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+                if scheduler
+                else optimizer
+            )
 
-    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, deterministic=bool(cfg.trainer.get("deterministic", False)),
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=0)  # fmt: skip
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        deterministic=bool(cfg.trainer.get("deterministic", False)),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     module = Minimal()
     started, cpu = time.perf_counter(), time.process_time()
     trainer.fit(module, datamodule=datamodule)
-    return {"fit_s": time.perf_counter() - started, "fit_cpu_s": time.process_time() - cpu, "val_acc": module.correct / max(module.total, 1)}
+    return {
+        "fit_s": time.perf_counter() - started,
+        "fit_cpu_s": time.process_time() - cpu,
+        "val_acc": module.correct / max(module.total, 1),
+    }
 
 
 def cnnlab_train(project: Path, overrides: list[str], logger: str, env: dict) -> dict:
     """`cnnlab-train` in its own process; fit time from its run.json, steps from its history."""
     out = Path(tempfile.mkdtemp(dir=project / "outputs"))
     extra = ["logger=none"] if logger == "none" else []
-    subprocess.run([str(BIN / "cnnlab-train"), *overrides, *extra, f"hydra.run.dir={out}"], cwd=project, env=env,
-                   check=True, capture_output=True, text=True)  # fmt: skip
+    subprocess.run(
+        [str(BIN / "cnnlab-train"), *overrides, *extra, f"hydra.run.dir={out}"],
+        cwd=project,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     record = json.loads((out / "run.json").read_text())
-    return {"fit_s": record["train_seconds"], "run_id": record.get("run_id"), "output_dir": str(out), "epochs": record["epochs"]}
+    return {
+        "fit_s": record["train_seconds"],
+        "run_id": record.get("run_id"),
+        "output_dir": str(out),
+        "epochs": record["epochs"],
+    }
 
 
 def count_points(project: Path, run_id: str, env: dict) -> dict:
@@ -234,9 +291,18 @@ def overhead(project: Path, recipe: str, rounds: int, epochs: int | None, env: d
     overrides = recipe_overrides(recipe, epochs)
     sides: dict[str, list[dict]] = {"plain": [], "plain+metrics": [], "lightning-floor": [], "none": [], "mlflow": []}
     for _ in range(rounds):
-        for side, flag in (("plain", "--plain-loop"), ("plain+metrics", "--plain-loop-metrics"), ("lightning-floor", "--lightning-floor")):
-            result = subprocess.run([sys.executable, __file__, flag, str(project), "--", *overrides], env=env,
-                                    check=True, capture_output=True, text=True)  # fmt: skip
+        for side, flag in (
+            ("plain", "--plain-loop"),
+            ("plain+metrics", "--plain-loop-metrics"),
+            ("lightning-floor", "--lightning-floor"),
+        ):
+            result = subprocess.run(
+                [sys.executable, __file__, flag, str(project), "--", *overrides],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             sides[side].append(json.loads(result.stdout.strip().splitlines()[-1]))
         sides["none"].append(cnnlab_train(project, overrides, "none", env))
         sides["mlflow"].append(cnnlab_train(project, overrides, "mlflow", env))
@@ -244,22 +310,27 @@ def overhead(project: Path, recipe: str, rounds: int, epochs: int | None, env: d
     steps = sides["plain"][0]["steps"]
     fit = {side: statistics.median(r["fit_s"] for r in runs) for side, runs in sides.items()}
     report = {
-        "recipe": recipe, "rounds": rounds, "steps": steps, "images": images,
+        "recipe": recipe,
+        "rounds": rounds,
+        "steps": steps,
+        "images": images,
         "images_per_s": {side: round(images / seconds) for side, seconds in fit.items()},
         "ratio_to_plain": {side: round(fit["plain"] / seconds, 3) for side, seconds in fit.items()},
         "ratio_to_plain+metrics": {side: round(fit["plain+metrics"] / seconds, 3) for side, seconds in fit.items()},
         "fit_s_all": {side: [round(r["fit_s"], 2) for r in runs] for side, runs in sides.items()},
         "mlflow_ms_per_step": round((fit["mlflow"] - fit["none"]) / steps * 1000, 3),
-    }  # fmt: skip
+    }
     # no point lost: every logged step of every run is in the store
     last = sides["mlflow"][-1]
     points = count_points(project, last["run_id"], env)
     history = (Path(last["output_dir"]) / "history.csv").read_text().splitlines()
     log_every = 10  # conf: trainer.log_every_n_steps
     report["mlflow_points"] = {
-        "train/loss_step": points.get("train/loss_step"), "expected_train/loss_step": steps // log_every,
-        "val/acc": points.get("val/acc"), "expected_val/acc (epochs)": len(history) - 1,
-    }  # fmt: skip
+        "train/loss_step": points.get("train/loss_step"),
+        "expected_train/loss_step": steps // log_every,
+        "val/acc": points.get("val/acc"),
+        "expected_val/acc (epochs)": len(history) - 1,
+    }
     return report
 
 
@@ -272,7 +343,9 @@ def input_supply(project: Path, recipe: str, augment: str | None, workers: int, 
     from cnnlab.data.datamodule import datamodule_from_config
     from cnnlab.tasks import build_task
 
-    overrides = recipe_overrides(recipe, None) + ([f"augment={augment}"] if augment else []) + [f"data.num_workers={workers}"]
+    overrides = (
+        recipe_overrides(recipe, None) + ([f"augment={augment}"] if augment else []) + [f"data.num_workers={workers}"]
+    )
     cfg, meta = prepared(project, overrides)
     loader = datamodule_from_config(cfg, ("label",)).train_dataloader()
     count, epoch = 0, 0
@@ -311,12 +384,20 @@ def input_supply(project: Path, recipe: str, augment: str | None, workers: int, 
     torch.set_num_threads(1)  # one core: the per-core comparison with a loader in the training process
     _, consume_core = consume()
     torch.set_num_threads(threads)
-    report = {"recipe": recipe, "augment": cfg.augment.name, "num_workers": workers,
-              "supply_images_per_s": round(supply), "consume_images_per_s": round(consume_wall),
-              "supply_over_consume": round(supply / consume_wall, 2)}  # fmt: skip
+    report = {
+        "recipe": recipe,
+        "augment": cfg.augment.name,
+        "num_workers": workers,
+        "supply_images_per_s": round(supply),
+        "consume_images_per_s": round(consume_wall),
+        "supply_over_consume": round(supply / consume_wall, 2),
+    }
     if workers == 0:  # the loader runs in this process, on one thread: its CPU time is its cost per core
-        report.update(supply_per_core=round(count / cpu), consume_per_core=round(consume_core),
-                      per_core_ratio=round(count / cpu / consume_core, 2))  # fmt: skip
+        report.update(
+            supply_per_core=round(count / cpu),
+            consume_per_core=round(consume_core),
+            per_core_ratio=round(count / cpu / consume_core, 2),
+        )
     return report
 
 
@@ -333,13 +414,19 @@ def augment_cost(augment: str, images: int = 64, repeats: int = 50) -> dict:
     cv2.setNumThreads(1)
     batch = np.random.default_rng(0).integers(0, 256, (images, 32, 32, 1), dtype=np.uint8)
     listed = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "augment" / f"{augment}.yaml").train)
-    namesakes = [{**t, "_target_": t["_target_"].replace("cnnlab.data.augment.Batch", "albumentations.")} for t in listed]
+    namesakes = [
+        {**t, "_target_": t["_target_"].replace("cnnlab.data.augment.Batch", "albumentations.")} for t in listed
+    ]
     report = {"augment": augment}
     for side, transforms in (("batch", listed), ("albumentations per sample", namesakes)):
         augmentation = build_augmentation(transforms)
         costs = {}
         for stage in augmentation.stages:
-            name = "+".join(type(t).__name__ for t in stage.transforms) if isinstance(stage, A.Compose) else type(stage).__name__
+            name = (
+                "+".join(type(t).__name__ for t in stage.transforms)
+                if isinstance(stage, A.Compose)
+                else type(stage).__name__
+            )
             cpu = time.process_time()
             for _ in range(repeats):
                 augmentation.apply_stage(stage, batch)
@@ -353,7 +440,9 @@ def main() -> None:
     parser.add_argument("--recipes", default="default,resnet")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=None, help="override max_epochs (default: the recipe's)")
-    parser.add_argument("--resnet-epochs", type=int, default=3, help="epochs of the resnet recipe (its 30 take minutes a side)")
+    parser.add_argument(
+        "--resnet-epochs", type=int, default=3, help="epochs of the resnet recipe (its 30 take minutes a side)"
+    )
     parser.add_argument("--skip", default="", help="comma list of: overhead,input")
     parser.add_argument("--plain-loop", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--plain-loop-metrics", type=Path, help=argparse.SUPPRESS)
@@ -362,7 +451,13 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_loop or args.plain_loop_metrics:
-        print(json.dumps(plain_loop(args.plain_loop or args.plain_loop_metrics, args.overrides, metrics=bool(args.plain_loop_metrics))))
+        print(
+            json.dumps(
+                plain_loop(
+                    args.plain_loop or args.plain_loop_metrics, args.overrides, metrics=bool(args.plain_loop_metrics)
+                )
+            )
+        )
         return
     if args.lightning_floor:
         print(json.dumps(lightning_floor(args.lightning_floor, args.overrides)))
@@ -388,8 +483,22 @@ def main() -> None:
                 augments = ["-", "strong"] if recipe == "default" else ["-"]
                 for augment in augments:
                     for workers in (0, 2):
-                        result = subprocess.run([sys.executable, __file__, "--input-only", str(project), "--", recipe, augment, str(workers)],
-                                                env=env, check=True, capture_output=True, text=True)  # fmt: skip
+                        result = subprocess.run(
+                            [
+                                sys.executable,
+                                __file__,
+                                "--input-only",
+                                str(project),
+                                "--",
+                                recipe,
+                                augment,
+                                str(workers),
+                            ],
+                            env=env,
+                            check=True,
+                            capture_output=True,
+                            text=True,
+                        )
                         print(result.stdout.strip().splitlines()[-1], flush=True)
 
 

@@ -13,7 +13,7 @@ Each figure sits next to a baseline measured in the same run:
   does for every group) and vs. importing the training stack (what --help keeps out of start-up).
 
     .venv/bin/python benchmarks/pipeline.py [--repeats 5] [--seeds 1,2,3] [--stages 3]
-    .venv/bin/python benchmarks/pipeline.py --stages 3 --stages-only [--src /tmp/main/src]   # breakdown, optionally of another checkout
+    .venv/bin/python benchmarks/pipeline.py --stages 3 --stages-only [--src /tmp/main/src]   # by stage
     .venv/bin/python benchmarks/pipeline.py --accuracy-seeds 1-10   # the range a newcomer sees, min/mean/max
 """
 
@@ -34,9 +34,9 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from overhead import recipe_overrides  # noqa: E402  (benchmarks/, this script's directory)
-
 from tests.conftest import BIN, cli_env, copy_project  # noqa: E402
+
+from overhead import recipe_overrides  # noqa: E402  (benchmarks/, this script's directory)
 
 STORE_STARTUP = (
     "import sys, pytorch_lightning, mlflow\n"
@@ -90,22 +90,43 @@ def stage_breakdown(root: Path, repeats: int) -> list[tuple[str, float, float]]:
             for out in stage.get("outs", []):
                 path = root / out["path"]
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-            stages.append(cpu_timed(["bash", "-c", stage["cmd"]], root, {**env, "DVC_STAGE": name, "DVC_ROOT": str(root)}))
+            stages.append(
+                cpu_timed(["bash", "-c", stage["cmd"]], root, {**env, "DVC_STAGE": name, "DVC_ROOT": str(root)})
+            )
             rows.setdefault(f"stage {name}", []).append(stages[-1])
             if name == "train":  # fit alone, as cnnlab-train measured it
                 fit = json.loads((root / "artifacts/train/metrics.json").read_text())["train_seconds"]
                 rows.setdefault("  train: trainer.fit", []).append((fit, float("nan")))
                 rows.setdefault("  train: all but fit", []).append((stages[-1][0] - fit, float("nan")))
         rows.setdefault("DVC itself (whole less its stages)", []).append(
-            (whole[0] - sum(s[0] for s in stages), whole[1] - sum(s[1] for s in stages)))
+            (whole[0] - sum(s[0] for s in stages), whole[1] - sum(s[1] for s in stages))
+        )
         # the floor of a pipeline whose train and evaluate are processes on this stack: each pays
         # this start-up before any work, and no training is faster than the plain loop
         rows.setdefault(STARTUP_FLOOR, []).append(
-            cpu_timed([sys.executable, "-c", STORE_STARTUP, env["MLFLOW_TRACKING_URI"]], root, env))
-        plain = subprocess.run([sys.executable, str(Path(__file__).with_name("overhead.py")), "--plain-loop", str(root), "--",
-                                *recipe_overrides("default", None)], env=env, check=True, capture_output=True, text=True)  # fmt: skip
-        rows.setdefault(FIT_FLOOR, []).append((json.loads(plain.stdout.strip().splitlines()[-1])["fit_s"], float("nan")))
-    medians = [(name, statistics.median(w for w, _ in values), statistics.median(c for _, c in values)) for name, values in rows.items()]
+            cpu_timed([sys.executable, "-c", STORE_STARTUP, env["MLFLOW_TRACKING_URI"]], root, env)
+        )
+        plain = subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("overhead.py")),
+                "--plain-loop",
+                str(root),
+                "--",
+                *recipe_overrides("default", None),
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        rows.setdefault(FIT_FLOOR, []).append(
+            (json.loads(plain.stdout.strip().splitlines()[-1])["fit_s"], float("nan"))
+        )
+    medians = [
+        (name, statistics.median(w for w, _ in values), statistics.median(c for _, c in values))
+        for name, values in rows.items()
+    ]
     wall = {name: seconds for name, seconds, _ in medians}
     floor = 2 * wall[STARTUP_FLOOR] + wall[FIT_FLOOR]
     return medians + [("floor of train + evaluate as two processes: 2 x start-up + plain fit", floor, float("nan"))]
@@ -133,8 +154,14 @@ def accuracy_over_seeds(first: int, last: int) -> None:
     """The default pipeline (dvc repro, from scratch) for each train.seed; min / mean / max test accuracy."""
     import platform
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())  # fmt: skip
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
         for seed in range(first, last + 1):
@@ -142,19 +169,31 @@ def accuracy_over_seeds(first: int, last: int) -> None:
             results[seed] = accuracy
             print(f"train.seed={seed}: test accuracy {accuracy:.2%} ({seconds:.0f} s)", flush=True)
     values = list(results.values())
-    print(f"\n{len(values)} seeds on {cpu}, {os.cpu_count()} CPUs: min {min(values):.2%}, "
-          f"mean {statistics.mean(values):.2%}, max {max(values):.2%}; below 99.0%: "
-          f"{[s for s, v in results.items() if v < 0.99] or 'none'}")
+    print(
+        f"\n{len(values)} seeds on {cpu}, {os.cpu_count()} CPUs: min {min(values):.2%}, "
+        f"mean {statistics.mean(values):.2%}, max {max(values):.2%}; below 99.0%: "
+        f"{[s for s, v in results.items() if v < 0.99] or 'none'}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="start-up timings per command (median reported)")
     parser.add_argument("--seeds", default="", help="comma-separated extra train.seed values for the default pipeline")
-    parser.add_argument("--stages", type=int, default=0, help="rounds of the per-stage breakdown of the default pipeline (0: none)")
-    parser.add_argument("--stages-only", action="store_true", help="only the per-stage breakdown (no baseline, no start-up)")
-    parser.add_argument("--src", default="", help="run the cnnlab commands from this src/ directory (PYTHONPATH), e.g. an older checkout's, as a baseline")
-    parser.add_argument("--accuracy-seeds", default="", help="a-b: only the default pipeline's test accuracy for train.seed a..b")
+    parser.add_argument(
+        "--stages", type=int, default=0, help="rounds of the per-stage breakdown of the default pipeline (0: none)"
+    )
+    parser.add_argument(
+        "--stages-only", action="store_true", help="only the per-stage breakdown (no baseline, no start-up)"
+    )
+    parser.add_argument(
+        "--src",
+        default="",
+        help="run the cnnlab commands from this src/ directory (PYTHONPATH), e.g. an older checkout's, as a baseline",
+    )
+    parser.add_argument(
+        "--accuracy-seeds", default="", help="a-b: only the default pipeline's test accuracy for train.seed a..b"
+    )
     args = parser.parse_args()
     if args.src:
         EXTRA_ENV["PYTHONPATH"] = str(Path(args.src).resolve())
@@ -164,23 +203,35 @@ def main() -> None:
     if args.stages_only:
         with tempfile.TemporaryDirectory() as scratch:
             seconds, accuracy = pipeline(Path(scratch) / "default", {})
-            print(f"dvc repro from scratch: {seconds:.1f} s, test accuracy {accuracy:.2%}; load average {os.getloadavg()}")
+            print(
+                f"dvc repro from scratch: {seconds:.1f} s, test accuracy {accuracy:.2%}; load average {os.getloadavg()}"
+            )
             print_breakdown(stage_breakdown(Path(scratch) / "default", max(args.stages, 1)))
         return
     plain = {"augment": "none", "scheduler": "none", "train.weight_decay": 0.0, "train.label_smoothing": 0.0}
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        rows = [("default pipeline (augment=affine, scheduler=onecycle)", *pipeline(scratch / "default", {})),
-                ("baseline: augment=none scheduler=none, no weight decay or label smoothing", *pipeline(scratch / "plain", plain))]
+        rows = [
+            ("default pipeline (augment=affine, scheduler=onecycle)", *pipeline(scratch / "default", {})),
+            (
+                "baseline: augment=none scheduler=none, no weight decay or label smoothing",
+                *pipeline(scratch / "plain", plain),
+            ),
+        ]
         for seed in filter(None, args.seeds.split(",")):
-            rows.append((f"default pipeline, train.seed={seed}", *pipeline(scratch / f"seed{seed}", {"train.seed": int(seed)})))  # fmt: skip
+            rows.append(
+                (f"default pipeline, train.seed={seed}", *pipeline(scratch / f"seed{seed}", {"train.seed": int(seed)}))
+            )
         env = cli_env(scratch / "default")
         startup = {
             "cnnlab-train --help": [str(BIN / "cnnlab-train"), "--help"],
             "baseline: cnnlab-train --cfg job (Hydra composes)": [str(BIN / "cnnlab-train"), "--cfg", "job"],
             "baseline: import pytorch_lightning, mlflow": [sys.executable, "-c", "import pytorch_lightning, mlflow"],
         }
-        times = {name: statistics.median(timed(cmd, scratch / "default", env) for _ in range(args.repeats)) for name, cmd in startup.items()}
+        times = {
+            name: statistics.median(timed(cmd, scratch / "default", env) for _ in range(args.repeats))
+            for name, cmd in startup.items()
+        }
         breakdown = stage_breakdown(scratch / "default", args.stages) if args.stages else []
     print("| pipeline | dvc repro from scratch (s) | test accuracy |\n|---|---|---|")
     for name, seconds, accuracy in rows:

@@ -63,8 +63,14 @@ def run_prepare(folder: Path, data_dir: Path, size: int, workers: str | None) ->
     env.pop("CNNLAB_PREPARE_WORKERS", None)
     if workers:
         env["CNNLAB_PREPARE_WORKERS"] = workers
-    command = [str(PREPARE), "data=image_folder", f"data.root={folder}", f"data.image_size={size}", f"paths.data_dir={data_dir}",
-               f"hydra.run.dir={data_dir}/hydra"]  # fmt: skip
+    command = [
+        str(PREPARE),
+        "data=image_folder",
+        f"data.root={folder}",
+        f"data.image_size={size}",
+        f"paths.data_dir={data_dir}",
+        f"hydra.run.dir={data_dir}/hydra",
+    ]
     started = time.perf_counter()
     subprocess.run(command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
     elapsed = time.perf_counter() - started
@@ -83,7 +89,9 @@ def main() -> None:
     folder = args.scratch / f"images-{args.num_images}"
     started = time.perf_counter()
     generate(folder, args.num_images)
-    print(f"image folder: {folder} ({args.num_images} JPEGs, generated/checked in {time.perf_counter() - started:.1f} s)")
+    print(
+        f"image folder: {folder} ({args.num_images} JPEGs, generated/checked in {time.perf_counter() - started:.1f} s)"
+    )
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     runs = {"pool": None} if args.skip_serial else {"pool": None, "serial": "1"}
     results = {}
@@ -91,10 +99,16 @@ def main() -> None:
         data_dir = args.scratch / f"data-{name}"
         shutil.rmtree(data_dir / "prepared", ignore_errors=True)
         elapsed, meta = run_prepare(folder, data_dir, args.size, workers)
-        results[name] = {"seconds": round(elapsed, 2), "images_per_s": round(meta["num_samples"] / elapsed),
-                         "num_samples": meta["num_samples"], "content_hash": meta["content_hash"]}  # fmt: skip
-        print(f"{name:7s} ({'1 process' if workers else f'{cores} processes'}): {elapsed:6.1f} s, "
-              f"{meta['num_samples'] / elapsed:6.0f} images/s, {meta['num_samples']} samples")  # fmt: skip
+        results[name] = {
+            "seconds": round(elapsed, 2),
+            "images_per_s": round(meta["num_samples"] / elapsed),
+            "num_samples": meta["num_samples"],
+            "content_hash": meta["content_hash"],
+        }
+        print(
+            f"{name:7s} ({'1 process' if workers else f'{cores} processes'}): {elapsed:6.1f} s, "
+            f"{meta['num_samples'] / elapsed:6.0f} images/s, {meta['num_samples']} samples"
+        )
     if "serial" in results:
         same = results["pool"]["content_hash"] == results["serial"]["content_hash"]
         print(f"speed-up {results['serial']['seconds'] / results['pool']['seconds']:.2f}x; identical output: {same}")

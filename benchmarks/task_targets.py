@@ -39,8 +39,13 @@ def train(experiment: str, output_dir: Path, threads: int | None) -> float:
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    command = [str(BIN / "cnnlab-train"), f"experiment={experiment}", "logger=none", f"hydra.run.dir={output_dir}",
-               "trainer.enable_progress_bar=false"]  # fmt: skip
+    command = [
+        str(BIN / "cnnlab-train"),
+        f"experiment={experiment}",
+        "logger=none",
+        f"hydra.run.dir={output_dir}",
+        "trainer.enable_progress_bar=false",
+    ]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
@@ -86,7 +91,11 @@ def baseline(task_name: str, prepared_dir: str) -> dict:
         mean_box = boxes[train].mean(0, keepdim=True)
         ious = box_iou(mean_box.expand(len(test), 4), boxes[test])
         right = torch.as_tensor(labels[test] == majority)
-        return {"test/acc": accuracy, "test/box_iou": float(ious.mean()), "test/loc_acc": float((right & (ious >= 0.5)).float().mean())}
+        return {
+            "test/acc": accuracy,
+            "test/box_iou": float(ious.mean()),
+            "test/loc_acc": float((right & (ious >= 0.5)).float().mean()),
+        }
     from torchmetrics.classification import MulticlassConfusionMatrix
 
     from cnnlab.tasks.segmentation import segmentation_scores
@@ -117,21 +126,35 @@ def main() -> None:
             metrics, run, cfg = score(output_dir)
             trivial = baseline(task_name, run["prepared_dir"])
             rows.append((task_name, experiment, targets, metrics, trivial, wall, run, cfg, (load_before, load_after)))
-            print(f"{experiment}: wall {wall:.0f}s, fit {run['train_seconds']:.0f}s, "
-                  + ", ".join(f"{m}={metrics[m]:.4f} (target {t}, baseline {trivial.get(m, float('nan')):.4f})" for m, t in targets),
-                  flush=True)  # fmt: skip
+            print(
+                f"{experiment}: wall {wall:.0f}s, fit {run['train_seconds']:.0f}s, "
+                + ", ".join(
+                    f"{m}={metrics[m]:.4f} (target {t}, baseline {trivial.get(m, float('nan')):.4f})"
+                    for m, t in targets
+                ),
+                flush=True,
+            )
 
-    print("\n| task | experiment | model | metric | target | measured | trivial baseline | met | epochs | fit s | wall s |")
+    print(
+        "\n| task | experiment | model | metric | target | measured | trivial baseline | met | epochs | fit s | "
+        "wall s |"
+    )
     print("|---|---|---|---|---:|---:|---:|:-:|---:|---:|---:|")
     for task_name, experiment, targets, metrics, trivial, wall, run, cfg, _ in rows:
         for metric, target in targets:
             met = "yes" if metrics[metric] >= target and run["train_seconds"] <= TIME_LIMIT_S else "no"
-            print(f"| {task_name} | {experiment} | {cfg.model.name} | {metric} | {target:.2f} | **{metrics[metric]:.4f}** | "
-                  f"{trivial[metric]:.4f} | {met} | {run['epochs']} | {run['train_seconds']:.0f} | {wall:.0f} |")  # fmt: skip
+            print(
+                f"| {task_name} | {experiment} | {cfg.model.name} | {metric} | {target:.2f} | "
+                f"**{metrics[metric]:.4f}** | "
+                f"{trivial[metric]:.4f} | {met} | {run['epochs']} | {run['train_seconds']:.0f} | {wall:.0f} |"
+            )
     print("\nother test metrics:")
     for task_name, _, targets, metrics, trivial, _, _, _, load in rows:
         shown = {k: round(v, 4) for k, v in metrics.items() if k not in dict(targets)}
-        print(f"- {task_name} (load average {load[0]:.1f} -> {load[1]:.1f}): {shown}; trivial: { {k: round(v, 4) for k, v in trivial.items()} }")
+        print(
+            f"- {task_name} (load average {load[0]:.1f} -> {load[1]:.1f}): {shown}; trivial: "
+            f"{ {k: round(v, 4) for k, v in trivial.items()} }"
+        )
 
 
 if __name__ == "__main__":

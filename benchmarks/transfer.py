@@ -33,8 +33,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MODEL = ("model=simple_cnn", "model.batch_norm=true")
-COMMON = ("logger=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "augment=none",
-          "optimizer.lr=0.003")  # fmt: skip
+COMMON = (
+    "logger=none",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "augment=none",
+    "optimizer.lr=0.003",
+)
 MODES = {
     "scratch": (),
     "frozen": ("model.weights={weights}", "finetune.freeze=backbone"),
@@ -78,8 +83,19 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="cnnlab-transfer-") as scratch:
         scratch = Path(scratch)
-        pretrain = cnnlab_train([*COMMON, *MODEL, "scheduler=onecycle", "data=shapes", "data.image_size=32", "data.source.num_samples=3000",
-                                 f"trainer.max_epochs={args.pretrain_epochs}", "seed=0"], scratch / "pretrain")  # fmt: skip
+        pretrain = cnnlab_train(
+            [
+                *COMMON,
+                *MODEL,
+                "scheduler=onecycle",
+                "data=shapes",
+                "data.image_size=32",
+                "data.source.num_samples=3000",
+                f"trainer.max_epochs={args.pretrain_epochs}",
+                "seed=0",
+            ],
+            scratch / "pretrain",
+        )
         source_acc = test_accuracy(scratch / "pretrain")
         print(f"pretrain on shapes: {pretrain['train_seconds']:.1f} s, test acc {source_acc:.4f}", flush=True)
         weights = pretrain["best_checkpoint"]
@@ -87,19 +103,37 @@ def main() -> None:
         for seed in seeds:
             for mode, extra in MODES.items():
                 out = scratch / f"{mode}-{seed}"
-                overrides = [*COMMON, *MODEL, "scheduler=none", "data=digits", "data.image_size=32", f"data.train_fraction={args.fraction}",
-                             f"trainer.max_epochs={args.epochs}", f"seed={seed}", *(e.format(weights=weights) for e in extra)]  # fmt: skip
+                overrides = [
+                    *COMMON,
+                    *MODEL,
+                    "scheduler=none",
+                    "data=digits",
+                    "data.image_size=32",
+                    f"data.train_fraction={args.fraction}",
+                    f"trainer.max_epochs={args.epochs}",
+                    f"seed={seed}",
+                    *(e.format(weights=weights) for e in extra),
+                ]
                 run = cnnlab_train(overrides, out)
                 accuracy = test_accuracy(out)
                 results[mode].append((accuracy, run["train_seconds"]))
                 print(f"seed {seed} {mode:9s} test acc {accuracy:.4f}  train {run['train_seconds']:.1f} s", flush=True)
 
-    print(f"\npretrain (shapes, 32 px, {args.pretrain_epochs} epochs): {pretrain['train_seconds']:.1f} s, shapes test acc {source_acc:.4f}")
-    print(f"\n| digits, {args.fraction:.0%} of train, {args.epochs} epochs | test accuracy, mean (min-max) over seeds {args.seeds} | train s (mean) |")
+    print(
+        f"\npretrain (shapes, 32 px, {args.pretrain_epochs} epochs): {pretrain['train_seconds']:.1f} s, shapes "
+        f"test acc {source_acc:.4f}"
+    )
+    print(
+        f"\n| digits, {args.fraction:.0%} of train, {args.epochs} epochs | test accuracy, mean (min-max) over "
+        f"seeds {args.seeds} | train s (mean) |"
+    )
     print("|---|---|---|")
     for mode, rows in results.items():
         accs = [a for a, _ in rows]
-        print(f"| {mode} | {statistics.mean(accs):.2%} ({min(accs):.2%}-{max(accs):.2%}) | {statistics.mean(t for _, t in rows):.1f} |")
+        print(
+            f"| {mode} | {statistics.mean(accs):.2%} ({min(accs):.2%}-{max(accs):.2%}) | "
+            f"{statistics.mean(t for _, t in rows):.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -67,8 +67,8 @@ def measure(name: str, size: int, kwargs: dict, batch_size: int, repeats: int) -
     labels = torch.randint(0, num_classes, (batch_size,))
 
     def step() -> None:
-        model.zero_grad(set_to_none=False)
-        nn.functional.cross_entropy(model(images), labels).backward()
+        model.zero_grad(set_to_none=False)  # noqa: F821 (ruff misreads the `del model` below)
+        nn.functional.cross_entropy(model(images), labels).backward()  # noqa: F821
 
     step()  # warm-up: allocations, oneDNN primitive creation
     best_wall, best_cpu = float("inf"), float("inf")

@@ -30,7 +30,9 @@ def copy_project(destination: Path) -> Path:
     shutil.copytree(REPO / "src", destination / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(REPO / name, destination / name)
-    shutil.copytree(REPO / "data" / "raw", destination / "data" / "raw", dirs_exist_ok=True)  # the prepare stage depends on it
+    shutil.copytree(
+        REPO / "data" / "raw", destination / "data" / "raw", dirs_exist_ok=True
+    )  # the prepare stage depends on it
     shutil.copytree(REPO / "pipelines", destination / "pipelines", dirs_exist_ok=True)  # the other pipelines
     return destination
 
@@ -112,20 +114,35 @@ def tracking_uri(project: Path) -> str:
 def run_cli(project: Path):
     """Run a cnnlab entry point in the test project; returns the CompletedProcess."""
 
-    def run(command: str, *args: str, check: bool = True, cwd: Path | None = None, root: Path | None = None,
-            timeout: int = 600) -> subprocess.CompletedProcess:  # fmt: skip
+    def run(
+        command: str,
+        *args: str,
+        check: bool = True,
+        cwd: Path | None = None,
+        root: Path | None = None,
+        timeout: int = 600,
+    ) -> subprocess.CompletedProcess:
         root = root or project
         done = subprocess.run(
-            [str(BIN / command), *args], cwd=cwd or root, env=cli_env(root), capture_output=True, text=True, timeout=timeout
+            [str(BIN / command), *args],
+            cwd=cwd or root,
+            env=cli_env(root),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if check and done.returncode != 0:
-            raise AssertionError(f"{command} {' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
+            raise AssertionError(
+                f"{command} {' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+            )
         return done
 
     return run
 
 
-def call_in_process(command: str, args: list[str], root: Path, cwd: Path | None = None, **extra_env: str) -> subprocess.CompletedProcess:
+def call_in_process(
+    command: str, args: list[str], root: Path, cwd: Path | None = None, **extra_env: str
+) -> subprocess.CompletedProcess:
     """What `<command> <args>` does as a process, in this one: the console script's `main` with sys.argv,
     cwd and the environment of `cli_env(root)`; its output and exit status as a CompletedProcess.
 
@@ -139,7 +156,11 @@ def call_in_process(command: str, args: list[str], root: Path, cwd: Path | None 
     root_logger = logging.getLogger()
     saved_handlers, saved_level = root_logger.handlers[:], root_logger.level
     torch = sys.modules.get("torch")
-    deterministic = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) if torch else None
+    deterministic = (
+        (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+        if torch
+        else None
+    )
     import mlflow.tracking._model_registry.utils as registry_utils
     import mlflow.tracking._tracking_service.utils as tracking_utils
 
@@ -209,11 +230,19 @@ def call_cli(project: Path):
     """`run_cli`'s twin that runs the entry point in this process (see `call_in_process`): for tests
     of what a command writes, logs and says. Start-up, signals and relaunches need `run_cli`."""
 
-    def call(command: str, *args: str, check: bool = True, cwd: Path | None = None, root: Path | None = None,
-             **extra_env: str) -> subprocess.CompletedProcess:  # fmt: skip
+    def call(
+        command: str,
+        *args: str,
+        check: bool = True,
+        cwd: Path | None = None,
+        root: Path | None = None,
+        **extra_env: str,
+    ) -> subprocess.CompletedProcess:
         done = call_in_process(command, list(args), root or project, cwd, **extra_env)
         if check and done.returncode != 0:
-            raise AssertionError(f"{command} {' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
+            raise AssertionError(
+                f"{command} {' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+            )
         return done
 
     return call
@@ -221,8 +250,14 @@ def call_cli(project: Path):
 
 # Few enough batches that a CLI training run costs seconds; still several logged steps.
 # Model logging (an export, ~5 s) is left to the tests that check it.
-QUICK = ("trainer=debug", "trainer.limit_train_batches=6", "trainer.limit_val_batches=2", "trainer.max_epochs=2",
-         "trainer.log_every_n_steps=2", "logger.log_model=false")  # fmt: skip
+QUICK = (
+    "trainer=debug",
+    "trainer.limit_train_batches=6",
+    "trainer.limit_val_batches=2",
+    "trainer.max_epochs=2",
+    "trainer.log_every_n_steps=2",
+    "logger.log_model=false",
+)
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -34,13 +34,30 @@ def test_images_run_as_an_unprivileged_user_and_need_no_git():
         text = dockerfile.read_text()
         users = re.findall(r"^USER (\S+)", text, re.M)
         assert users and users[-1] == "cnnlab", dockerfile  # the last USER is who runs the CMD
-        assert text.index("USER cnnlab") < text.rindex("make setup")  # the environment is that user's (the last mention is the RUN)
+        assert text.index("USER cnnlab") < text.rindex(
+            "make setup"
+        )  # the environment is that user's (the last mention is the RUN)
         assert "dvc config --local core.no_scm true" in text  # .git is not in the context
 
 
 def test_build_context_leaves_out_history_stores_data_outputs_and_secrets():
-    ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")}
-    assert {".git", ".venv", "mlruns", "mlflow.db", "mlartifacts", "data", "outputs", "multirun", "artifacts", ".env"} <= ignored
+    ignored = {
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {
+        ".git",
+        ".venv",
+        "mlruns",
+        "mlflow.db",
+        "mlartifacts",
+        "data",
+        "outputs",
+        "multirun",
+        "artifacts",
+        ".env",
+    } <= ignored
 
 
 def test_compose_reads_the_passwords_from_an_uncommitted_env_file():
@@ -49,7 +66,9 @@ def test_compose_reads_the_passwords_from_an_uncommitted_env_file():
     values = dict(line.split("=", 1) for line in example.splitlines() if line and not line.startswith("#"))
     from cnnlab.tracking.server import DEFAULTS, REQUIRED
 
-    assert set(REQUIRED) | set(DEFAULTS) | {"MLFLOW_S3_ENDPOINT_URL"} == set(values)  # every setting `make server` reads
+    assert set(REQUIRED) | set(DEFAULTS) | {"MLFLOW_S3_ENDPOINT_URL"} == set(
+        values
+    )  # every setting `make server` reads
     for value in {values["POSTGRES_PASSWORD"], values["AWS_SECRET_ACCESS_KEY"], "mlflow:mlflow@"}:
         assert value not in text  # no password in the committed file
     assert "docker/.env" in (REPO / ".gitignore").read_text().split()
@@ -65,9 +84,16 @@ def test_compose_runs_what_make_server_runs_on_postgres_and_object_storage():
     mlflow = services["mlflow"]
     assert mlflow["command"][:3] == ["python", "-m", "cnnlab.tracking.server"]  # the launcher `make server` runs
     assert "cnnlab.tracking.server" in (REPO / "Makefile").read_text()
-    assert mlflow["environment"] == {"POSTGRES_HOST": "postgres", "POSTGRES_PORT": "5432", "MLFLOW_S3_ENDPOINT_URL": "http://minio:9000"}
+    assert mlflow["environment"] == {
+        "POSTGRES_HOST": "postgres",
+        "POSTGRES_PORT": "5432",
+        "MLFLOW_S3_ENDPOINT_URL": "http://minio:9000",
+    }
     assert mlflow["ports"] == ["127.0.0.1:5000:5000"]
-    assert {name: dep["condition"] for name, dep in mlflow["depends_on"].items()} == {"postgres": "service_healthy", "minio": "service_healthy"}
+    assert {name: dep["condition"] for name, dep in mlflow["depends_on"].items()} == {
+        "postgres": "service_healthy",
+        "minio": "service_healthy",
+    }
     assert services["train"]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     for name in ("mlflow", "train"):
         build = services[name]["build"]

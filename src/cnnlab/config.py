@@ -109,7 +109,9 @@ class LoggerConfig:
     log_model: bool = True  # the best checkpoint's network as an MLflow model (signature, example)
     system_metrics: bool = True  # CPU, memory (and GPU where present) sampled into the run
     system_metrics_interval: float = 10.0  # seconds between samples
-    unreachable_wait: float = 120.0  # at the end, seconds to wait for a store that stopped answering (then: cnnlab-sync)
+    unreachable_wait: float = (
+        120.0  # at the end, seconds to wait for a store that stopped answering (then: cnnlab-sync)
+    )
     tags: Dict[str, str] = field(default_factory=dict)
 
 
@@ -148,7 +150,9 @@ class CnnlabConfig:
     resume: bool = False  # continue the run in hydra.run.dir from checkpoints/last.ckpt, same MLflow run
     evaluate: Dict[str, Any] = field(default_factory=dict)
     register: bool = False  # register the logged model as cnnlab-<task>-<model> (a new version per run)
-    promote_alias: Optional[str] = "champion"  # evaluate moves this alias to a version that beats its holder; null: never
+    promote_alias: Optional[str] = (
+        "champion"  # evaluate moves this alias to a version that beats its holder; null: never
+    )
 
 
 def register_configs() -> None:
@@ -206,13 +210,17 @@ def validate_config(cfg: DictConfig) -> None:
     validate_transfer_config(cfg)
     trainer = cfg.trainer
     if trainer.max_epochs == 0 or trainer.max_epochs < -1:
-        raise ConfigError(f"trainer.max_epochs={trainer.max_epochs} is not valid; expected at least 1 (or -1 with trainer.max_steps)")
+        raise ConfigError(
+            f"trainer.max_epochs={trainer.max_epochs} is not valid; expected at least 1 (or -1 with trainer.max_steps)"
+        )
     if trainer.max_epochs == -1 and trainer.max_steps <= 0 and not trainer.max_time:
         raise ConfigError("trainer.max_epochs=-1 trains forever: set trainer.max_steps or trainer.max_time too")
 
 
 def recipe_settings(recipe: dict) -> dict[str, Any]:
-    """What a conf/experiment/<name>.yaml sets: its group choices ("model": "resnet18") and values ("model.width_mult": 0.25)."""
+    """What a conf/experiment/<name>.yaml sets: its group choices ("model": "resnet18") and values ("model.width_mult":
+    0.25).
+    """
     settings: dict[str, Any] = {}
     for entry in recipe.get("defaults") or []:
         if isinstance(entry, dict):
@@ -243,7 +251,9 @@ def check_pipeline_against_recipe(experiment: Optional[str], overrides: list[str
     import yaml
 
     recipe_file = Path(conf_dir) / "experiment" / f"{experiment}.yaml"
-    if not experiment or experiment == "none" or not recipe_file.is_file():  # an unknown name: Hydra's error lists the choices
+    if (
+        not experiment or experiment == "none" or not recipe_file.is_file()
+    ):  # an unknown name: Hydra's error lists the choices
         return
     recipe = recipe_settings(yaml.safe_load(recipe_file.read_text()) or {})
     chosen = {item.split("=", 1)[0].lstrip("+~") for item in free if "=" in item}
@@ -256,26 +266,37 @@ def check_pipeline_against_recipe(experiment: Optional[str], overrides: list[str
     if clashes:
         raise ConfigError(
             f"params.yaml selects experiment={experiment} but its knobs say otherwise: {'; '.join(clashes)}. "
-            f"Set those knobs to the recipe's values, or list your values in params.yaml's `overrides` to overrule the recipe on purpose"
+            "Set those knobs to the recipe's values, or list your values in params.yaml's `overrides` to overrule "
+            "the recipe on purpose"
         )
 
 
 def validate_transfer_config(cfg: DictConfig) -> None:
-    """model.weights and finetune.*, as far as they can be checked without the model (stage names are checked when it is built)."""
+    """model.weights and finetune.*, as far as they can be checked without the model (stage names are checked when it
+    is built).
+    """
     weights = OmegaConf.select(cfg, "model.weights")
     if weights is not None and (not isinstance(weights, str) or not weights.strip()):
-        raise ConfigError(f"model.weights={weights!r} is not valid; expected null, a file or directory path, "
-                          "runs:/<run id>/model, models:/<name>@<alias> or models:/<name>/<version>")  # fmt: skip
+        raise ConfigError(
+            f"model.weights={weights!r} is not valid; expected null, a file or directory path, "
+            "runs:/<run id>/model, models:/<name>@<alias> or models:/<name>/<version>"
+        )
     finetune = cfg.get("finetune")
     if finetune is None:
         return
     freeze = finetune.freeze
     if not (freeze in FREEZE_MODES or (isinstance(freeze, str) and freeze.startswith("stage"))):
-        raise ConfigError(f"finetune.freeze={freeze!r} is not valid; expected none, backbone or a stage name (stage1, stage2, ...)")
+        raise ConfigError(
+            f"finetune.freeze={freeze!r} is not valid; expected none, backbone or a stage name (stage1, stage2, ...)"
+        )
     if finetune.unfreeze_at_epoch is not None and finetune.unfreeze_at_epoch < 0:
-        raise ConfigError(f"finetune.unfreeze_at_epoch={finetune.unfreeze_at_epoch} is not valid; expected an epoch >= 0 or null")
+        raise ConfigError(
+            f"finetune.unfreeze_at_epoch={finetune.unfreeze_at_epoch} is not valid; expected an epoch >= 0 or null"
+        )
     if finetune.backbone_lr is not None and not finetune.backbone_lr > 0:
-        raise ConfigError(f"finetune.backbone_lr={finetune.backbone_lr} is not valid; expected a learning rate > 0 or null")
+        raise ConfigError(
+            f"finetune.backbone_lr={finetune.backbone_lr} is not valid; expected a learning rate > 0 or null"
+        )
     if not finetune.backbone_lr_mult > 0:
         raise ConfigError(f"finetune.backbone_lr_mult={finetune.backbone_lr_mult} is not valid; expected a factor > 0")
 

@@ -46,10 +46,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if datamodule.meta["content_hash"] != run_info.get("data_hash", datamodule.meta["content_hash"]):
         raise ConfigError(
             f"the prepared data at {train_cfg.data.prepared_dir} changed since training "
-            f"(hash {datamodule.meta['content_hash'][:12]} vs {run_info['data_hash'][:12]} in {train_dir / 'run.json'}); "
+            f"(hash {datamodule.meta['content_hash'][:12]} vs {run_info['data_hash'][:12]} in "
+            f"{train_dir / 'run.json'}); "
             f"train again on it before evaluating"
         )
-    trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        accelerator="auto", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
     results = trainer.test(task, datamodule=datamodule, verbose=False)[0]
     metrics = {key: float(value) for key, value in sorted(results.items())}
 
@@ -80,4 +83,3 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             if run is not None:
                 log_pictures(run, output_dir / "plots" / "explain", explained)
     return metrics
-

@@ -50,14 +50,23 @@ class Finetuning(BaseFinetuning):
 
     def freeze_before_training(self, pl_module) -> None:
         backbone = pl_module.backbone
-        names = self.names if self.names is not None else frozen_parameter_names(backbone, self.freeze_mode, pl_module.example_input_array)
+        names = (
+            self.names
+            if self.names is not None
+            else frozen_parameter_names(backbone, self.freeze_mode, pl_module.example_input_array)
+        )
         self.frozen = modules_owning(backbone, names)
         self.freeze(self.frozen, train_bn=False)
         for module in self.frozen:  # Lightning's freeze makes BN use batch statistics; here they stay the loaded ones
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.track_running_stats = True
         self.counts = parameter_counts(pl_module)
-        log.info("finetune.freeze=%s: %d parameters frozen, %d trainable", self.freeze_mode, self.counts["frozen"], self.counts["trainable"])
+        log.info(
+            "finetune.freeze=%s: %d parameters frozen, %d trainable",
+            self.freeze_mode,
+            self.counts["frozen"],
+            self.counts["trainable"],
+        )
 
     def finetune_function(self, pl_module, epoch: int, optimizer) -> None:
         if self.frozen and self.unfreeze_at_epoch is not None and epoch >= self.unfreeze_at_epoch:
@@ -76,4 +85,3 @@ def parameter_counts(module: nn.Module) -> dict[str, int]:
     """Trainable and frozen parameter counts (elements)."""
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     return {"trainable": trainable, "frozen": sum(p.numel() for p in module.parameters()) - trainable}
-

@@ -65,7 +65,9 @@ class LoadedModel:
             try:
                 return get_class(target)
             except Exception as err:
-                raise ConfigError(f"model_uri={self.uri!r} was made by the task {target}, which cannot be imported here: {err}") from None
+                raise ConfigError(
+                    f"model_uri={self.uri!r} was made by the task {target}, which cannot be imported here: {err}"
+                ) from None
         return task_class(self.task)
 
     @cached_property
@@ -146,7 +148,9 @@ def open_model(model_uri: str, tracking_uri: str, key: str = "model_uri") -> Ite
 
 
 # ---- the images -----------------------------------------------------------------------------------
-def list_images(input_path: str | Path, suffixes: Iterable[str] = IMAGE_SUFFIXES, what: str = "image") -> tuple[Path, list[Path]]:
+def list_images(
+    input_path: str | Path, suffixes: Iterable[str] = IMAGE_SUFFIXES, what: str = "image"
+) -> tuple[Path, list[Path]]:
     """(base directory, input files): the file itself, or the files under a directory with one of
     `suffixes` (the model's kind of input: image files by default), sorted.
 
@@ -160,9 +164,12 @@ def list_images(input_path: str | Path, suffixes: Iterable[str] = IMAGE_SUFFIXES
     if path.is_file():
         return path.parent, [path]
     files = sorted(
-        p for p in path.rglob("*")
-        if p.is_file() and p.suffix.lower() in suffixes and not any(part.startswith(".") for part in p.relative_to(path).parts)
-    )  # fmt: skip
+        p
+        for p in path.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in suffixes
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
     if not files:
         raise FileNotFoundError(f"input={input_path} holds no {what} files ({', '.join(sorted(suffixes))})")
     return path, files
@@ -185,12 +192,16 @@ def read_image(path: Path, model: Optional[LoadedModel] = None) -> np.ndarray:
 
 
 def preprocess(image: np.ndarray, model: LoadedModel, name: str):
-    """H x W x C uint8 -> the network's C x S x S float tensor: channels and resize as `prepare`, normalise as evaluation."""
+    """H x W x C uint8 -> the network's C x S x S float tensor: channels and resize as `prepare`, normalise as
+    evaluation.
+    """
     from cnnlab.data.preprocess import resize_sample
     from cnnlab.data.sources.base import BadSampleError, Sample
 
     try:
-        resized = resize_sample(Sample(image=image, label=0, name=name), model.info["image_size"], model.info["channels"]).image
+        resized = resize_sample(
+            Sample(image=image, label=0, name=name), model.info["image_size"], model.info["channels"]
+        ).image
     except BadSampleError as err:
         raise UnreadableImage(str(err)) from None
     return model.normalize(resized[None])[0]
@@ -219,8 +230,15 @@ def _mask_path(output_dir: Path, base: Path, file: Path, taken: set[Path]) -> Pa
     return path
 
 
-def _rows_for_batch(model: LoadedModel, outputs: np.ndarray, batch: list[tuple[Path, str, np.ndarray]],
-                    output_dir: Path, base: Path, top_k: int, taken: set[Path]) -> list[dict]:  # fmt: skip
+def _rows_for_batch(
+    model: LoadedModel,
+    outputs: np.ndarray,
+    batch: list[tuple[Path, str, np.ndarray]],
+    output_dir: Path,
+    base: Path,
+    top_k: int,
+    taken: set[Path],
+) -> list[dict]:
     """One CSV row per image, made by the model's task from the image's output."""
     from cnnlab.tasks.base import PredictionInput
 
@@ -245,8 +263,15 @@ def _rows_for_batch(model: LoadedModel, outputs: np.ndarray, batch: list[tuple[P
     return rows
 
 
-def predict_files(model: LoadedModel, base: Path, files: Sequence[Path], output_dir: Path,
-                  batch_size: int = 64, top_k: int = 3, warn: Callable[[str], None] | None = None) -> PredictionResult:  # fmt: skip
+def predict_files(
+    model: LoadedModel,
+    base: Path,
+    files: Sequence[Path],
+    output_dir: Path,
+    batch_size: int = 64,
+    top_k: int = 3,
+    warn: Callable[[str], None] | None = None,
+) -> PredictionResult:
     """Predict every file, in batches; write output_dir/predictions.csv (and masks/) and return the rows."""
     import torch
 
@@ -273,7 +298,10 @@ def predict_files(model: LoadedModel, base: Path, files: Sequence[Path], output_
         with torch.no_grad():
             outputs = model.network(torch.stack(tensors)).detach().cpu().float().numpy()
         rows.extend(_rows_for_batch(model, outputs, batch, output_dir, base, top_k, taken))
-    order = {(file.relative_to(base).as_posix() if file.is_relative_to(base) else str(file)): i for i, file in enumerate(files)}
+    order = {
+        (file.relative_to(base).as_posix() if file.is_relative_to(base) else str(file)): i
+        for i, file in enumerate(files)
+    }
     rows.sort(key=lambda row: order.get(row["file"], len(order)))  # input order, unreadable files in place
     csv_path = output_dir / PREDICTIONS_FILE
     with open(csv_path, "w", newline="") as handle:
@@ -283,8 +311,14 @@ def predict_files(model: LoadedModel, base: Path, files: Sequence[Path], output_
     return PredictionResult(csv_path=csv_path, rows=rows)
 
 
-def predict(model_uri: str, input_path: str | Path, output_dir: str | Path, tracking_uri: Optional[str] = None,
-            batch_size: int = 64, top_k: int = 3) -> PredictionResult:  # fmt: skip
+def predict(
+    model_uri: str,
+    input_path: str | Path,
+    output_dir: str | Path,
+    tracking_uri: Optional[str] = None,
+    batch_size: int = 64,
+    top_k: int = 3,
+) -> PredictionResult:
     """cnnlab-predict: load the model, predict the input file or directory, write the outputs.
 
     Raises FileNotFoundError for a missing input and ConfigError for an unknown model; when every
@@ -293,7 +327,9 @@ def predict(model_uri: str, input_path: str | Path, output_dir: str | Path, trac
     from cnnlab.tracking.store import resolve_tracking_uri
 
     if not model_uri or not str(model_uri).strip():
-        raise ConfigError("model_uri is empty: give models:/<name>@<alias>, models:/<name>/<version> or models:/<model id>")
+        raise ConfigError(
+            "model_uri is empty: give models:/<name>@<alias>, models:/<name>/<version> or models:/<model id>"
+        )
     from cnnlab.data.inputs import all_suffixes
 
     list_images(input_path, all_suffixes(), "image or audio")  # before loading: a typo in input fails at once
@@ -302,7 +338,9 @@ def predict(model_uri: str, input_path: str | Path, output_dir: str | Path, trac
         base, files = list_images(input_path, model.reader.suffixes, model.reader.kind)  # the files of the model's kind
         result = predict_files(model, base, files, Path(output_dir), batch_size=batch_size, top_k=top_k)
     if len(result.failed) == len(result.rows):
-        raise ConfigError(f"none of the {len(result.rows)} input files could be read (see the error column of {result.csv_path})")
+        raise ConfigError(
+            f"none of the {len(result.rows)} input files could be read (see the error column of {result.csv_path})"
+        )
     return result
 
 

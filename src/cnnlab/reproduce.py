@@ -41,7 +41,10 @@ class Comparison:
 
     def table(self) -> str:
         width = max([len(key) for key, _, _ in self.rows] + [6])
-        lines = [f"{'metric':<{width}}  {'original':>12}  {'re-run':>12}  difference", f"{'':-<{width}}  {'':->12}  {'':->12}  {'':->10}"]
+        lines = [
+            f"{'metric':<{width}}  {'original':>12}  {'re-run':>12}  difference",
+            f"{'':-<{width}}  {'':->12}  {'':->12}  {'':->10}",
+        ]
         for key, a, b in self.rows:
             mark = "" if _same(a, b) else "missing" if a is None or b is None else f"{b - a:+.3g}"
             lines.append(f"{key:<{width}}  {_fmt(a):>12}  {_fmt(b):>12}  {mark}")
@@ -71,9 +74,13 @@ def resolve_run_id(reference: str, uri: str) -> str:
             else:
                 version = mlflow_client.get_model_version(name, rest.strip("/"))
         except Exception as err:
-            raise ConfigError(f"{reference} does not resolve in the MLflow store {redact(uri)}: {str(err).splitlines()[0][:200]}") from None
+            raise ConfigError(
+                f"{reference} does not resolve in the MLflow store {redact(uri)}: {str(err).splitlines()[0][:200]}"
+            ) from None
         if not version.run_id:
-            raise ConfigError(f"{reference} (version {version.version}) was registered without a run: nothing to re-run")
+            raise ConfigError(
+                f"{reference} (version {version.version}) was registered without a run: nothing to re-run"
+            )
         return version.run_id
     return reference
 
@@ -83,7 +90,9 @@ def fetch_original(run_id: str, uri: str):
     try:
         return client(uri).get_run(run_id)
     except Exception as err:
-        raise ConfigError(f"run {run_id!r} is not in the MLflow store {redact(uri)} ({str(err).splitlines()[0][:200]})") from None
+        raise ConfigError(
+            f"run {run_id!r} is not in the MLflow store {redact(uri)} ({str(err).splitlines()[0][:200]})"
+        ) from None
 
 
 def check_source(run, force: bool, root: Path) -> list[str]:
@@ -97,17 +106,30 @@ def check_source(run, force: bool, root: Path) -> list[str]:
     elif here["mlflow.source.git.commit"] == "unknown":
         problems.append(f"{root} is not a git checkout, so commit {recorded[:12]} cannot be checked")
     else:
-        known = subprocess.run(["git", "cat-file", "-e", f"{recorded}^{{commit}}"], cwd=root, capture_output=True).returncode == 0
+        known = (
+            subprocess.run(
+                ["git", "cat-file", "-e", f"{recorded}^{{commit}}"], cwd=root, capture_output=True
+            ).returncode
+            == 0
+        )
         if not known:
             problems.append(f"the run's commit {recorded[:12]} is not in this repository ({root})")
         elif here["mlflow.source.git.commit"] != recorded:
-            problems.append(f"this checkout is at {here['mlflow.source.git.commit'][:12]}, the run at {recorded[:12]}: "
-                            f"`git checkout {recorded[:12]}` first")  # fmt: skip
+            problems.append(
+                f"this checkout is at {here['mlflow.source.git.commit'][:12]}, the run at {recorded[:12]}: "
+                f"`git checkout {recorded[:12]}` first"
+            )
     if here.get("git.dirty") == "true":
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True).stdout
-        problems.append(f"the checkout has uncommitted changes ({', '.join(line[3:] for line in changed.splitlines()[:5])})")
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
+        ).stdout
+        problems.append(
+            f"the checkout has uncommitted changes ({', '.join(line[3:] for line in changed.splitlines()[:5])})"
+        )
     if problems and not force:
-        raise ConfigError("refusing to re-run: " + "; ".join(problems) + " (--force re-runs anyway, and the result may differ)")
+        raise ConfigError(
+            "refusing to re-run: " + "; ".join(problems) + " (--force re-runs anyway, and the result may differ)"
+        )
     return problems
 
 
@@ -133,7 +155,8 @@ def check_data(run, overrides: list[str], force: bool) -> Optional[str]:
     meta = ensure_prepared(cfg.data)  # prepares from the recorded source when missing; its errors name what is gone
     if recorded and meta["content_hash"] != recorded and not force:
         raise ConfigError(
-            f"refusing to re-run: the prepared data at {cfg.data.prepared_dir} has content hash {meta['content_hash'][:12]}, "
+            f"refusing to re-run: the prepared data at {cfg.data.prepared_dir} has content hash "
+            f"{meta['content_hash'][:12]}, "
             f"the run trained on {recorded[:12]} (its raw source changed?); --force re-runs anyway"
         )
     return str(cfg.data.prepared_dir)
@@ -141,8 +164,12 @@ def check_data(run, overrides: list[str], force: bool) -> Optional[str]:
 
 def compare_runs(original, rerun_id: str, uri: str) -> Comparison:
     new = client(uri).get_run(rerun_id)
-    keys = sorted(k for k in set(original.data.metrics) | set(new.data.metrics) if not k.startswith(UNCOMPARED_PREFIXES))
-    return Comparison(original.info.run_id, rerun_id, [(k, original.data.metrics.get(k), new.data.metrics.get(k)) for k in keys])
+    keys = sorted(
+        k for k in set(original.data.metrics) | set(new.data.metrics) if not k.startswith(UNCOMPARED_PREFIXES)
+    )
+    return Comparison(
+        original.info.run_id, rerun_id, [(k, original.data.metrics.get(k), new.data.metrics.get(k)) for k in keys]
+    )
 
 
 def _command(name: str) -> str:
@@ -162,7 +189,9 @@ def rerun(reference: str, tracking_uri: Optional[str] = None, force: bool = Fals
     original = fetch_original(run_id, uri)
     tags = original.data.tags
     if "cnnlab.overrides" not in tags:
-        raise ConfigError(f"run {run_id} was not made by cnnlab-train (it has no cnnlab.overrides tag and no config to re-run)")
+        raise ConfigError(
+            f"run {run_id} was not made by cnnlab-train (it has no cnnlab.overrides tag and no config to re-run)"
+        )
     for warning in check_source(original, force, project_root()):
         print(f"warning: {warning}", file=sys.stderr)
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, RERUN_OF_ENV: run_id}
@@ -171,7 +200,9 @@ def rerun(reference: str, tracking_uri: Optional[str] = None, force: bool = Fals
         return _rerun_sweep(original, uri, env, stamp)
     artifacts = {a.path for a in client(uri).list_artifacts(run_id)}
     if "config.yaml" not in artifacts:
-        raise ConfigError(f"run {run_id} has no config.yaml artifact: it did not finish training, or another tool made it")
+        raise ConfigError(
+            f"run {run_id} has no config.yaml artifact: it did not finish training, or another tool made it"
+        )
     overrides = _overrides(tags["cnnlab.overrides"])
     check_data(original, overrides, force)
     output_dir = project_root() / "outputs" / f"rerun-{run_id[:8]}-{stamp}"
@@ -179,8 +210,17 @@ def rerun(reference: str, tracking_uri: Optional[str] = None, force: bool = Fals
     _run([_command("cnnlab-train"), *overrides, "register=false", f"hydra.run.dir={output_dir}"], env, "training")
     new_id = read_run_record(output_dir)["run_id"]
     if any(key.startswith("test/") for key in original.data.metrics):  # the original was evaluated: so is the re-run
-        _run([_command("cnnlab-evaluate"), *overrides, f"evaluate.train_dir={output_dir}", f"evaluate.output_dir={output_dir / 'evaluate'}",
-              "promote_alias=null"], env, "evaluation")  # fmt: skip
+        _run(
+            [
+                _command("cnnlab-evaluate"),
+                *overrides,
+                f"evaluate.train_dir={output_dir}",
+                f"evaluate.output_dir={output_dir / 'evaluate'}",
+                "promote_alias=null",
+            ],
+            env,
+            "evaluation",
+        )
     return compare_runs(original, new_id, uri)
 
 

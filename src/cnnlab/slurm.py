@@ -36,9 +36,13 @@ def tags() -> dict[str, str]:
     """The job's ids and place, as run tags (empty outside SLURM)."""
     if not job_id():
         return {}
-    names = {"slurm.job_id": job_id(), "slurm.partition": os.environ.get("SLURM_JOB_PARTITION"),
-             "slurm.nodes": os.environ.get("SLURM_JOB_NODELIST"), "slurm.ntasks": os.environ.get("SLURM_NTASKS"),
-             "slurm.restarts": str(restarts())}  # fmt: skip
+    names = {
+        "slurm.job_id": job_id(),
+        "slurm.partition": os.environ.get("SLURM_JOB_PARTITION"),
+        "slurm.nodes": os.environ.get("SLURM_JOB_NODELIST"),
+        "slurm.ntasks": os.environ.get("SLURM_NTASKS"),
+        "slurm.restarts": str(restarts()),
+    }
     return {key: value for key, value in names.items() if value}
 
 
@@ -53,16 +57,20 @@ def check_allocation(trainer_cfg) -> None:
     devices, num_nodes = trainer_cfg.get("devices", 1), trainer_cfg.get("num_nodes", 1)
     ntasks, nnodes = int(os.environ["SLURM_NTASKS"]), int(os.environ.get("SLURM_NNODES") or 1)
     if ntasks > 1 and not os.environ.get("SLURM_NTASKS_PER_NODE"):
-        raise ConfigError(f"SLURM job {job_id()} was given --ntasks={ntasks} without --ntasks-per-node, which Lightning "
-                          f"needs to place DDP ranks: submit with --nodes=N --ntasks-per-node=M (hydra/launcher=slurm does)")
+        raise ConfigError(
+            f"SLURM job {job_id()} was given --ntasks={ntasks} without --ntasks-per-node, which Lightning "
+            f"needs to place DDP ranks: submit with --nodes=N --ntasks-per-node=M (hydra/launcher=slurm does)"
+        )
     if not isinstance(devices, int) or not isinstance(num_nodes, int):
         return  # "auto" or a list of devices: Lightning decides, and checks itself
     if devices * num_nodes != ntasks or num_nodes != nnodes:
         raise ConfigError(
-            f"trainer.devices={devices} x trainer.num_nodes={num_nodes} = {devices * num_nodes} DDP rank(s), but SLURM job "
+            f"trainer.devices={devices} x trainer.num_nodes={num_nodes} = {devices * num_nodes} DDP rank(s), but "
+            "SLURM job "
             f"{job_id()} runs {ntasks} task(s) on {nnodes} node(s) (SLURM_NTASKS={ntasks}, SLURM_NNODES={nnodes}): set "
             f"trainer.devices to the tasks per node and trainer.num_nodes to the nodes (with hydra/launcher=slurm: "
-            f"hydra.launcher.tasks_per_node and hydra.launcher.nodes), or srun/sbatch with --ntasks-per-node={devices} --nodes={num_nodes}"
+            "hydra.launcher.tasks_per_node and hydra.launcher.nodes), or srun/sbatch with "
+            f"--ntasks-per-node={devices} --nodes={num_nodes}"
         )
 
 

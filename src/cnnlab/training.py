@@ -36,8 +36,12 @@ class HydraJob:
 
         hc = HydraConfig.get()
         multirun = hc.mode == RunMode.MULTIRUN
-        return cls(Path(hc.runtime.output_dir), Path(hc.sweep.dir) if multirun else None,
-                   hc.job.num if multirun else None, list(hc.overrides.task))  # fmt: skip
+        return cls(
+            Path(hc.runtime.output_dir),
+            Path(hc.sweep.dir) if multirun else None,
+            hc.job.num if multirun else None,
+            list(hc.overrides.task),
+        )
 
 
 def train(cfg: DictConfig) -> float:
@@ -81,25 +85,48 @@ def train(cfg: DictConfig) -> float:
         # is not exact with these loaders; it is used only when no epoch completed (ckpt_path None).
         resuming = True
         ckpt_path = _existing(_last_checkpoint(job.output_dir))
-        log.info("SLURM job %s restart %d: resuming from %s", slurm.job_id(), slurm.restarts(), ckpt_path or "Lightning's hpc checkpoint")
+        log.info(
+            "SLURM job %s restart %d: resuming from %s",
+            slurm.job_id(),
+            slurm.restarts(),
+            ckpt_path or "Lightning's hpc checkpoint",
+        )
 
     run = None
     rank_zero = pl.utilities.rank_zero_only.rank == 0
     if uri and rank_zero:  # other DDP ranks must not open a second run
-        run = open_training_run(cfg, uri, meta, job.output_dir, job.sweep_dir, job.job_num, job.overrides, resuming,
-                                params=transfer_params, tags=transfer_tags)  # fmt: skip
+        run = open_training_run(
+            cfg,
+            uri,
+            meta,
+            job.output_dir,
+            job.sweep_dir,
+            job.job_num,
+            job.overrides,
+            resuming,
+            params=transfer_params,
+            tags=transfer_tags,
+        )
     else:  # logger=none, or a DDP rank other than 0: nothing to monitor the LR into
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
 
     with run.failed_on_error(job.output_dir) if run else contextlib.nullcontext(), _stop_on_sigterm() as sigterm:
-        with run.system_metrics(cfg.logger.system_metrics_interval, resuming) if run and cfg.logger.system_metrics else contextlib.nullcontext():
+        with (
+            run.system_metrics(cfg.logger.system_metrics_interval, resuming)
+            if run and cfg.logger.system_metrics
+            else contextlib.nullcontext()
+        ):
             logger = run.lightning_logger(cfg.logger.experiment_name) if run else None
             if logger is not None:  # checkpoints carry the points not yet sent (a killed run loses none)
                 from cnnlab.tracking.lightning_logger import UnsentMetrics
 
                 callbacks.append(UnsentMetrics(logger))
-            trainer = pl.Trainer(**_trainer_arguments(cfg, job), callbacks=callbacks, logger=[logger] if logger else False,
-                                 default_root_dir=str(job.output_dir))  # fmt: skip
+            trainer = pl.Trainer(
+                **_trainer_arguments(cfg, job),
+                callbacks=callbacks,
+                logger=[logger] if logger else False,
+                default_root_dir=str(job.output_dir),
+            )
             started = time.time()  # train_seconds: fit alone (what benchmarks/overhead.py compares)
             sigterm.fitting = True  # inside fit, Lightning's own handler stops at the next batch boundary
             trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -152,13 +179,20 @@ def _transfer(cfg: DictConfig, task, weights) -> tuple[dict, dict, list]:
         report = load_weights(task.backbone, weights, task.example_input_array, cfg.model.name)
         params.update(report.params(weights))
         tags.update(report.tags(weights))
-        log.info("model.weights=%s: %d tensors loaded, %d newly initialised%s", weights.source, report.loaded,
-                 len(report.new), f" ({report.channel_rule})" if report.channel_rule else "")  # fmt: skip
+        log.info(
+            "model.weights=%s: %d tensors loaded, %d newly initialised%s",
+            weights.source,
+            report.loaded,
+            len(report.new),
+            f" ({report.channel_rule})" if report.channel_rule else "",
+        )
     freeze = cfg.finetune.freeze
     frozen = frozen_parameter_names(task.backbone, freeze, task.example_input_array)  # ConfigError: lists the stages
     frozen_count = sum(p.numel() for name, p in task.backbone.named_parameters() if name in frozen)
     total = sum(p.numel() for p in task.parameters())
-    params.update({"finetune.trainable_parameters": str(total - frozen_count), "finetune.frozen_parameters": str(frozen_count)})
+    params.update(
+        {"finetune.trainable_parameters": str(total - frozen_count), "finetune.frozen_parameters": str(frozen_count)}
+    )
     callbacks = [Finetuning(freeze, cfg.finetune.unfreeze_at_epoch, names=frozen)] if freeze != "none" else []
     return params, tags, callbacks
 
@@ -240,7 +274,13 @@ def _write_outputs(cfg: DictConfig, output_dir: Path, summary: dict, trainer) ->
     (output_dir / "config.yaml").write_text(redact(OmegaConf.to_yaml(cfg, resolve=True)))
     redact_saved_config(output_dir)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/") and v.numel() == 1}
-    metrics.update({f"best/{summary['monitor']}": summary["best_score"], "epochs": summary["epochs"], "train_seconds": summary["train_seconds"]})
+    metrics.update(
+        {
+            f"best/{summary['monitor']}": summary["best_score"],
+            "epochs": summary["epochs"],
+            "train_seconds": summary["train_seconds"],
+        }
+    )
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     history = getattr(trainer.lightning_module, "epoch_history", None)
     if history:

@@ -92,7 +92,9 @@ def write_cifar10(root: Path, per_batch: int = 4, seed: int = 0, batches: tuple[
             pickle.dump(batch, handle, protocol=2)
         written[name] = (images, np.array(labels))
     with open(folder / "batches.meta", "wb") as handle:
-        pickle.dump({b"num_cases_per_batch": per_batch, b"label_names": CIFAR_NAMES, b"num_vis": 3072}, handle, protocol=2)
+        pickle.dump(
+            {b"num_cases_per_batch": per_batch, b"label_names": CIFAR_NAMES, b"num_vis": 3072}, handle, protocol=2
+        )
     return written
 
 
@@ -121,16 +123,22 @@ def write_palette_png(path: Path, mask: np.ndarray) -> Path:
 
 
 def voc_xml(name: str, width: int, height: int, objects: list[tuple[str, tuple[int, int, int, int]]]) -> str:
-    parts = [f"<annotation><folder>VOC2012</folder><filename>{name}.jpg</filename>",
-             f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size><segmented>1</segmented>"]  # fmt: skip
+    parts = [
+        f"<annotation><folder>VOC2012</folder><filename>{name}.jpg</filename>",
+        f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size><segmented>1</segmented>",
+    ]
     for cls, (x0, y0, x1, y1) in objects:
-        parts.append(f"<object><name>{cls}</name><pose>Unspecified</pose><truncated>0</truncated><difficult>0</difficult>"
-                     f"<bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>")  # fmt: skip
+        parts.append(
+            f"<object><name>{cls}</name><pose>Unspecified</pose><truncated>0</truncated><difficult>0</difficult>"
+            f"<bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>"
+        )
     parts.append("</annotation>")
     return "\n".join(parts)
 
 
-def write_voc_sample(root: Path, image_id: str, width: int, height: int, objects, seed: int = 0, mask_override=None) -> dict:
+def write_voc_sample(
+    root: Path, image_id: str, width: int, height: int, objects, seed: int = 0, mask_override=None
+) -> dict:
     """One VOC image with its XML (1-based inclusive boxes) and a palette mask painting each object's box."""
     write_image(root / "JPEGImages" / f"{image_id}.jpg", image_array(height, width, seed), quality=95)
     (root / "Annotations").mkdir(parents=True, exist_ok=True)
@@ -156,8 +164,16 @@ def write_voc(root: Path, train: dict, val: dict, subset_folder: str = "Segmenta
 
 
 # ---- Oxford-IIIT Pet ------------------------------------------------------------------------
-def write_pet(root: Path, name: str, class_id: int, species: int, width: int, height: int,
-              head: Optional[tuple[int, int, int, int]] = None, seed: int = 0) -> np.ndarray:  # fmt: skip
+def write_pet(
+    root: Path,
+    name: str,
+    class_id: int,
+    species: int,
+    width: int,
+    height: int,
+    head: Optional[tuple[int, int, int, int]] = None,
+    seed: int = 0,
+) -> np.ndarray:
     """images/<name>.jpg, a trimap (pet ellipse = 1 inside, 3 on its rim, 2 elsewhere), optional head xml."""
     write_image(root / "images" / f"{name}.jpg", image_array(height, width, seed), quality=95)
     y, x = np.mgrid[0:height, 0:width]
@@ -176,7 +192,9 @@ def write_pet(root: Path, name: str, class_id: int, species: int, width: int, he
 def write_pet_lists(root: Path, rows: list[tuple[str, int, int, int]], trainval: list[str], test: list[str]) -> None:
     annotations = root / "annotations"
     annotations.mkdir(parents=True, exist_ok=True)
-    header = "#Image CLASS-ID SPECIES BREED ID\n#ID: 1:37 Class ids\n#SPECIES: 1:Cat 2:Dog\n#BREED ID: 1-25:Cat 1:12:Dog\n"
+    header = (
+        "#Image CLASS-ID SPECIES BREED ID\n#ID: 1:37 Class ids\n#SPECIES: 1:Cat 2:Dog\n#BREED ID: 1-25:Cat 1:12:Dog\n"
+    )
     lines = {name: f"{name} {c} {s} {b}\n" for name, c, s, b in rows}
     (annotations / "list.txt").write_text(header + "".join(lines.values()))
     (annotations / "trainval.txt").write_text("".join(lines[n] for n in trainval))

@@ -83,14 +83,19 @@ def test_bad_settings_name_the_key():
 
 
 # ---- the reader -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("suffix, subtype", [(".wav", "PCM_16"), (".wav", "PCM_24"), (".wav", "FLOAT"), (".flac", "PCM_16"), (".ogg", "VORBIS")])
+@pytest.mark.parametrize(
+    "suffix, subtype",
+    [(".wav", "PCM_16"), (".wav", "PCM_24"), (".wav", "FLOAT"), (".flac", "PCM_16"), (".ogg", "VORBIS")],
+)
 def test_formats_and_bit_depths_read_to_the_same_spectrogram(tmp_path, suffix, subtype):
     settings = SpectrogramSettings(**SMALL)
     samples = tone(1000, 8000, 0.25)
     path = write_clip(tmp_path / f"clip{suffix}", samples, 8000, subtype)
     decoded, rate = read_audio(path)
     assert rate == 8000 and decoded.shape == (2000, 1)
-    assert np.max(np.abs(decoded[:, 0] - samples)) < (0.05 if subtype == "VORBIS" else 1e-3)  # 24-bit read at full scale
+    assert np.max(np.abs(decoded[:, 0] - samples)) < (
+        0.05 if subtype == "VORBIS" else 1e-3
+    )  # 24-bit read at full scale
     reference = spectrogram_image(samples[:, None], 8000, settings, "reference")
     image = read_spectrogram(path, settings)
     tolerance = 12 if subtype == "VORBIS" else 1  # lossy: its quiet bands differ, the tone does not
@@ -110,10 +115,14 @@ def test_resampling_keeps_the_pitch_and_the_clip_length(tmp_path):
 def test_stereo_is_mixed_to_mono(tmp_path):
     settings = SpectrogramSettings(**SMALL)
     left, right = tone(500, 8000, 0.25), tone(2000, 8000, 0.25)
-    stereo = read_spectrogram(write_clip(tmp_path / "stereo.wav", np.stack([left, right], axis=1), 8000, "PCM_24"), settings)
+    stereo = read_spectrogram(
+        write_clip(tmp_path / "stereo.wav", np.stack([left, right], axis=1), 8000, "PCM_24"), settings
+    )
     mixed = spectrogram_image(((left + right) / 2)[:, None], 8000, settings, "mixed")
     assert np.abs(stereo.astype(int) - mixed.astype(int)).max() <= 1
-    opposite = read_spectrogram(write_clip(tmp_path / "opposite.wav", np.stack([left, -left], axis=1), 8000, "FLOAT"), settings)
+    opposite = read_spectrogram(
+        write_clip(tmp_path / "opposite.wav", np.stack([left, -left], axis=1), 8000, "FLOAT"), settings
+    )
     assert opposite.max() == 0  # the mean of a channel and its inverse is silence
 
 
@@ -122,8 +131,15 @@ def test_audio_folder_prepares_one_channel_images_and_carries_its_settings(tmp_p
     prepared, meta = prepare(source, channels=1)
     assert meta["classes"] == ["high", "low"] and meta["num_samples"] == 4
     assert prepared.images.shape == (4, 16, 16, 1)
-    assert meta["input"] == {"kind": "audio", **SMALL, "win_length": None, "f_min": 0.0, "f_max": None,
-                             "db_floor": -80.0, "db_ceiling": 0.0}  # fmt: skip
+    assert meta["input"] == {
+        "kind": "audio",
+        **SMALL,
+        "win_length": None,
+        "f_min": 0.0,
+        "f_max": None,
+        "db_floor": -80.0,
+        "db_ceiling": 0.0,
+    }
     high, low = (prepared.images[prepared.labels == k][0, :, :, 0] for k in (0, 1))
     assert np.argmax(high.sum(axis=1)) < np.argmax(low.sum(axis=1))  # the higher tone sits higher in the image
 
@@ -224,8 +240,14 @@ def test_spectrogram_augmentations_shift_mix_and_mask():
     # power mixing: -40 dB noise on the floor lifts it to about -40 dB (pixel 127.5); a -10 dB pixel stays
     noisy = BackgroundNoise(p=1.0).apply(image, noise_power=np.full((16, 32), 1e-4, np.float32))
     assert abs(int(noisy[0, 0, 0]) - 128) <= 1 and abs(int(noisy[5, 11, 0]) - 200) <= 1
-    pipeline = A.Compose([TimeShift(p=1.0), BackgroundNoise(p=1.0),
-                          A.XYMasking(num_masks_x=1, mask_x_length=4, num_masks_y=1, mask_y_length=3, fill=0, p=1.0)], seed=0)  # fmt: skip
+    pipeline = A.Compose(
+        [
+            TimeShift(p=1.0),
+            BackgroundNoise(p=1.0),
+            A.XYMasking(num_masks_x=1, mask_x_length=4, num_masks_y=1, mask_y_length=3, fill=0, p=1.0),
+        ],
+        seed=0,
+    )
     out = pipeline(image=image)["image"]
     assert out.shape == image.shape and out.dtype == np.uint8
     assert (out[..., 0] == 0).any(axis=0).sum() >= 4  # a time mask: whole columns at the floor

@@ -9,16 +9,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-
 from tests.conftest import train_in_process
 
 # 120 clips of 0.5 s at 8 kHz, 32 mel bands, 32 px: a second of preparing, a few of training
 QUICK = [
-    "experiment=sounds_classification", "data.source.num_samples=120", "data.image_size=32", "data.source.n_mels=32",
-    "data.source.sample_rate=8000", "data.source.clip_seconds=0.5", "data.source.n_fft=256", "data.source.hop_length=80",
-    "data.batch_size=32", "trainer.max_epochs=2", "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false", "logger.log_checkpoint=false", "logger.system_metrics=false", "register=true",
-]  # fmt: skip
+    "experiment=sounds_classification",
+    "data.source.num_samples=120",
+    "data.image_size=32",
+    "data.source.n_mels=32",
+    "data.source.sample_rate=8000",
+    "data.source.clip_seconds=0.5",
+    "data.source.n_fft=256",
+    "data.source.hop_length=80",
+    "data.batch_size=32",
+    "trainer.max_epochs=2",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "logger.log_checkpoint=false",
+    "logger.system_metrics=false",
+    "register=true",
+]
 
 
 @pytest.mark.slow
@@ -60,7 +71,9 @@ def test_sounds_train_log_and_predict_wav_files(tmp_path, monkeypatch):
         assert model.info["input"] == spec  # the prepared meta's settings, carried by the logged model
         for index in picks:  # the prediction transform reproduces the prepared image bit for bit
             image = read_image(inputs / f"clip{index:03d}.wav", model)
-            assert torch.equal(preprocess(image, model, "clip"), model.normalize(np.array(prepared.images[index : index + 1]))[0])
+            assert torch.equal(
+                preprocess(image, model, "clip"), model.normalize(np.array(prepared.images[index : index + 1]))[0]
+            )
         with torch.no_grad():
             expected = model.network(model.normalize(np.array(prepared.images[picks]))).argmax(dim=1).tolist()
 

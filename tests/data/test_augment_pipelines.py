@@ -40,7 +40,9 @@ class RectangleSource(Source):
         image[y0:y1, x0:x1] = 230
         mask = np.zeros((SIZE, SIZE), np.uint8)
         mask[y0:y1, x0:x1] = 1
-        return Sample(image=image, label=0, name=f"rect/{item}", box=(float(x0), float(y0), float(x1), float(y1)), mask=mask)
+        return Sample(
+            image=image, label=0, name=f"rect/{item}", box=(float(x0), float(y0), float(x1), float(y1)), mask=mask
+        )
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +50,17 @@ def rectangles(tmp_path_factory):
     from cnnlab.data.prepare import build_prepared_dataset
 
     directory = tmp_path_factory.mktemp("rect") / "prepared"
-    build_prepared_dataset(RectangleSource(), directory, name="rect", image_size=SIZE, channels=3, val_fraction=0.0,
-                           test_fraction=0.0, seed=0, workers=1)  # fmt: skip
+    build_prepared_dataset(
+        RectangleSource(),
+        directory,
+        name="rect",
+        image_size=SIZE,
+        channels=3,
+        val_fraction=0.0,
+        test_fraction=0.0,
+        seed=0,
+        workers=1,
+    )
     return directory
 
 
@@ -109,14 +120,20 @@ def test_invert_gives_255_minus_pixel(compose_config, rectangles):
     module = CNNDataModule(str(rectangles), augment_train(compose_config, "invert"), boxes=True, masks=True)
     dataset = module.dataset("train", augment=True)
     batch = dataset.__getitems__(list(range(len(dataset))))
-    np.testing.assert_allclose(denormalized(dataset, batch), 255.0 - dataset.prepared.images[dataset.indices], atol=1e-3)
+    np.testing.assert_allclose(
+        denormalized(dataset, batch), 255.0 - dataset.prepared.images[dataset.indices], atol=1e-3
+    )
     np.testing.assert_allclose(batch["box"].numpy(), dataset.prepared.boxes[dataset.indices], atol=1e-6)
 
 
 def test_batch_format_and_values_match_the_per_sample_pipeline(rectangles):
     module = CNNDataModule(str(rectangles), [], eval_batch_size=8, boxes=True, masks=True)
     batch = next(iter(module._loader("train", train=False)))
-    assert batch["image"].dtype == torch.float32 and batch["image"].shape == (8, 3, SIZE, SIZE) and batch["image"].is_contiguous()
+    assert (
+        batch["image"].dtype == torch.float32
+        and batch["image"].shape == (8, 3, SIZE, SIZE)
+        and batch["image"].is_contiguous()
+    )
     assert batch["label"].dtype == torch.int64 and batch["label"].shape == (8,)
     assert batch["box"].dtype == torch.float32 and batch["box"].shape == (8, 4)
     assert batch["mask"].dtype == torch.int64 and batch["mask"].shape == (8, SIZE, SIZE)
@@ -124,7 +141,9 @@ def test_batch_format_and_values_match_the_per_sample_pipeline(rectangles):
     dataset = module.dataset("train", augment=False)
     single = build_transform([], dataset.prepared.meta["mean"], dataset.prepared.meta["std"], with_boxes=True)
     index = dataset.indices[3]
-    reference = single(image=np.asarray(dataset.prepared.images[index]), bboxes=dataset.prepared.boxes[index][None], box_labels=[0])
+    reference = single(
+        image=np.asarray(dataset.prepared.images[index]), bboxes=dataset.prepared.boxes[index][None], box_labels=[0]
+    )
     torch.testing.assert_close(batch["image"][3], reference["image"].float(), atol=1e-5, rtol=1e-5)
     item = dataset[3]  # single items (augmentation previews) are the batch's rows
     torch.testing.assert_close(item["image"], batch["image"][3])

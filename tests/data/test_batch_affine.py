@@ -23,7 +23,9 @@ def scene(n: int = 4, size: int = 32, channels: int = 1):
 @pytest.mark.parametrize("channels", [1, 3])
 def test_same_parameters_give_albumentations_affine_output(channels):
     images, masks, boxes = scene(channels=channels)
-    reference = A.Compose([A.Affine(**FIXED, p=1.0)], bbox_params=A.BboxParams(format="albumentations", label_fields=["labels"]))
+    reference = A.Compose(
+        [A.Affine(**FIXED, p=1.0)], bbox_params=A.BboxParams(format="albumentations", label_fields=["labels"])
+    )
     ours_images, ours_masks, ours_boxes = BatchAffine(**FIXED, p=1.0)(images, masks, boxes)
     for i in range(len(images)):
         ref = reference(image=images[i], mask=masks[i], bboxes=boxes[i : i + 1], labels=[0])
@@ -59,7 +61,9 @@ def test_a_box_pushed_out_of_view_keeps_its_sample_unaugmented():
 
 def test_mixed_pipeline_runs_in_config_order_and_like_a_compose():
     images, masks, boxes = scene(n=2, channels=3)
-    pipeline = build_augmentation([A.HorizontalFlip(p=1.0), BatchAffine(**FIXED, p=1.0), A.InvertImg(p=1.0)], with_boxes=True)
+    pipeline = build_augmentation(
+        [A.HorizontalFlip(p=1.0), BatchAffine(**FIXED, p=1.0), A.InvertImg(p=1.0)], with_boxes=True
+    )
     out = pipeline(image=images[0], mask=masks[0], bboxes=boxes[:1], box_labels=[0])
     flipped = A.HorizontalFlip(p=1.0)(image=images[0])["image"]
     expected, _, _ = BatchAffine(**FIXED, p=1.0)(flipped[None])

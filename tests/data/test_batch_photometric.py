@@ -8,15 +8,17 @@ import cv2
 import numpy as np
 import pytest
 from albumentations.augmentations.pixel import functional as fpixel
+from tests.data.test_batch_affine import scene
 
 from cnnlab.data.augment import BatchCoarseDropout, BatchColorJitter, BatchGaussianBlur, BatchHorizontalFlip
-from tests.data.test_batch_affine import scene
 
 
 def test_horizontal_flip_mirrors_images_masks_and_boxes_like_albumentations():
     images, masks, boxes = scene(channels=3)
     out_images, out_masks, out_boxes = BatchHorizontalFlip(p=1.0)(images, masks, boxes)
-    reference = A.Compose([A.HorizontalFlip(p=1.0)], bbox_params=A.BboxParams(format="albumentations", label_fields=["labels"]))
+    reference = A.Compose(
+        [A.HorizontalFlip(p=1.0)], bbox_params=A.BboxParams(format="albumentations", label_fields=["labels"])
+    )
     for i in range(len(images)):
         ref = reference(image=images[i], mask=masks[i], bboxes=boxes[i : i + 1], labels=[0])
         np.testing.assert_array_equal(ref["image"], out_images[i])
@@ -68,7 +70,14 @@ def test_gaussian_blur_is_cv2s_for_the_drawn_sigma_and_size():
 def test_coarse_dropout_cuts_the_drawn_number_and_size_of_holes():
     images = np.full((200, 40, 40, 1), 200, np.uint8)
     masks = np.ones((200, 40, 40), np.uint8)
-    drop = BatchCoarseDropout(num_holes_range=(1, 3), hole_height_range=(0.1, 0.25), hole_width_range=(0.1, 0.25), fill=0, fill_mask=255, p=0.5)
+    drop = BatchCoarseDropout(
+        num_holes_range=(1, 3),
+        hole_height_range=(0.1, 0.25),
+        hole_width_range=(0.1, 0.25),
+        fill=0,
+        fill_mask=255,
+        p=0.5,
+    )
     drop.set_random_seed(0)
     out, out_masks, _ = drop(images, masks)
     holes = out[..., 0] == 0
@@ -79,19 +88,31 @@ def test_coarse_dropout_cuts_the_drawn_number_and_size_of_holes():
     # one hole of 4x4 px (1%) up to three of 10x10 px (19%)
     assert area.min() >= 16 / 1600 - 1e-9 and area.max() <= 3 * 100 / 1600 + 1e-9
     assert (out[~holes] == 200).all()
-    pixels = BatchCoarseDropout(num_holes_range=(2, 2), hole_height_range=(3, 3), hole_width_range=(5, 5), p=1.0)(images[:1])[0]
+    pixels = BatchCoarseDropout(num_holes_range=(2, 2), hole_height_range=(3, 3), hole_width_range=(5, 5), p=1.0)(
+        images[:1]
+    )[0]
     assert 15 < (pixels == 0).sum() <= 30  # two 3x5 holes, possibly overlapping
 
 
-@pytest.mark.parametrize("make", [lambda: BatchColorJitter(brightness=-1), lambda: BatchCoarseDropout(num_holes_range=(0, 2)),
-                                  lambda: BatchGaussianBlur(sigma_limit="big"), lambda: BatchHorizontalFlip(p=2)])  # fmt: skip
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: BatchColorJitter(brightness=-1),
+        lambda: BatchCoarseDropout(num_holes_range=(0, 2)),
+        lambda: BatchGaussianBlur(sigma_limit="big"),
+        lambda: BatchHorizontalFlip(p=2),
+    ],
+)
 def test_bad_parameters_say_which(make):
     with pytest.raises(ValueError, match=r"Batch\w+: (brightness|num_holes_range|sigma_limit|p)="):
         make()
 
 
 def test_one_number_means_what_it_means_for_each_parameter():
-    assert BatchCoarseDropout(num_holes_range=2, hole_height_range=0.2, hole_width_range=3).holes == (2, 2)  # a count: exactly 2
+    assert BatchCoarseDropout(num_holes_range=2, hole_height_range=0.2, hole_width_range=3).holes == (
+        2,
+        2,
+    )  # a count: exactly 2
     assert BatchGaussianBlur(blur_limit=5).sizes == [1, 3, 5]  # a kernel size: up to 5
     assert BatchColorJitter(hue=0.1).ranges[3] == (-0.1, 0.1)  # a shift: either way
     images, _, _ = scene(n=8, channels=3)

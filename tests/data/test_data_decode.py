@@ -7,8 +7,8 @@ import pytest
 from data_writers import encoded, image_array, write_image, write_palette_png
 from PIL import Image
 
-from cnnlab.data.sources.base import BadSampleError
 from cnnlab.data.decode import decode_image, decode_mask
+from cnnlab.data.sources.base import BadSampleError
 
 
 def test_rgb_png_is_decoded_exactly_as_rgb(tmp_path):
@@ -20,14 +20,25 @@ def test_rgb_png_is_decoded_exactly_as_rgb(tmp_path):
 
 @pytest.mark.parametrize(
     "mode, suffix, channels",
-    [("L", "png", 1), ("L", "jpg", 1), ("RGBA", "png", 3), ("LA", "png", 3), ("P", "png", 3), ("CMYK", "jpg", 3),
-     ("CMYK", "tif", 3), ("RGB", "gif", 3), ("RGB", "bmp", 3), ("RGB", "webp", 3), ("I;16", "png", 1)],
-)  # fmt: skip
+    [
+        ("L", "png", 1),
+        ("L", "jpg", 1),
+        ("RGBA", "png", 3),
+        ("LA", "png", 3),
+        ("P", "png", 3),
+        ("CMYK", "jpg", 3),
+        ("CMYK", "tif", 3),
+        ("RGB", "gif", 3),
+        ("RGB", "bmp", 3),
+        ("RGB", "webp", 3),
+        ("I;16", "png", 1),
+    ],
+)
 def test_other_colour_modes_are_converted_not_failed(tmp_path, mode, suffix, channels):
     array = image_array(24, 32, seed=2)
     path = tmp_path / f"img.{suffix}"
     if mode == "I;16":  # 16-bit gray: values 0..65535 scale to 0..255
-        gray16 = (array[..., 0].astype(np.uint16) * 257)
+        gray16 = array[..., 0].astype(np.uint16) * 257
         Image.fromarray(gray16).save(path)
         expected = array[..., 0][..., None]
     else:

@@ -102,7 +102,10 @@ def test_tasks_the_source_cannot_serve_are_refused(compose_config, tmp_path):
     source = build_source(cfg.data)
     carried = label_kinds({"has_boxes": source.has_boxes, "has_masks": source.has_masks})
     assert carried == ["label", "box"]
-    with pytest.raises(ConfigError, match=r"data.tasks lists segmentation but .* has no masks .*data.tasks=\[classification,localization\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"data.tasks lists segmentation but .* has no masks .*data.tasks=\[classification,localization\]",
+    ):
         check_data_labels(cfg.data.tasks, carried, source.describe(), cfg.data.name)
     check_data_labels(["classification", "localization"], carried, source.describe(), cfg.data.name)
     cfg = compose_config("data=voc", f"data.root={root}", "data.source.subset=boxes", f"paths.data_dir={tmp_path}")
@@ -126,8 +129,12 @@ def test_prepare_from_config_and_ensure_prepared(compose_config, tmp_path):
 
 def test_cnnlab_prepare_command(tmp_path):
     root = folder_dataset(tmp_path / "raw")
-    command = [str(Path(sys.executable).with_name("cnnlab-prepare")), "data=image_folder", f"paths.data_dir={tmp_path}",
-               f"hydra.run.dir={tmp_path}/hydra"]  # fmt: skip
+    command = [
+        str(Path(sys.executable).with_name("cnnlab-prepare")),
+        "data=image_folder",
+        f"paths.data_dir={tmp_path}",
+        f"hydra.run.dir={tmp_path}/hydra",
+    ]
     env = {**os.environ, "CNNLAB_ROOT": str(ROOT)}
     missing = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     assert missing.returncode == 2 and "error: data.root is not set: data=image_folder" in missing.stderr

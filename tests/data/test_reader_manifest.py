@@ -24,8 +24,12 @@ def write_manifest(root, rows, header="path,label,x_min,y_min,x_max,y_max,mask_p
     return root / "manifest.csv"
 
 
-ROWS = [("a", "ship", (4, 2, 20, 18), 2, "train"), ("b", "car", (0, 0, 40, 20), 1, "train"),
-        ("c", "ship", (30, 5, 38, 15), 2, "test"), ("d", "car", (10, 10, 12, 12), 1, "val")]  # fmt: skip
+ROWS = [
+    ("a", "ship", (4, 2, 20, 18), 2, "train"),
+    ("b", "car", (0, 0, 40, 20), 1, "train"),
+    ("c", "ship", (30, 5, 38, 15), 2, "test"),
+    ("d", "car", (10, 10, 12, 12), 1, "val"),
+]
 
 
 def test_columns_read_as_written(tmp_path, prepare):
@@ -50,7 +54,11 @@ def test_root_may_be_the_folder_and_no_header_means_positional(tmp_path, prepare
 
 
 def bad_label(root):
-    return ManifestSource(str(write_manifest(root, ROWS)), classes=["car"]), "line 2", "label 'ship' is not in the class list"
+    return (
+        ManifestSource(str(write_manifest(root, ROWS)), classes=["car"]),
+        "line 2",
+        "label 'ship' is not in the class list",
+    )
 
 
 def box_outside(root):
@@ -95,8 +103,11 @@ def missing_image(root):
     return ManifestSource(str(csv_path)), "images/b.png", "file not found"
 
 
-@pytest.mark.parametrize("make_bad", [bad_label, box_outside, box_inverted, box_not_numbers, mask_size, mask_ids, short_row,
-                                      missing_image], ids=lambda f: f.__name__)  # fmt: skip
+@pytest.mark.parametrize(
+    "make_bad",
+    [bad_label, box_outside, box_inverted, box_not_numbers, mask_size, mask_ids, short_row, missing_image],
+    ids=lambda f: f.__name__,
+)
 def test_bad_rows_are_named_and_follow_the_policy(tmp_path, prepare, make_bad):
     source, where, problem = make_bad(tmp_path / "set")
     with pytest.raises(BadSampleError) as err:
@@ -107,4 +118,6 @@ def test_bad_rows_are_named_and_follow_the_policy(tmp_path, prepare, make_bad):
     skipped = read_skipped(tmp_path / "prepared")
     assert meta["num_skipped"] == len(skipped) >= 1
     assert all(problem in reason for _, reason in skipped)
-    assert meta["num_samples"] == 4 - (2 if make_bad is bad_label else 1) + (1 if make_bad in (box_outside, short_row) else 0)
+    assert meta["num_samples"] == 4 - (2 if make_bad is bad_label else 1) + (
+        1 if make_bad in (box_outside, short_row) else 0
+    )

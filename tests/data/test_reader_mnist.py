@@ -68,5 +68,7 @@ def test_label_outside_the_classes_is_a_bad_sample(tmp_path, prepare):
     root = tmp_path / "mnist"
     write_mnist(root, train=4, test=2, gzipped=False)
     (root / "train-labels-idx1-ubyte").write_bytes(idx_bytes(np.array([1, 2, 12, 3], np.uint8)))
-    with pytest.raises(BadSampleError, match=r"train-images-idx3-ubyte\[2\]: label 12 is not in the 10 declared classes"):
+    with pytest.raises(
+        BadSampleError, match=r"train-images-idx3-ubyte\[2\]: label 12 is not in the 10 declared classes"
+    ):
         prepare(MNISTSource(str(root)), channels=1)

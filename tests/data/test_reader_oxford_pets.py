@@ -43,7 +43,13 @@ def test_breeds_trimaps_and_split_files(tmp_path, prepare, pets_root):
     prepared, meta = prepare(OxfordPetsSource(str(pets_root)), image_size=16, val_fraction=0.0)
     assert meta["classes"] == BREEDS and len(BREEDS) == 37
     assert meta["mask_classes"] == ["background", "pet"]
-    assert [meta["classes"][i] for i in prepared.labels] == ["Abyssinian", "beagle", "Persian", "yorkshire_terrier", "Bengal"]
+    assert [meta["classes"][i] for i in prepared.labels] == [
+        "Abyssinian",
+        "beagle",
+        "Persian",
+        "yorkshire_terrier",
+        "Bengal",
+    ]
     assert prepared.splits["test"].tolist() == [3, 4] and prepared.splits["train"].tolist() == [0, 1, 2]
     for position, (name, *_rest) in enumerate(PETS):
         np.testing.assert_array_equal(prepared.masks[position], expected_mask(trimap(pets_root, name), 1, 16))
@@ -84,7 +90,9 @@ def test_class_id_outside_the_breeds(tmp_path, prepare, pets_root):
     rows = [p[:4] for p in PETS]
     rows[0] = ("Abyssinian_1", 40, 1, 1)
     write_pet_lists(pets_root, rows, TRAINVAL, TEST)
-    with pytest.raises(BadSampleError, match=r"list\.txt: Abyssinian_1 has breed id 40, not in the 37 declared classes"):
+    with pytest.raises(
+        BadSampleError, match=r"list\.txt: Abyssinian_1 has breed id 40, not in the 37 declared classes"
+    ):
         prepare(OxfordPetsSource(str(pets_root)))
 
 

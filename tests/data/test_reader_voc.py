@@ -40,7 +40,11 @@ def test_segmentation_subset_reads_largest_box_and_mask_ids(tmp_path, prepare):
         expected = cv2.resize(written, (16, 16), interpolation=cv2.INTER_NEAREST)
         np.testing.assert_array_equal(prepared.masks[position], expected)
     ids = set(np.unique(prepared.masks).tolist())
-    assert {VOC_CLASSES.index("dog") + 1, 255} <= ids and ids <= {0, 255, *(VOC_CLASSES.index(c) + 1 for c in ("person", "dog", "cat", "car", "bird"))}
+    assert {VOC_CLASSES.index("dog") + 1, 255} <= ids and ids <= {
+        0,
+        255,
+        *(VOC_CLASSES.index(c) + 1 for c in ("person", "dog", "cat", "car", "bird")),
+    }
 
 
 def test_official_val_is_val_and_test_is_carved_from_train(tmp_path, prepare):
@@ -99,8 +103,11 @@ def break_image(root):
     return root / "JPEGImages" / "2008_000002.jpg", "cannot be decoded"
 
 
-@pytest.mark.parametrize("make_bad", [break_mask_size, break_mask_ids, break_box_outside, break_box_inverted, break_label,
-                                      break_xml, break_image], ids=lambda f: f.__name__)  # fmt: skip
+@pytest.mark.parametrize(
+    "make_bad",
+    [break_mask_size, break_mask_ids, break_box_outside, break_box_inverted, break_label, break_xml, break_image],
+    ids=lambda f: f.__name__,
+)
 def test_bad_sample_names_its_file_and_follows_the_policy(tmp_path, prepare, make_bad):
     root = voc_root(tmp_path)
     path, problem = make_bad(root)
@@ -109,7 +116,7 @@ def test_bad_sample_names_its_file_and_follows_the_policy(tmp_path, prepare, mak
     assert str(path) in str(err.value) and problem in str(err.value)
     prepared, meta = prepare(VOCSource(str(root)), on_bad_sample="skip")
     assert meta["num_samples"] == 3 and meta["num_skipped"] == 1
-    (name, reason), = read_skipped(tmp_path / "prepared")
+    ((name, reason),) = read_skipped(tmp_path / "prepared")
     assert name == str(root / "JPEGImages" / "2008_000002.jpg") and str(path) in reason and problem in reason
 
 

@@ -58,7 +58,7 @@ def test_undeclared_class_is_a_bad_sample_under_the_policy(tmp_path, prepare):
         prepare(source())
     prepared, meta = prepare(source(), on_bad_sample="skip")
     assert meta["num_samples"] == 3 and meta["num_skipped"] == 1
-    (name, reason), = read_skipped(tmp_path / "prepared")
+    ((name, reason),) = read_skipped(tmp_path / "prepared")
     assert name.endswith("img3.xml") and "banana" in reason
 
 

@@ -23,11 +23,22 @@ pytestmark = pytest.mark.slow  # end to end: run by `make test-slow` and CI, not
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 QUICK = [  # 300 shapes at 32 px, 5 epochs of the Keras-book CNN with BatchNorm: a few seconds
-    "task=classification", "data=shapes", "model=simple_cnn", "model.batch_norm=true", "augment=none",
-    "data.source.num_samples=300", "data.image_size=32", "data.batch_size=32", "trainer.max_epochs=5",
-    "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-    "logger.log_model=false", "logger.log_checkpoint=false", "optimizer.lr=0.003",
-]  # fmt: skip
+    "task=classification",
+    "data=shapes",
+    "model=simple_cnn",
+    "model.batch_norm=true",
+    "augment=none",
+    "data.source.num_samples=300",
+    "data.image_size=32",
+    "data.batch_size=32",
+    "trainer.max_epochs=5",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "logger.log_model=false",
+    "logger.log_checkpoint=false",
+    "optimizer.lr=0.003",
+]
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +107,15 @@ def test_explain_by_run_id_logs_every_picture_into_the_run(trained, tmp_path):
     result = explain_run(explain_cfg(run["run_id"], tmp_path, uri))
     assert result.run_id == run["run_id"] and result.images == 4
     logged = artifacts(uri, run["run_id"])
-    expected = {f"explain/activations/test{i:04d}_stage{s}_stride{t}.png" for i in range(4) for s, t in ((1, 2), (2, 4), (3, 4))}
-    expected |= {"explain/filters/first_conv.png", "explain/filters/patterns.png", "explain/cam/gradcam_stage3.png", "explain/cam/gradcampp_stage3.png"}
+    expected = {
+        f"explain/activations/test{i:04d}_stage{s}_stride{t}.png" for i in range(4) for s, t in ((1, 2), (2, 4), (3, 4))
+    }
+    expected |= {
+        "explain/filters/first_conv.png",
+        "explain/filters/patterns.png",
+        "explain/cam/gradcam_stage3.png",
+        "explain/cam/gradcampp_stage3.png",
+    }
     assert set(logged) == expected
     assert {p.relative_to(tmp_path).as_posix() for p in result.files} == {name for name in expected}
     cam = np.asarray(Image.open(tmp_path / "explain" / "cam" / "gradcam_stage3.png"))
@@ -111,7 +129,9 @@ def test_files_of_another_size_and_channel_count_are_converted_and_said(trained,
     folder = tmp_path / "photos"
     folder.mkdir()
     Image.fromarray((np.random.default_rng(0).random((50, 70)) * 255).astype(np.uint8)).save(folder / "gray.png")
-    cfg = explain_cfg(str(output_dir), tmp_path, uri, images=str(folder), log=False, pictures=["cam"], cam={"class_index": 2})
+    cfg = explain_cfg(
+        str(output_dir), tmp_path, uri, images=str(folder), log=False, pictures=["cam"], cam={"class_index": 2}
+    )
     result = explain_run(cfg)
     assert result.images == 1 and result.run_id is None
     assert "gray.png: resized from 70x50 to 32x32 and converted from 1 to 3 channels" in capsys.readouterr().err
@@ -136,12 +156,24 @@ def test_errors_in_process(trained, tmp_path):
 def test_a_wrong_layer_is_one_line_on_stderr_and_exit_2(trained, tmp_path):
     output_dir, run, uri = trained
     done = subprocess.run(
-        [sys.executable, "-m", "cnnlab.cli.explain", f"run={output_dir}", "cam.layer=layer9", f"output_dir={tmp_path / 'x'}"],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "MLFLOW_TRACKING_URI": uri},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "cnnlab.cli.explain",
+            f"run={output_dir}",
+            "cam.layer=layer9",
+            f"output_dir={tmp_path / 'x'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+    )
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: cam.layer='layer9' is not a stage or convolution of this SimpleCNN")
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: cam.layer='layer9' is not a stage or convolution of this SimpleCNN"
+    )
     assert "valid stages: stage1 (stride 2, 32 channels)" in lines[0] and "features.0" in lines[0]
     assert not (tmp_path / "x").exists()
 
@@ -178,11 +210,27 @@ def test_evaluate_can_add_the_pictures_to_its_plots_and_run(trained, tmp_path):
 
     output_dir, run, uri = trained
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[f"evaluate.train_dir={output_dir}", f"evaluate.output_dir={tmp_path / 'eval'}",
-                                           "evaluate.explain=true", "evaluate.explain_images=2", f"logger.tracking_uri={uri}"])  # fmt: skip
+        cfg = compose(
+            "config",
+            overrides=[
+                f"evaluate.train_dir={output_dir}",
+                f"evaluate.output_dir={tmp_path / 'eval'}",
+                "evaluate.explain=true",
+                "evaluate.explain_images=2",
+                f"logger.tracking_uri={uri}",
+            ],
+        )
     evaluate(cfg)
-    pictures = {p.relative_to(tmp_path / "eval" / "plots" / "explain").as_posix() for p in (tmp_path / "eval" / "plots" / "explain").rglob("*.png")}
-    assert {"cam/gradcam_stage3.png", "cam/gradcampp_stage3.png", "filters/patterns.png", "activations/test0001_stage3_stride4.png"} <= pictures
+    pictures = {
+        p.relative_to(tmp_path / "eval" / "plots" / "explain").as_posix()
+        for p in (tmp_path / "eval" / "plots" / "explain").rglob("*.png")
+    }
+    assert {
+        "cam/gradcam_stage3.png",
+        "cam/gradcampp_stage3.png",
+        "filters/patterns.png",
+        "activations/test0001_stage3_stride4.png",
+    } <= pictures
     logged = set(artifacts(uri, run["run_id"], "explain"))
     assert {f"explain/{name}" for name in pictures} <= logged
     assert (tmp_path / "eval" / "plots" / "test_predictions.png").is_file()  # the evaluation's own plots as before

@@ -45,9 +45,16 @@ def one_thread():
 def build_task(task: str, family: str, seed: int = 0):
     torch.manual_seed(seed)
     model = {"_target_": "cnnlab.models.build_backbone", **MODELS[family]}
-    return get_class(TASKS[task])(model=model, num_classes=len(CLASSES), in_channels=3, image_size=SIZE,
-                                  optimizer={"_target_": "torch.optim.SGD", "lr": 0.1}, class_names=CLASSES,
-                                  mean=[0.5] * 3, std=[0.25] * 3).eval()  # fmt: skip
+    return get_class(TASKS[task])(
+        model=model,
+        num_classes=len(CLASSES),
+        in_channels=3,
+        image_size=SIZE,
+        optimizer={"_target_": "torch.optim.SGD", "lr": 0.1},
+        class_names=CLASSES,
+        mean=[0.5] * 3,
+        std=[0.25] * 3,
+    ).eval()
 
 
 def batch_of(task, count: int = 2) -> ImageBatch:
@@ -55,8 +62,14 @@ def batch_of(task, count: int = 2) -> ImageBatch:
     inputs = torch.randn(count, 3, SIZE, SIZE, generator=generator)
     masks = np.zeros((count, SIZE, SIZE), np.int64)
     masks[:, 8:20, 10:24] = 1
-    return ImageBatch(inputs=inputs, pixels=task.denormalize(inputs), names=[f"img{i}" for i in range(count)],
-                      labels=torch.tensor([1, 2])[:count], boxes=np.tile([[0.3, 0.25, 0.75, 0.6]], (count, 1)), masks=masks)  # fmt: skip
+    return ImageBatch(
+        inputs=inputs,
+        pixels=task.denormalize(inputs),
+        names=[f"img{i}" for i in range(count)],
+        labels=torch.tensor([1, 2])[:count],
+        boxes=np.tile([[0.3, 0.25, 0.75, 0.6]], (count, 1)),
+        masks=masks,
+    )
 
 
 def png(path: Path) -> np.ndarray:
@@ -122,19 +135,29 @@ def test_smoothing_is_the_mean_of_the_mirrored_and_enlarged_views(family):
 
 def test_a_convolution_by_module_name_is_a_layer_too(tmp_path):
     task = build_task("classification", "resnet")
-    settings = PictureSettings(pictures=["cam", "filters"], cam_layer="layer2.0.conv1", filter_layers=["stage2", "layer3.1.conv2"],
-                               filter_count=2, filter_steps=2, cam_methods=["gradcam"])  # fmt: skip
+    settings = PictureSettings(
+        pictures=["cam", "filters"],
+        cam_layer="layer2.0.conv1",
+        filter_layers=["stage2", "layer3.1.conv2"],
+        filter_count=2,
+        filter_steps=2,
+        cam_methods=["gradcam"],
+    )
     files = make_pictures(task, batch_of(task), plan(task, settings), tmp_path)
     assert {p.name for p in files} == {"gradcam_layer2.0.conv1.png", "first_conv.png", "patterns.png"}
 
 
 def test_unknown_names_and_class_out_of_range_list_what_is_valid():
     task = build_task("classification", "resnet")
-    with pytest.raises(ConfigError, match=r"cam.layer='layer9'.*valid stages: stage1 \(stride 1, 16 channels\).*layer4.1.conv2"):
+    with pytest.raises(
+        ConfigError, match=r"cam.layer='layer9'.*valid stages: stage1 \(stride 1, 16 channels\).*layer4.1.conv2"
+    ):
         plan(task, PictureSettings(cam_layer="layer9"))
     with pytest.raises(ConfigError, match=r"filters.layers='stage7'.*valid stages"):
         plan(task, PictureSettings(filter_layers=["stage2", "stage7"]))
-    with pytest.raises(ConfigError, match=r"class_index=3 is out of range: this model has 3 classes \(0=bg, 1=circle, 2=square\)"):
+    with pytest.raises(
+        ConfigError, match=r"class_index=3 is out of range: this model has 3 classes \(0=bg, 1=circle, 2=square\)"
+    ):
         plan(task, PictureSettings(class_index=3))
     with pytest.raises(ConfigError, match="valid methods: gradcam, gradcampp, hirescam"):
         plan(task, PictureSettings(cam_methods=["scorecam"]))

@@ -27,11 +27,23 @@ class MlflowServer:
 
     def start(self, timeout: float = 120) -> "MlflowServer":
         self.process = subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{self.home / 'server.db'}",
-             "--artifacts-destination", str(self.home / "artifacts"), "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{self.home / 'server.db'}",
+                "--artifacts-destination",
+                str(self.home / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
@@ -39,7 +51,7 @@ class MlflowServer:
                 return self
             except OSError:
                 if self.process.poll() is not None:
-                    raise RuntimeError("mlflow server exited at start-up")
+                    raise RuntimeError("mlflow server exited at start-up") from None
                 time.sleep(0.3)
         self.stop()
         raise RuntimeError(f"mlflow server did not answer in {timeout} s")

@@ -24,8 +24,16 @@ run.end()
 
 def test_eight_concurrent_starts_on_a_fresh_store_all_succeed(tmp_path):
     uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}?timeout=60"
-    processes = [subprocess.Popen([sys.executable, "-c", START, uri, str(i)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for i in range(8)]  # fmt: skip
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", START, uri, str(i)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(8)
+    ]
     failures = []
     for process in processes:
         _, err = process.communicate(timeout=300)

@@ -18,7 +18,10 @@ BAD = [
     ("data.image_size=0", r"data.image_size=0 is not valid; expected an integer >= 1"),
     ("data.val_fraction=1.5", r"data.val_fraction=1.5 is not valid; expected a fraction in \[0, 1\)"),
     ("data.on_bad_sample=ignore", r"data.on_bad_sample='ignore' is not valid; expected one of: error, skip"),
-    ("+trainer.max_epoch=3", r"trainer.max_epoch is not a Trainer setting cnnlab knows; did you mean trainer.max_epochs\?"),
+    (
+        "+trainer.max_epoch=3",
+        r"trainer.max_epoch is not a Trainer setting cnnlab knows; did you mean trainer.max_epochs\?",
+    ),
     ("trainer.max_epochs=0", r"trainer.max_epochs=0 is not valid; expected at least 1"),
     ("data.channels=2", r"data.channels=2 is not valid; expected one of: 1, 3"),
     ("data.val_fraction=0.5", r"leave no training data"),  # with the default test_fraction 0.5 below
@@ -43,8 +46,14 @@ def test_prepare_checks_the_data_keys_first(compose_config, override, tmp_path):
 
 def test_the_command_exits_2_with_one_line_and_opens_no_run(tmp_path):
     root = copy_project(tmp_path / "project")
-    done = subprocess.run([str(BIN / "cnnlab-train"), "+trainer.max_epoch=3", "trainer.max_epochs=0"], cwd=root, env=cli_env(root),
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [str(BIN / "cnnlab-train"), "+trainer.max_epoch=3", "trainer.max_epochs=0"],
+        cwd=root,
+        env=cli_env(root),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "error: trainer.max_epoch is not a Trainer setting" in done.stderr and "Traceback" not in done.stderr
     if (root / "mlflow.db").exists():

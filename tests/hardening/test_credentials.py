@@ -28,9 +28,17 @@ def test_credentials_in_the_uri_are_redacted_everywhere(server, tmp_path):
     root = copy_project(tmp_path / "project")
     out = root / "runs" / "one"
     uri = server.url.replace("http://", f"http://alice:{SECRET}@")
-    command = [str(BIN / "cnnlab-train"), f"logger.tracking_uri={uri}", "trainer=debug", "trainer.limit_train_batches=3",
-               "trainer.limit_val_batches=1", "trainer.max_epochs=1", "logger.log_model=false", "logger.system_metrics=false",
-               f"hydra.run.dir={out}"]  # fmt: skip
+    command = [
+        str(BIN / "cnnlab-train"),
+        f"logger.tracking_uri={uri}",
+        "trainer=debug",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=1",
+        "trainer.max_epochs=1",
+        "logger.log_model=false",
+        "logger.system_metrics=false",
+        f"hydra.run.dir={out}",
+    ]
     done = subprocess.run(command, cwd=root, env=cli_env(root), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert SECRET not in done.stdout + done.stderr

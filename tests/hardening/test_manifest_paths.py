@@ -18,11 +18,30 @@ def test_paths_outside_the_root_are_bad_samples_and_never_read(tmp_path):
     Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(outside / "secret.png")
     (outside / "secret.txt").write_text("root:x:0:0:root:/root:/bin/bash\n")
     (root / "images" / "link.png").symlink_to(outside / "secret.png")
-    rows = ["path,label", "images/0.png,a", "images/1.png,b", "images/2.png,a", "images/3.png,b",
-            "../../../../../../etc/passwd,a", f"{outside / 'secret.png'},b", "images/link.png,a", "../elsewhere/secret.txt,b"]  # fmt: skip
+    rows = [
+        "path,label",
+        "images/0.png,a",
+        "images/1.png,b",
+        "images/2.png,a",
+        "images/3.png,b",
+        "../../../../../../etc/passwd,a",
+        f"{outside / 'secret.png'},b",
+        "images/link.png,a",
+        "../elsewhere/secret.txt,b",
+    ]
     (root / "manifest.csv").write_text("\n".join(rows) + "\n")
-    meta = build_prepared_dataset(ManifestSource(str(root)), tmp_path / "prepared", name="m", image_size=8, channels=3,
-                                  val_fraction=0, test_fraction=0, seed=0, on_bad_sample="skip", workers=1)  # fmt: skip
+    meta = build_prepared_dataset(
+        ManifestSource(str(root)),
+        tmp_path / "prepared",
+        name="m",
+        image_size=8,
+        channels=3,
+        val_fraction=0,
+        test_fraction=0,
+        seed=0,
+        on_bad_sample="skip",
+        workers=1,
+    )
     assert meta["num_samples"] == 4 and len(meta["skipped"]) == 4
     skipped = (tmp_path / "prepared" / "skipped.csv").read_text()
     assert skipped.count("resolves outside data.root") == 4

@@ -53,7 +53,9 @@ def logged_model(tmp_path_factory):
     with use_tracking_uri(store):
         import mlflow
 
-        model_dir = pathlib.Path(mlflow.artifacts.download_artifacts(artifact_uri="models:/crafted/1", dst_path=str(home / "local")))
+        model_dir = pathlib.Path(
+            mlflow.artifacts.download_artifacts(artifact_uri="models:/crafted/1", dst_path=str(home / "local"))
+        )
     return store, model_uri, model_dir
 
 

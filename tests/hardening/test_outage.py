@@ -40,10 +40,23 @@ class Outage(pl.Callback):
 
 def train_with_server(tmp_path: Path, uri: str, *overrides: str) -> tuple[dict, Path]:
     out = tmp_path / "train"
-    record, _ = train_in_process([
-        f"logger.tracking_uri={uri}", f"paths.data_dir={tmp_path / 'data'}", "trainer=debug", f"trainer.max_epochs={EPOCHS}",
-        "trainer.limit_train_batches=4", "trainer.limit_val_batches=2", "trainer.log_every_n_steps=1", "logger.log_model=false",
-        "logger.system_metrics=false", "callbacks.early_stopping=null", "augment.preview=false", *overrides], out)  # fmt: skip
+    record, _ = train_in_process(
+        [
+            f"logger.tracking_uri={uri}",
+            f"paths.data_dir={tmp_path / 'data'}",
+            "trainer=debug",
+            f"trainer.max_epochs={EPOCHS}",
+            "trainer.limit_train_batches=4",
+            "trainer.limit_val_batches=2",
+            "trainer.log_every_n_steps=1",
+            "logger.log_model=false",
+            "logger.system_metrics=false",
+            "callbacks.early_stopping=null",
+            "augment.preview=false",
+            *overrides,
+        ],
+        out,
+    )
     return record, out
 
 
@@ -61,8 +74,12 @@ def _val_steps(client: MlflowClient, run_id: str) -> list[int]:
 
 
 def test_an_outage_mid_run_loses_nothing_once_the_server_is_back(server, tmp_path, caplog):
-    outage = ["+callbacks.outage._target_=tests.hardening.test_outage.Outage", "+callbacks.outage.server=current",
-              "+callbacks.outage.stop_after=0", "+callbacks.outage.back_after=1"]  # fmt: skip
+    outage = [
+        "+callbacks.outage._target_=tests.hardening.test_outage.Outage",
+        "+callbacks.outage.server=current",
+        "+callbacks.outage.stop_after=0",
+        "+callbacks.outage.back_after=1",
+    ]
     record, out = train_with_server(tmp_path, server.url, *outage)
     assert record["status"] == "finished" and "sync" not in record
     assert {"metrics.json", "history.csv", "config.yaml"} <= {p.name for p in out.iterdir()}
@@ -77,8 +94,11 @@ def test_an_outage_mid_run_loses_nothing_once_the_server_is_back(server, tmp_pat
 
 
 def test_a_server_away_at_the_end_leaves_everything_for_cnnlab_sync(server, tmp_path):
-    outage = ["+callbacks.outage._target_=tests.hardening.test_outage.Outage", "+callbacks.outage.server=current",
-              "+callbacks.outage.stop_after=1"]  # fmt: skip
+    outage = [
+        "+callbacks.outage._target_=tests.hardening.test_outage.Outage",
+        "+callbacks.outage.server=current",
+        "+callbacks.outage.stop_after=1",
+    ]
     started = time.monotonic()
     record, out = train_with_server(tmp_path, server.url, *outage, "logger.unreachable_wait=2")
     assert time.monotonic() - started < 120  # bounded: no minutes of retries per call

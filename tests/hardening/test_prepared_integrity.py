@@ -18,8 +18,17 @@ from cnnlab.data.sources.shapes import ShapesSource
 @pytest.fixture
 def prepared(tmp_path):
     directory = tmp_path / "prepared" / "shapes-16"
-    build_prepared_dataset(ShapesSource(num_samples=60, size=16, seed=0), directory, name="shapes", image_size=16, channels=3,
-                           val_fraction=0.2, test_fraction=0.2, seed=0, workers=1)  # fmt: skip
+    build_prepared_dataset(
+        ShapesSource(num_samples=60, size=16, seed=0),
+        directory,
+        name="shapes",
+        image_size=16,
+        channels=3,
+        val_fraction=0.2,
+        test_fraction=0.2,
+        seed=0,
+        workers=1,
+    )
     return directory
 
 
@@ -45,7 +54,9 @@ def test_one_changed_byte_is_caught_by_the_hash(prepared):
 
 
 def test_a_killed_prepares_temporaries_are_removed_but_a_live_ones_kept(prepared, tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     stale = prepared.with_name(f".{prepared.name}.tmp-{dead}")
     (stale / "part").mkdir(parents=True)
     (stale / "part" / "images.npy").write_bytes(b"\0" * 1024)
@@ -53,8 +64,17 @@ def test_a_killed_prepares_temporaries_are_removed_but_a_live_ones_kept(prepared
     try:
         live = prepared.with_name(f".{prepared.name}.tmp-{sleeper.pid}")
         live.mkdir()
-        build_prepared_dataset(ShapesSource(num_samples=60, size=16, seed=1), prepared, name="shapes", image_size=16, channels=3,
-                               val_fraction=0.2, test_fraction=0.2, seed=0, workers=1)  # fmt: skip
+        build_prepared_dataset(
+            ShapesSource(num_samples=60, size=16, seed=1),
+            prepared,
+            name="shapes",
+            image_size=16,
+            channels=3,
+            val_fraction=0.2,
+            test_fraction=0.2,
+            seed=0,
+            workers=1,
+        )
         assert not stale.exists() and live.exists()
     finally:
         sleeper.kill()

@@ -13,21 +13,35 @@ from tests.conftest import BIN, REPO, cli_env, copy_project
 
 pytestmark = pytest.mark.slow  # end to end: run by `make test-slow` and CI, not by `make test`
 
-RUN = ("trainer.max_epochs=3", "trainer.limit_train_batches=6", "trainer.limit_val_batches=2", "trainer.num_sanity_val_steps=0",
-       "trainer.enable_progress_bar=false", "logger.log_model=false", "logger.system_metrics=false",
-       "callbacks.early_stopping=null")  # fmt: skip
+RUN = (
+    "trainer.max_epochs=3",
+    "trainer.limit_train_batches=6",
+    "trainer.limit_val_batches=2",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_progress_bar=false",
+    "logger.log_model=false",
+    "logger.system_metrics=false",
+    "callbacks.early_stopping=null",
+)
 
 
 def _train(root, *args: str) -> subprocess.CompletedProcess:
     env = cli_env(root, PYTHONPATH=str(REPO))  # the SIGTERM callback is importable
-    return subprocess.run([str(BIN / "cnnlab-train"), *RUN, *args], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [str(BIN / "cnnlab-train"), *RUN, *args], cwd=root, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_sigterm_exits_143_marks_the_run_killed_and_resume_finishes_it(tmp_path):
     root = copy_project(tmp_path / "project")
     out = root / "runs" / "termed"
     # 6 steps an epoch: step 8 is in epoch 2, after epoch 1's last.ckpt
-    stopped = _train(root, "+callbacks.term._target_=tests.hardening.signals.TermAtStep", "+callbacks.term.step=8", f"hydra.run.dir={out}")
+    stopped = _train(
+        root,
+        "+callbacks.term._target_=tests.hardening.signals.TermAtStep",
+        "+callbacks.term.step=8",
+        f"hydra.run.dir={out}",
+    )
     assert stopped.returncode == 143, stopped.stderr[-3000:]
     assert "stopped by SIGTERM" in stopped.stderr and "Traceback" not in stopped.stderr
     record = json.loads((out / "run.json").read_text())

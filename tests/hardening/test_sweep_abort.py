@@ -14,8 +14,17 @@ pytestmark = pytest.mark.slow  # end to end: run by `make test-slow` and CI, not
 
 def test_a_failing_job_ends_the_sweep_and_its_parent_failed(tmp_path):
     root = copy_project(tmp_path / "project")
-    command = [str(BIN / "cnnlab-train"), "-m", "trainer=debug", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-               "trainer.max_epochs=1", "logger.log_model=false", "logger.system_metrics=false", "optimizer.lr=0.01,-1"]  # fmt: skip
+    command = [
+        str(BIN / "cnnlab-train"),
+        "-m",
+        "trainer=debug",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "trainer.max_epochs=1",
+        "logger.log_model=false",
+        "logger.system_metrics=false",
+        "optimizer.lr=0.01,-1",
+    ]
     done = subprocess.run(command, cwd=root, env=cli_env(root), capture_output=True, text=True, timeout=600)
     assert done.returncode != 0 and "optimizer.lr=-1" in done.stderr
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")

@@ -55,5 +55,7 @@ def test_stem_options_set_the_feature_strides(options, strides):
 
 
 def test_width_mult_must_be_positive():
-    with pytest.raises(ConfigError, match=r"model.width_mult must be a positive number \(1.0 = the reference widths\), got 0"):
+    with pytest.raises(
+        ConfigError, match=r"model.width_mult must be a positive number \(1.0 = the reference widths\), got 0"
+    ):
         build_backbone("resnet18", num_classes=7, image_size=64, width_mult=0)

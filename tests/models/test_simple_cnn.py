@@ -15,8 +15,13 @@ def test_book_layout_parameter_count_and_state_dict_keys():
     model = SimpleCNN(num_classes=10, in_channels=1, image_size=28)
     assert count(model) == 93_322  # the book's model.summary()
     assert [k for k in model.state_dict() if k.startswith("features")] == [
-        "features.0.weight", "features.0.bias", "features.3.weight", "features.3.bias", "features.6.weight", "features.6.bias",
-    ]  # fmt: skip
+        "features.0.weight",
+        "features.0.bias",
+        "features.3.weight",
+        "features.3.bias",
+        "features.6.weight",
+        "features.6.bias",
+    ]
 
 
 def test_batch_norm_replaces_conv_biases_and_keeps_the_feature_maps():
@@ -27,5 +32,9 @@ def test_batch_norm_replaces_conv_biases_and_keeps_the_feature_maps():
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in normed.modules()) == 3
     images = torch.randn(2, 3, 64, 64)
     shapes = [tuple(f.shape) for f in plain.forward_features(images)]
-    assert shapes == [tuple(f.shape) for f in normed.forward_features(images)] == [(2, 32, 31, 31), (2, 64, 14, 14), (2, 64, 12, 12)]
+    assert (
+        shapes
+        == [tuple(f.shape) for f in normed.forward_features(images)]
+        == [(2, 32, 31, 31), (2, 64, 14, 14), (2, 64, 12, 12)]
+    )
     assert normed(images).shape == (2, 6)

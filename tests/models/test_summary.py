@@ -12,8 +12,7 @@ from hydra import compose, initialize_config_dir
 
 from cnnlab.config import ConfigError
 from cnnlab.models import build_backbone
-from cnnlab.models.summary import format_summary, summarize
-from cnnlab.models.summary import build_summary, summary_text
+from cnnlab.models.summary import build_summary, format_summary, summarize, summary_text
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 

@@ -12,6 +12,7 @@ from cnnlab.models import build_backbone, model_spec
 
 from .zoo_cases import MODELS, UNPADDED_IMAGENET_SIZES, UNPADDED_SMALL_SIZES, has_small_input, imagenet_size, small_case
 
+
 def expected_sizes(name: str, size: int, strides, table) -> list[int]:
     if name in table:
         return table[name]

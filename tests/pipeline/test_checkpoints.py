@@ -32,7 +32,9 @@ class Scripted(pl.LightningModule):
 
 def loader():
     generator = torch.Generator().manual_seed(0)
-    data = torch.utils.data.TensorDataset(torch.randn(32, 4, generator=generator), torch.randint(0, 2, (32,), generator=generator))
+    data = torch.utils.data.TensorDataset(
+        torch.randn(32, 4, generator=generator), torch.randint(0, 2, (32,), generator=generator)
+    )
     return torch.utils.data.DataLoader(data, batch_size=8)
 
 
@@ -55,13 +57,20 @@ class Files(pl.Callback):
         self.look()
 
 
-def fit(dirpath: Path, kind=Checkpoint, ckpt_path=None, epochs=len(VAL_LOSS), look=True):
+def fit(dirpath: Path, kind=Checkpoint, ckpt_path=None, epochs=len(VAL_LOSS), look=True):  # noqa: B008
     pl.seed_everything(0)
     best = kind(dirpath=dirpath, filename="best", monitor="val/loss", mode="min", save_top_k=1)
     last = kind(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
     files = Files(dirpath)
-    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[best, last] + ([files] if look else []), num_sanity_val_steps=0)  # fmt: skip
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[best, last] + ([files] if look else []),
+        num_sanity_val_steps=0,
+    )
     trainer.fit(Scripted(), loader(), loader(), ckpt_path=ckpt_path)
     return best, last, files
 

@@ -66,7 +66,9 @@ def test_task_without_labels_in_data_fails_at_config_time(call_cli, tracking_uri
 
 
 def test_crash_after_start_marks_the_run_failed(call_cli, tracking_uri):
-    done = call_cli("cnnlab-train", *QUICK, "trainer.precision=not-a-precision", "logger.run_name=crash-probe", check=False)
+    done = call_cli(
+        "cnnlab-train", *QUICK, "trainer.precision=not-a-precision", "logger.run_name=crash-probe", check=False
+    )
     assert done.returncode != 0
     crashed = [r for r in _runs(tracking_uri) if r.info.run_name == "crash-probe"]
     assert len(crashed) == 1 and crashed[0].info.status == "FAILED"

@@ -18,17 +18,30 @@ from tests.conftest import BIN, dvc_project
 
 pytestmark = pytest.mark.slow
 
-GIT = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+GIT = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.com",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.com",
+}
 
 
 def user_env() -> dict[str, str]:
     """What a user's shell has: no MLFLOW_TRACKING_URI or CNNLAB_ROOT, so cnnlab finds the store itself."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "CNNLAB_", "DVC_"))}
-    return {**env, **GIT, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "DVC_NO_ANALYTICS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    return {
+        **env,
+        **GIT,
+        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
 
 
 def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run([str(BIN / "dvc"), *args], cwd=root, env=user_env(), capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [str(BIN / "dvc"), *args], cwd=root, env=user_env(), capture_output=True, text=True, timeout=900
+    )
     if check:
         assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     return done
@@ -55,7 +68,12 @@ def repo(tmp_path_factory) -> Path:
     git(root, "commit", "-qm", "baseline results")
     committed = git(root, "ls-files").split()
     # what DVC expects in git: the lock file and the small cache: false files
-    assert {"dvc.lock", "artifacts/train/metrics.json", "artifacts/evaluate/metrics.json", "artifacts/train/history.csv"} <= set(committed)
+    assert {
+        "dvc.lock",
+        "artifacts/train/metrics.json",
+        "artifacts/evaluate/metrics.json",
+        "artifacts/train/history.csv",
+    } <= set(committed)
     assert not any(path.startswith(("artifacts/train/checkpoints", "data/prepared")) for path in committed)
     return root
 
@@ -82,7 +100,9 @@ def test_workspace_queued_parallel_and_temp_experiments_land_in_the_projects_sto
     names = {"ws-lr", "q-seed1", "q-seed2", "tmp-seed3"}
     assert not list((repo / ".dvc").rglob("mlflow.db"))  # nothing logged into DVC's temporary copies
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.`cnnlab.dvc_experiment` != ''")
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "tags.`cnnlab.dvc_experiment` != ''"
+    )
     by_name = {run.data.tags["cnnlab.dvc_experiment"]: run for run in runs}
     assert set(by_name) == names and len(runs) == 4
     for name, run in by_name.items():
@@ -122,12 +142,16 @@ def test_a_recipe_and_its_knobs_must_agree_and_free_overrides_win(repo: Path):
     assert "data=digits (the recipe: shapes)" in output  # the prepare stage, first: the data knobs it passes
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     every = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert not [r for r in every if r.data.tags.get("cnnlab.dvc_experiment") == "clash"]  # refused before any run opened
+    assert not [
+        r for r in every if r.data.tags.get("cnnlab.dvc_experiment") == "clash"
+    ]  # refused before any run opened
     assert all(r.info.status != "RUNNING" for r in every)
 
     git(repo, "checkout", "--", ".")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     free = f"{params['overrides']} model.dropout=0.25"
     dvc(repo, "exp", "run", "-n", "wider", "-S", f"overrides='{free}'")
-    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.`cnnlab.dvc_experiment` = 'wider'")
+    (run,) = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "tags.`cnnlab.dvc_experiment` = 'wider'"
+    )
     assert run.data.params["model.dropout"] == "0.25" and run.info.status == "FINISHED"

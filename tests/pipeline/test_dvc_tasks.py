@@ -33,7 +33,15 @@ def test_params_select_the_task_and_dvc_repro_trains_evaluates_and_logs_it(tmp_p
     assert {"test/miou", "test/pixel_acc", "test/dice", "test/iou_class/background"} <= set(metrics)
     plots = repo / "artifacts/evaluate/plots"
     per_class = list(csv.DictReader(open(plots / "per_class_iou.csv")))
-    assert [row["class"] for row in per_class] == ["background", "circle", "square", "triangle", "diamond", "cross", "star"]
+    assert [row["class"] for row in per_class] == [
+        "background",
+        "circle",
+        "square",
+        "triangle",
+        "diamond",
+        "cross",
+        "star",
+    ]
     assert (plots / "test_masks.png").stat().st_size > 0
     run = json.loads((repo / "artifacts/train/run.json").read_text())
     client = mlflow.MlflowClient(cli_env(repo)["MLFLOW_TRACKING_URI"])

@@ -1,4 +1,4 @@
-"""pipelines/transfer/dvc.yaml: a fine-tune stage on the pretrain stage's checkpoint; repro re-runs only what changed."""
+"""pipelines/transfer/dvc.yaml: a fine-tune stage on the pretrain stage's checkpoint; repro re-runs what changed."""
 
 from __future__ import annotations
 

@@ -14,8 +14,9 @@ from cnnlab.data.sources.shapes import SHAPES, ShapesSource
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory) -> PreparedDataset:
     directory = tmp_path_factory.mktemp("prepared") / "digits-32"
-    build_prepared_dataset(DigitsSource(), directory, name="digits", image_size=32, channels=1,
-                           val_fraction=0.1, test_fraction=0.2, seed=0)  # fmt: skip
+    build_prepared_dataset(
+        DigitsSource(), directory, name="digits", image_size=32, channels=1, val_fraction=0.1, test_fraction=0.2, seed=0
+    )
     return PreparedDataset(directory)
 
 
@@ -43,9 +44,8 @@ def test_images_are_memory_mapped(digits):
 
 
 def test_digits_pixels_match_scikit_learn(digits):
-    from sklearn.datasets import load_digits
-
     import cv2
+    from sklearn.datasets import load_digits
 
     raw = load_digits()
     # each prepared image is the scan on the 0..255 scale, linearly upscaled to 32x32
@@ -57,12 +57,36 @@ def test_digits_pixels_match_scikit_learn(digits):
 
 
 def test_shapes_are_deterministic_by_seed(tmp_path):
-    meta_a = build_prepared_dataset(ShapesSource(60, 48, seed=3), tmp_path / "a", name="s", image_size=48, channels=3,
-                                    val_fraction=0.1, test_fraction=0.2, seed=0)  # fmt: skip
-    meta_b = build_prepared_dataset(ShapesSource(60, 48, seed=3), tmp_path / "b", name="s", image_size=48, channels=3,
-                                    val_fraction=0.1, test_fraction=0.2, seed=0)  # fmt: skip
-    meta_c = build_prepared_dataset(ShapesSource(60, 48, seed=4), tmp_path / "c", name="s", image_size=48, channels=3,
-                                    val_fraction=0.1, test_fraction=0.2, seed=0)  # fmt: skip
+    meta_a = build_prepared_dataset(
+        ShapesSource(60, 48, seed=3),
+        tmp_path / "a",
+        name="s",
+        image_size=48,
+        channels=3,
+        val_fraction=0.1,
+        test_fraction=0.2,
+        seed=0,
+    )
+    meta_b = build_prepared_dataset(
+        ShapesSource(60, 48, seed=3),
+        tmp_path / "b",
+        name="s",
+        image_size=48,
+        channels=3,
+        val_fraction=0.1,
+        test_fraction=0.2,
+        seed=0,
+    )
+    meta_c = build_prepared_dataset(
+        ShapesSource(60, 48, seed=4),
+        tmp_path / "c",
+        name="s",
+        image_size=48,
+        channels=3,
+        val_fraction=0.1,
+        test_fraction=0.2,
+        seed=0,
+    )
     assert meta_a["content_hash"] == meta_b["content_hash"] != meta_c["content_hash"]
 
 
@@ -81,8 +105,16 @@ def test_shapes_box_and_mask_describe_the_same_object():
 
 
 def test_prepared_shapes_carry_normalised_boxes_and_masks(tmp_path):
-    build_prepared_dataset(ShapesSource(60, 64, seed=0), tmp_path / "s", name="shapes", image_size=32, channels=3,
-                           val_fraction=0.1, test_fraction=0.2, seed=0)  # fmt: skip
+    build_prepared_dataset(
+        ShapesSource(60, 64, seed=0),
+        tmp_path / "s",
+        name="shapes",
+        image_size=32,
+        channels=3,
+        val_fraction=0.1,
+        test_fraction=0.2,
+        seed=0,
+    )
     prepared = PreparedDataset(tmp_path / "s")
     assert prepared.meta["mask_classes"] == ["background", *SHAPES]
     for index in range(60):

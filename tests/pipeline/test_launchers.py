@@ -40,14 +40,20 @@ def test_joblib_launcher_composes():
 
 
 def test_optuna_sweeper_composes_with_the_slurm_launcher():
-    cfg = _compose("hparams_search=optuna", "hydra/launcher=slurm", "hydra.launcher.partition=test", "hydra.sweeper.n_jobs=4")
+    cfg = _compose(
+        "hparams_search=optuna", "hydra/launcher=slurm", "hydra.launcher.partition=test", "hydra.sweeper.n_jobs=4"
+    )
     assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.sweeper.n_jobs == 4
-    assert cfg.hydra.launcher._target_.endswith("cnnlab_slurm.slurm_launcher.SlurmLauncher") and cfg.hydra.launcher.partition == "test"
+    assert (
+        cfg.hydra.launcher._target_.endswith("cnnlab_slurm.slurm_launcher.SlurmLauncher")
+        and cfg.hydra.launcher.partition == "test"
+    )
 
 
 def test_slurm_launcher_is_a_hydra_launcher_plugin():
     from hydra.core.plugins import Plugins
     from hydra.plugins.launcher import Launcher
+
     from hydra_plugins.cnnlab_slurm.slurm_launcher import SlurmLauncher
 
     assert SlurmLauncher in Plugins.instance().discover(Launcher)

@@ -12,15 +12,25 @@ from tests.conftest import BIN, REPO, call_in_process, cli_env
 
 pytestmark = pytest.mark.slow
 
-RUN = ("trainer.max_epochs=3", "trainer.limit_train_batches=8", "trainer.limit_val_batches=3", "trainer.num_sanity_val_steps=0",
-       "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=2", "logger.log_model=false",
-       "logger.system_metrics=false", "callbacks.early_stopping=null")  # fmt: skip
+RUN = (
+    "trainer.max_epochs=3",
+    "trainer.limit_train_batches=8",
+    "trainer.limit_val_batches=3",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=2",
+    "logger.log_model=false",
+    "logger.system_metrics=false",
+    "callbacks.early_stopping=null",
+)
 
 
 def _train_process(project, *args: str) -> subprocess.CompletedProcess:
     """A real cnnlab-train process: the one that gets killed."""
     env = cli_env(project, PYTHONPATH=str(REPO))  # the test's crash callback is importable
-    return subprocess.run([str(BIN / "cnnlab-train"), *RUN, *args], cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [str(BIN / "cnnlab-train"), *RUN, *args], cwd=project, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def _train(project, *args: str) -> subprocess.CompletedProcess:
@@ -35,7 +45,12 @@ def test_resume_after_kill_continues_the_same_run_to_the_same_result(project, tr
     straight = client.get_run(json.loads((straight_dir / "run.json").read_text())["run_id"])
 
     # 8 steps per epoch: step 12 is the middle of epoch 2; SIGKILL leaves no chance to clean up
-    crashed = _train_process(project, "+callbacks.kill._target_=tests.crash.KillAtStep", "+callbacks.kill.step=12", f"hydra.run.dir={killed_dir}")
+    crashed = _train_process(
+        project,
+        "+callbacks.kill._target_=tests.crash.KillAtStep",
+        "+callbacks.kill.step=12",
+        f"hydra.run.dir={killed_dir}",
+    )
     assert crashed.returncode == -9
     run_id = json.loads((killed_dir / "run.json").read_text())["run_id"]
     assert client.get_run(run_id).info.status == "RUNNING"  # what a kill leaves behind

@@ -15,9 +15,13 @@ def trained_and_evaluated(tmp_path_factory):
     """One training (model logged and registered) and its evaluation, run from the project root as cwd."""
     root = copy_project(tmp_path_factory.mktemp("lineage"))
     out = root / "runs" / "one"
-    done = call_in_process("cnnlab-train", [*QUICK, "logger.log_model=true", "register=true", f"hydra.run.dir={out}"], root)
+    done = call_in_process(
+        "cnnlab-train", [*QUICK, "logger.log_model=true", "register=true", f"hydra.run.dir={out}"], root
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    done = call_in_process("cnnlab-evaluate", [f"evaluate.train_dir={out}", f"evaluate.output_dir={out}/evaluation"], root)
+    done = call_in_process(
+        "cnnlab-evaluate", [f"evaluate.train_dir={out}", f"evaluate.output_dir={out}/evaluation"], root
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     uri = f"sqlite:///{root / 'mlflow.db'}"
     record = json.loads((out / "run.json").read_text())
@@ -46,7 +50,12 @@ def test_training_and_evaluation_log_the_prepared_dataset(trained_and_evaluated)
     _, client, run, record = trained_and_evaluated
     run = client.get_run(run.info.run_id)  # as it stands after evaluate
     meta = json.loads((json_path := __import__("pathlib").Path(record["prepared_dir"]) / "meta.json").read_text())
-    inputs = {tag.value: item.dataset for item in run.inputs.dataset_inputs for tag in item.tags if tag.key == "mlflow.data.context"}
+    inputs = {
+        tag.value: item.dataset
+        for item in run.inputs.dataset_inputs
+        for tag in item.tags
+        if tag.key == "mlflow.data.context"
+    }
     assert set(inputs) == {"training", "evaluation"}, json_path
     training, evaluation = inputs["training"], inputs["evaluation"]
     assert training.name == "digits-32" and evaluation.name == "digits-32/test"

@@ -19,7 +19,9 @@ def test_two_job_sweep_has_one_parent_with_the_best_child(call_cli, project, tra
     parents = client.search_runs([experiment.experiment_id], filter_string=f"tags.`cnnlab.sweep_dir` = '{sweep_dir}'")
     assert len(parents) == 1
     parent = parents[0]
-    children = client.search_runs([experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
     assert sorted(c.data.params["model.name"] for c in children) == ["lenet5", "simple_cnn"]
     assert all(c.info.status == "FINISHED" for c in children) and parent.info.status == "FINISHED"
     assert parent.data.params["sweep.overrides"].startswith("model=lenet5,simple_cnn")
@@ -32,12 +34,21 @@ def test_two_job_sweep_has_one_parent_with_the_best_child(call_cli, project, tra
 
 def test_optuna_study_of_three_trials(call_cli, project, tracking_uri, tmp_path):
     sweep_dir = project / "multirun" / "optuna"
-    call_cli("cnnlab-train", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3",
-            "~hydra.sweeper.params.model", *QUICK, f"hydra.sweep.dir={sweep_dir}")  # fmt: skip
+    call_cli(
+        "cnnlab-train",
+        "-m",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=3",
+        "~hydra.sweeper.params.model",
+        *QUICK,
+        f"hydra.sweep.dir={sweep_dir}",
+    )
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name("cnnlab-classification")
     (parent,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.`cnnlab.sweep_dir` = '{sweep_dir}'")
-    children = client.search_runs([experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
     assert len(children) == 3 and all(c.info.status == "FINISHED" for c in children)
     assert parent.data.params["sweep.sweeper"] == "OptunaSweeper"
     best = max(children, key=lambda c: c.data.metrics["best/val/acc"])

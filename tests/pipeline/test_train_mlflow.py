@@ -14,7 +14,10 @@ pytestmark = pytest.mark.slow
 
 DATASETS = {
     "digits": ("lenet5", ["data=digits"]),
-    "shapes": ("simple_cnn", ["data=shapes", "data.source.num_samples=240", "data.image_size=32", "data.batch_size=16"]),
+    "shapes": (
+        "simple_cnn",
+        ["data=shapes", "data.source.num_samples=240", "data.image_size=32", "data.batch_size=16"],
+    ),
 }
 
 
@@ -24,7 +27,15 @@ def trained(request, call_cli, project, tracking_uri):
     dataset = request.param
     model, data_args = DATASETS[dataset]
     out = project / "runs" / dataset
-    call_cli("cnnlab-train", f"model={model}", *data_args, *QUICK, "logger.log_model=true", "register=true", f"hydra.run.dir={out}")
+    call_cli(
+        "cnnlab-train",
+        f"model={model}",
+        *data_args,
+        *QUICK,
+        "logger.log_model=true",
+        "register=true",
+        f"hydra.run.dir={out}",
+    )
     call_cli("cnnlab-evaluate", *data_args, f"evaluate.train_dir={out}", f"evaluate.output_dir={out}/evaluation")
     run_id = json.loads((out / "run.json").read_text())["run_id"]
     return MlflowClient(tracking_uri).get_run(run_id), out, dataset

@@ -23,7 +23,12 @@ def logged(tracking_uri):
     experiment_id = client.create_experiment(EXPERIMENT)
     for name, (lr, model, val_acc, test_acc) in RUNS.items():
         run_id = client.create_run(experiment_id, run_name=name).info.run_id
-        for key, value in {"optimizer.lr": lr, "model.name": model, "task.monitor": "val/acc", "task.mode": "max"}.items():
+        for key, value in {
+            "optimizer.lr": lr,
+            "model.name": model,
+            "task.monitor": "val/acc",
+            "task.mode": "max",
+        }.items():
             client.log_param(run_id, key, value)
         client.log_metric(run_id, "best/val/acc", val_acc)
         if test_acc is not None:
@@ -58,8 +63,10 @@ def test_table_is_sorted_best_first_and_chart_is_written(logged, call_cli, tmp_p
 
 
 def test_min_mode_and_top_limit():
-    runs = [RunRow(f"id{i}", f"run{i}", "FINISHED", {"optimizer.lr": str(lr)}, {"val/loss": loss})
-            for i, (lr, loss) in enumerate([(0.1, 0.5), (0.01, 0.2), (0.001, 0.9)])]  # fmt: skip
+    runs = [
+        RunRow(f"id{i}", f"run{i}", "FINISHED", {"optimizer.lr": str(lr)}, {"val/loss": loss})
+        for i, (lr, loss) in enumerate([(0.1, 0.5), (0.01, 0.2), (0.001, 0.9)])
+    ]
     ranked = compare(runs, "e", metric="val/loss", mode="min", top=2).ranked
     assert [r.name for r in ranked] == ["run1", "run0"]
     assert [r.name for r in compare(runs, "e", metric="val/loss", mode="max").ranked] == ["run2", "run0", "run1"]

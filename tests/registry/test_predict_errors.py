@@ -8,7 +8,9 @@ from PIL import Image
 
 def test_missing_input_is_named(run_cli, tmp_path):
     missing = tmp_path / "no-such-dir"
-    done = run_cli("cnnlab-predict", "model_uri=models:/cnnlab-classification-lenet5@champion", f"input={missing}", check=False)
+    done = run_cli(
+        "cnnlab-predict", "model_uri=models:/cnnlab-classification-lenet5@champion", f"input={missing}", check=False
+    )
     assert done.returncode == 2
     assert f"input={missing} does not exist" in done.stderr
     assert "Traceback" not in done.stderr
@@ -17,7 +19,9 @@ def test_missing_input_is_named(run_cli, tmp_path):
 def test_unknown_model_uri_is_named(call_cli, tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "blank.png")
     uri = "models:/cnnlab-classification-nosuchnet@champion"
-    done = call_cli("cnnlab-predict", f"model_uri={uri}", f"input={tmp_path}", f"output_dir={tmp_path / 'out'}", check=False)
+    done = call_cli(
+        "cnnlab-predict", f"model_uri={uri}", f"input={tmp_path}", f"output_dir={tmp_path / 'out'}", check=False
+    )
     assert done.returncode == 2
     assert f"model_uri='{uri}' was not found in the MLflow store" in done.stderr
     assert "Registered models there:" in done.stderr and "Traceback" not in done.stderr

@@ -10,12 +10,18 @@ import torch
 from PIL import Image
 
 from cnnlab.prediction import open_model, predict_files, preprocess, read_image
-from cnnlab.tracking.run import TrackedRun
 from cnnlab.tracking.model_registry import log_model
+from cnnlab.tracking.run import TrackedRun
 
 BACKBONE = {"_target_": "cnnlab.models.build_backbone", "name": "simple_cnn"}
-COMMON = dict(model=BACKBONE, in_channels=3, image_size=32, optimizer={"_target_": "torch.optim.SGD", "lr": 0.1},
-              mean=[0.4, 0.5, 0.6], std=[0.2, 0.25, 0.3])  # fmt: skip
+COMMON = dict(
+    model=BACKBONE,
+    in_channels=3,
+    image_size=32,
+    optimizer={"_target_": "torch.optim.SGD", "lr": 0.1},
+    mean=[0.4, 0.5, 0.6],
+    std=[0.2, 0.25, 0.3],
+)
 SIZES = {"wide.png": (30, 48), "tall.jpg": (50, 20)}  # (height, width); gray and colour inputs for an RGB model
 
 

@@ -47,8 +47,17 @@ def registered(call_cli, project, tracking_uri):
     metric = held_out_metric(run["monitor"])
     promoted = promote_run_model(tracking_uri, run["run_id"], {metric: 0.5}, metric, run["mode"], "champion")
     meta = json.loads((Path(run["prepared_dir"]) / "meta.json").read_text())
-    return {"run": run, "task": task.eval(), "model_uri": model_uri, "name": name, "version": version, "promoted": promoted,
-            "meta": meta, "prepared_dir": Path(run["prepared_dir"]), "example": example}  # fmt: skip
+    return {
+        "run": run,
+        "task": task.eval(),
+        "model_uri": model_uri,
+        "name": name,
+        "version": version,
+        "promoted": promoted,
+        "meta": meta,
+        "prepared_dir": Path(run["prepared_dir"]),
+        "example": example,
+    }
 
 
 def test_model_is_logged_with_signature_example_and_metadata(registered, tracking_uri, tmp_path):
@@ -59,7 +68,9 @@ def test_model_is_logged_with_signature_example_and_metadata(registered, trackin
     assert "pytorch" in model.flavors and (local / "data" / "model.pt2").is_file()  # torch.export, not a pickle
     assert model.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 1, 32, 32)
     assert model.signature.outputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 10)
-    np.testing.assert_allclose(model.load_input_example(str(local)), registered["example"].numpy(), atol=1e-6)  # real images
+    np.testing.assert_allclose(
+        model.load_input_example(str(local)), registered["example"].numpy(), atol=1e-6
+    )  # real images
     meta = registered["meta"]
     cnnlab = model.metadata["cnnlab"]
     assert cnnlab["task"] == "classification" and cnnlab["model"] == "lenet5"
@@ -107,7 +118,9 @@ def test_predict_by_alias_labels_new_images(registered, call_cli, tracking_uri, 
     Image.fromarray(first).save(inputs / "a.png")  # 32 x 32 gray, as the model was trained on
     Image.fromarray(second).save(inputs / "b.png")
     # the first image again at 64 x 64 RGB: grayscale conversion and area resize must give back the same input
-    Image.fromarray(np.repeat(np.kron(first, np.ones((2, 2), np.uint8))[:, :, None], 3, axis=2)).save(inputs / "c_big_rgb.png")
+    Image.fromarray(np.repeat(np.kron(first, np.ones((2, 2), np.uint8))[:, :, None], 3, axis=2)).save(
+        inputs / "c_big_rgb.png"
+    )
     (inputs / "d_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     (inputs / "notes.txt").write_text("not an image, not a prediction")
 
@@ -120,13 +133,19 @@ def test_predict_by_alias_labels_new_images(registered, call_cli, tracking_uri, 
     assert list(rows[0]) == ["file", "label", "score", "top_k", "error"]
     classes = registered["meta"]["classes"]
     with torch.no_grad():
-        expected = registered["task"](torch.stack([normalised(first, registered["meta"]), normalised(second, registered["meta"])])).softmax(1)
+        expected = registered["task"](
+            torch.stack([normalised(first, registered["meta"]), normalised(second, registered["meta"])])
+        ).softmax(1)
     for row, probabilities in zip(rows[:2], expected):
         assert row["label"] in classes and 0.0 <= float(row["score"]) <= 1.0 and row["error"] == ""
         assert row["label"] == classes[int(probabilities.argmax())]
         assert float(row["score"]) == pytest.approx(float(probabilities.max()), abs=1e-4)
         top = [entry.split(":") for entry in row["top_k"].split(";")]
-        assert len(top) == 3 and top[0][0] == row["label"] and float(top[0][1]) == pytest.approx(float(row["score"]), abs=1e-4)
+        assert (
+            len(top) == 3
+            and top[0][0] == row["label"]
+            and float(top[0][1]) == pytest.approx(float(row["score"]), abs=1e-4)
+        )
         assert [float(s) for _, s in top] == sorted((float(s) for _, s in top), reverse=True)
     # the same digit as a bigger colour image: the same prediction
     assert (rows[2]["label"], rows[2]["score"]) == (rows[0]["label"], rows[0]["score"])

@@ -16,8 +16,16 @@ from tests.conftest import BIN, call_in_process, cli_env, copy_project
 
 pytestmark = pytest.mark.slow
 
-RUN = ("trainer=debug", "trainer.limit_train_batches=6", "trainer.limit_val_batches=2", "trainer.max_epochs=2",
-       "trainer.log_every_n_steps=2", "logger.log_model=false", "logger.system_metrics=false", "augment.preview=false")  # fmt: skip
+RUN = (
+    "trainer=debug",
+    "trainer.limit_train_batches=6",
+    "trainer.limit_val_batches=2",
+    "trainer.max_epochs=2",
+    "trainer.log_every_n_steps=2",
+    "logger.log_model=false",
+    "logger.system_metrics=false",
+    "augment.preview=false",
+)
 
 
 def _git(root: Path, *args: str) -> str:
@@ -39,18 +47,32 @@ def _client(root: Path) -> MlflowClient:
 
 
 def _rerun(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "cnnlab-rerun"), *args], cwd=root, env=cli_env(root), capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [str(BIN / "cnnlab-rerun"), *args], cwd=root, env=cli_env(root), capture_output=True, text=True, timeout=900
+    )
 
 
 def test_a_finished_and_evaluated_run_is_reproduced_exactly(repo):
     out = repo / "runs" / "original"
     assert call_in_process("cnnlab-train", [*RUN, f"hydra.run.dir={out}"], repo).returncode == 0
-    assert call_in_process("cnnlab-evaluate", [*RUN, f"evaluate.train_dir={out}", f"evaluate.output_dir={out}/eval"], repo).returncode == 0
+    assert (
+        call_in_process(
+            "cnnlab-evaluate", [*RUN, f"evaluate.train_dir={out}", f"evaluate.output_dir={out}/eval"], repo
+        ).returncode
+        == 0
+    )
     run_id = json.loads((out / "run.json").read_text())["run_id"]
     original = _client(repo).get_run(run_id)
     assert original.data.tags["cnnlab.env.torch"].startswith("2.13.0") and original.data.tags["cnnlab.env.cpu"]
-    assert {"cnnlab.env.python", "cnnlab.env.lightning", "cnnlab.env.mlflow", "cnnlab.env.dvc", "cnnlab.env.albumentations",
-            "cnnlab.env.torch_threads", "cnnlab.env.deterministic_algorithms"} <= set(original.data.tags)  # fmt: skip
+    assert {
+        "cnnlab.env.python",
+        "cnnlab.env.lightning",
+        "cnnlab.env.mlflow",
+        "cnnlab.env.dvc",
+        "cnnlab.env.albumentations",
+        "cnnlab.env.torch_threads",
+        "cnnlab.env.deterministic_algorithms",
+    } <= set(original.data.tags)
     assert "environment.json" in {a.path for a in _client(repo).list_artifacts(run_id)}
 
     done = _rerun(repo, run_id)
@@ -67,14 +89,24 @@ def test_a_finished_and_evaluated_run_is_reproduced_exactly(repo):
 def test_a_resumed_run_is_reproduced_exactly(repo):
     out = repo / "runs" / "resumed"
     env = cli_env(repo)
-    args = [str(BIN / "cnnlab-train"), *RUN, "trainer.max_epochs=3", "callbacks.early_stopping=null", f"hydra.run.dir={out}"]
+    args = [
+        str(BIN / "cnnlab-train"),
+        *RUN,
+        "trainer.max_epochs=3",
+        "callbacks.early_stopping=null",
+        f"hydra.run.dir={out}",
+    ]
     process = subprocess.Popen(args, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not (out / "checkpoints" / "last.ckpt").exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.1)
     process.send_signal(signal.SIGTERM)  # what a scheduler does, from outside
     assert process.wait(timeout=300) == 143
-    resumed = call_in_process("cnnlab-train", [*RUN, "trainer.max_epochs=3", "callbacks.early_stopping=null", "resume=true", f"hydra.run.dir={out}"], repo)
+    resumed = call_in_process(
+        "cnnlab-train",
+        [*RUN, "trainer.max_epochs=3", "callbacks.early_stopping=null", "resume=true", f"hydra.run.dir={out}"],
+        repo,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     run_id = json.loads((out / "run.json").read_text())["run_id"]
     assert _client(repo).get_run(run_id).data.tags["cnnlab.resumed"] == "true"
@@ -84,14 +116,20 @@ def test_a_resumed_run_is_reproduced_exactly(repo):
 
 
 def test_a_sweep_reruns_as_a_new_parent_with_its_children(repo):
-    sweep = call_in_process("cnnlab-train", ["-m", *RUN, "trainer.max_epochs=1", "optimizer.lr=0.01,0.001", f"hydra.sweep.dir={repo}/multirun/original"], repo)
+    sweep = call_in_process(
+        "cnnlab-train",
+        ["-m", *RUN, "trainer.max_epochs=1", "optimizer.lr=0.01,0.001", f"hydra.sweep.dir={repo}/multirun/original"],
+        repo,
+    )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     parent = json.loads((repo / "multirun" / "original" / "mlflow_parent_run.json").read_text())["run_id"]
     done = _rerun(repo, parent)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     client = _client(repo)
     experiment = client.get_run(parent).info.experiment_id
-    new_parents = client.search_runs([experiment], f"tags.`cnnlab.rerun_of` = '{parent}' and tags.`cnnlab.role` = 'sweep'")
+    new_parents = client.search_runs(
+        [experiment], f"tags.`cnnlab.rerun_of` = '{parent}' and tags.`cnnlab.role` = 'sweep'"
+    )
     assert len(new_parents) == 1
     children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{new_parents[0].info.run_id}'")
     assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
@@ -102,7 +140,10 @@ def test_refusals_name_what_is_missing_and_open_no_run(repo):
     client = _client(repo)
     before = len(client.search_runs([e.experiment_id for e in client.search_experiments()]))
     unknown = _rerun(repo, "0123456789abcdef0123456789abcdef")
-    assert unknown.returncode == 2 and "run '0123456789abcdef0123456789abcdef' is not in the MLflow store" in unknown.stderr
+    assert (
+        unknown.returncode == 2
+        and "run '0123456789abcdef0123456789abcdef' is not in the MLflow store" in unknown.stderr
+    )
     bad_model = _rerun(repo, "models:/no-such-model/1")
     assert bad_model.returncode == 2 and "models:/no-such-model/1 does not resolve" in bad_model.stderr
 
@@ -115,7 +156,9 @@ def test_refusals_name_what_is_missing_and_open_no_run(repo):
     original = json.loads((repo / "runs" / "original" / "run.json").read_text())["run_id"]
     client.set_tag(foreign.info.run_id, "cnnlab.overrides", "")
     other_commit = _rerun(repo, foreign.info.run_id)
-    assert other_commit.returncode == 2 and f"the run's commit {'f' * 12} is not in this repository" in other_commit.stderr
+    assert (
+        other_commit.returncode == 2 and f"the run's commit {'f' * 12} is not in this repository" in other_commit.stderr
+    )
 
     (repo / "conf" / "optimizer" / "adamw.yaml").write_text("_target_: torch.optim.AdamW\nlr: 0.1\n")
     try:

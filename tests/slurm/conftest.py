@@ -16,9 +16,15 @@ from tests.conftest import BIN, REPO, cli_env
 SCRIPT = REPO / "scripts" / "slurm-test-cluster"
 
 # hydra/launcher=slurm on the test cluster: one node, 2 CPUs, no GPUs, 1 GB
-LAUNCHER = ("hydra/launcher=slurm", "hydra.launcher.partition=test", "hydra.launcher.gpus_per_node=0",
-            "hydra.launcher.tasks_per_node=1", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=null",
-            "hydra.launcher.timeout_min=10")  # fmt: skip
+LAUNCHER = (
+    "hydra/launcher=slurm",
+    "hydra.launcher.partition=test",
+    "hydra.launcher.gpus_per_node=0",
+    "hydra.launcher.tasks_per_node=1",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=null",
+    "hydra.launcher.timeout_min=10",
+)
 
 
 class Cluster:
@@ -28,7 +34,9 @@ class Cluster:
         self.directory = directory
 
     def env(self, root: Path, **extra: str) -> dict[str, str]:
-        """cli_env(root) plus the cluster (SLURM_CONF, its sacct stand-in) and the tests on PYTHONPATH (their callbacks)."""
+        """cli_env(root) plus the cluster (SLURM_CONF, its sacct stand-in) and the tests on PYTHONPATH (their
+        callbacks).
+        """
         env = cli_env(root, SLURM_CONF=str(self.directory / "slurm.conf"), PYTHONPATH=str(REPO), **extra)
         env = {k: v for k, v in env.items() if not (k.startswith("SLURM_") and k != "SLURM_CONF")}
         env["PATH"] = f"{self.directory / 'bin'}{os.pathsep}{env['PATH']}"
@@ -54,7 +62,9 @@ class Cluster:
         shown = self.run("scontrol", "-o", "show", "job", job_id, root=root).stdout.split("\n")[0]
         return dict(item.split("=", 1) for item in shown.split() if "=" in item)
 
-    def wait(self, root: Path, job_id: str, states: set[str], timeout: float = 300, release_requeued: bool = False) -> dict[str, str]:
+    def wait(
+        self, root: Path, job_id: str, states: set[str], timeout: float = 300, release_requeued: bool = False
+    ) -> dict[str, str]:
         """The job once its state is one of `states`. With release_requeued, a requeued job is made
         eligible at once (SLURM holds a requeued job two minutes before it may start again)."""
         deadline = time.monotonic() + timeout
@@ -62,7 +72,12 @@ class Cluster:
             job = self.job(root, job_id)
             if job["JobState"] in states:
                 return job
-            if release_requeued and job["JobState"] == "PENDING" and int(job.get("Restarts", 0)) > 0 and job.get("Reason") == "BeginTime":
+            if (
+                release_requeued
+                and job["JobState"] == "PENDING"
+                and int(job.get("Restarts", 0)) > 0
+                and job.get("Reason") == "BeginTime"
+            ):
                 self.run("scontrol", "update", f"JobId={job_id}", "StartTime=now", root=root)
             time.sleep(1)
         raise AssertionError(f"job {job_id} still {job['JobState']} after {timeout} s; {self.log_tail()}")
@@ -76,11 +91,15 @@ def slurm(tmp_path_factory) -> Cluster:
     """munged + slurmctld + slurmd on 127.0.0.1 for the session, stopped after it."""
     installed = subprocess.run([str(SCRIPT), "install"], capture_output=True, text=True, timeout=900)
     if installed.returncode != 0:
-        pytest.skip(f"no SLURM test cluster: slurm-wlm and munge cannot be installed here ({installed.stderr.strip()[-300:]})")
+        pytest.skip(
+            f"no SLURM test cluster: slurm-wlm and munge cannot be installed here ({installed.stderr.strip()[-300:]})"
+        )
     # short path: munge's socket path must fit in a sockaddr_un
     directory = Path(tmp_path_factory.mktemp("slurm"))
     environment = {**os.environ, "SLURM_TEST_PORT": str(_free_port_pair())}
-    started = subprocess.run([str(SCRIPT), "start", str(directory)], env=environment, capture_output=True, text=True, timeout=180)
+    started = subprocess.run(
+        [str(SCRIPT), "start", str(directory)], env=environment, capture_output=True, text=True, timeout=180
+    )
     assert started.returncode == 0, f"the SLURM test cluster did not start:\n{started.stdout}\n{started.stderr}"
     try:
         yield Cluster(directory)

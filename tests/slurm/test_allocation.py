@@ -14,9 +14,18 @@ def in_job(monkeypatch):
     """The environment srun gives task 0 of job 41 (2 tasks on 1 node)."""
     for name in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT"):
         monkeypatch.delenv(name, raising=False)
-    values = {"SLURM_JOB_ID": "41", "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "1",
-              "SLURM_JOB_NAME": "train", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
-              "SLURM_JOB_PARTITION": "test", "SLURM_JOB_NODELIST": "vm"}  # fmt: skip
+    values = {
+        "SLURM_JOB_ID": "41",
+        "SLURM_NTASKS": "2",
+        "SLURM_NTASKS_PER_NODE": "2",
+        "SLURM_NNODES": "1",
+        "SLURM_JOB_NAME": "train",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "SLURM_JOB_PARTITION": "test",
+        "SLURM_JOB_NODELIST": "vm",
+    }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     return monkeypatch
@@ -34,7 +43,10 @@ def test_a_mismatch_names_the_trainer_and_the_allocation(in_job):
     with pytest.raises(ConfigError) as raised:
         slurm.check_allocation(_trainer(devices=4, num_nodes=1))
     message = str(raised.value)
-    assert "trainer.devices=4 x trainer.num_nodes=1 = 4 DDP rank(s), but SLURM job 41 runs 2 task(s) on 1 node(s)" in message
+    assert (
+        "trainer.devices=4 x trainer.num_nodes=1 = 4 DDP rank(s), but SLURM job 41 runs 2 task(s) on 1 node(s)"
+        in message
+    )
     assert "(SLURM_NTASKS=2, SLURM_NNODES=1)" in message and "hydra.launcher.tasks_per_node" in message
 
 
@@ -63,4 +75,10 @@ def test_array_tasks_and_restarts_in_the_tags(in_job):
     in_job.setenv("SLURM_ARRAY_TASK_ID", "1")
     in_job.setenv("SLURM_RESTART_COUNT", "2")
     assert slurm.job_id() == "40_1" and slurm.restarts() == 2
-    assert slurm.tags() == {"slurm.job_id": "40_1", "slurm.partition": "test", "slurm.nodes": "vm", "slurm.ntasks": "2", "slurm.restarts": "2"}
+    assert slurm.tags() == {
+        "slurm.job_id": "40_1",
+        "slurm.partition": "test",
+        "slurm.nodes": "vm",
+        "slurm.ntasks": "2",
+        "slurm.restarts": "2",
+    }

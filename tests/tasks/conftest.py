@@ -16,7 +16,9 @@ def model_config(name: str, small_input: bool = False) -> dict:
     return config
 
 
-def task_arguments(name: str, num_classes: int = 4, image_size: int = 32, in_channels: int = 3, small_input: bool = False) -> dict:
+def task_arguments(
+    name: str, num_classes: int = 4, image_size: int = 32, in_channels: int = 3, small_input: bool = False
+) -> dict:
     """What cnnlab.training.build_task passes a task, for one registered model."""
     return dict(
         model=model_config(name, small_input),

@@ -15,7 +15,14 @@ def sigmoid_task(make_task_arguments):
 
 def test_sigmoid_mode_loss_is_binary_cross_entropy(sigmoid_task):
     logits, labels = torch.tensor([[2.0], [-1.0], [0.5]]), torch.tensor([1, 0, 0])
-    expected = -(math.log(1 / (1 + math.exp(-2))) + math.log(1 - 1 / (1 + math.exp(1))) + math.log(1 - 1 / (1 + math.exp(-0.5)))) / 3
+    expected = (
+        -(
+            math.log(1 / (1 + math.exp(-2)))
+            + math.log(1 - 1 / (1 + math.exp(1)))
+            + math.log(1 - 1 / (1 + math.exp(-0.5)))
+        )
+        / 3
+    )
     assert sigmoid_task.loss(logits, labels).item() == pytest.approx(expected, rel=1e-5)
 
 

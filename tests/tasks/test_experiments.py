@@ -11,11 +11,23 @@ from hydra import compose, initialize_config_dir
 from cnnlab.config import register_configs, validate_config
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-EXPERIMENTS = sorted(p for p in (CONF / "experiment").glob("*.yaml") if p.stem != "none")  # none: no recipe (params.yaml)
-SHAPES_META = {"classes": ["circle", "square", "triangle", "diamond", "cross", "star"], "channels": 3, "image_size": 64,
-               "mean": [0.5] * 3, "std": [0.25] * 3}  # fmt: skip
-SOUNDS_META = {"classes": ["tone", "chirp_up", "chirp_down", "noise_burst", "clicks", "chord"], "channels": 1, "image_size": 64,
-               "mean": [0.3], "std": [0.2]}  # fmt: skip
+EXPERIMENTS = sorted(
+    p for p in (CONF / "experiment").glob("*.yaml") if p.stem != "none"
+)  # none: no recipe (params.yaml)
+SHAPES_META = {
+    "classes": ["circle", "square", "triangle", "diamond", "cross", "star"],
+    "channels": 3,
+    "image_size": 64,
+    "mean": [0.5] * 3,
+    "std": [0.25] * 3,
+}
+SOUNDS_META = {
+    "classes": ["tone", "chirp_up", "chirp_down", "noise_burst", "clicks", "chord"],
+    "channels": 1,
+    "image_size": 64,
+    "mean": [0.3],
+    "std": [0.2],
+}
 DATA_META = {"shapes": SHAPES_META, "sounds": SOUNDS_META}  # both 6 classes at 64 px
 
 

@@ -14,7 +14,13 @@ from cnnlab.tasks.segmentation import SegmentationTask
 
 CLASSES = 4
 # the lightest member of each family; any other family present is tried with its first model
-LIGHT = {"lenet": "simple_cnn", "resnet": "resnet18", "densenet": "densenet_bc_100_k12", "vgg": "vgg11", "alexnet": "alexnet"}
+LIGHT = {
+    "lenet": "simple_cnn",
+    "resnet": "resnet18",
+    "densenet": "densenet_bc_100_k12",
+    "vgg": "vgg11",
+    "alexnet": "alexnet",
+}
 
 
 def one_model_per_family() -> list:

@@ -34,11 +34,13 @@ def test_segmentation_smooths_labelled_pixels_and_skips_ignored_ones(make_task_a
     task = SegmentationTask(**make_task_arguments("resnet18", num_classes=3, small_input=True), label_smoothing=0.1)
     logits = torch.tensor([[2.0, -1.0, 0.0], [0.0, 1.0, 0.5], [5.0, 5.0, -5.0]]).T.reshape(1, 3, 1, 3)
     masks = torch.tensor([[[0, 1, 255]]])  # the third pixel is a boundary: no loss at all
-    expected = (smoothed_cross_entropy(logits[0, :, 0, 0], 0, 0.1) + smoothed_cross_entropy(logits[0, :, 0, 1], 1, 0.1)) / 2
+    expected = (
+        smoothed_cross_entropy(logits[0, :, 0, 0], 0, 0.1) + smoothed_cross_entropy(logits[0, :, 0, 1], 1, 0.1)
+    ) / 2
     torch.testing.assert_close(task.loss(logits, masks), expected)
 
 
-@pytest.mark.filterwarnings("ignore:You are trying to `self.log\(\)`")
+@pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
 def test_mixup_blends_images_and_both_labels_by_the_drawn_weight(make_task_arguments):
     task = ClassificationTask(**make_task_arguments("simple_cnn", num_classes=4), mixup_alpha=0.4).eval()
     images, labels = torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 2, 3, 0, 1])

@@ -37,7 +37,10 @@ class PresenceTask(CNNTask):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         n = self.hparams.num_classes
-        metrics = {"acc": MultilabelAccuracy(n, threshold=THRESHOLD), "f1": MultilabelF1Score(n, threshold=THRESHOLD, average="macro")}
+        metrics = {
+            "acc": MultilabelAccuracy(n, threshold=THRESHOLD),
+            "f1": MultilabelF1Score(n, threshold=THRESHOLD, average="macro"),
+        }
         self.val_metrics = MetricCollection(metrics, prefix="val/")
         self.test_metrics = self.val_metrics.clone(prefix="test/")
 
@@ -63,7 +66,10 @@ class PresenceTask(CNNTask):
     @classmethod
     def prediction_row(cls, output: np.ndarray, image: PredictionInput) -> dict[str, str]:
         present = [name for name, p in zip(image.class_names, output) if p >= THRESHOLD]
-        return {"present": ";".join(present), "scores": ";".join(f"{n}:{p:.4f}" for n, p in zip(image.class_names, output))}
+        return {
+            "present": ";".join(present),
+            "scores": ";".join(f"{n}:{p:.4f}" for n, p in zip(image.class_names, output)),
+        }
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch["image"]), self.targets(batch["mask"]))
@@ -117,15 +123,34 @@ def test_a_task_defined_outside_src_runs_prepare_train_evaluate_predict(tmp_path
     monkeypatch.setenv("CNNLAB_ROOT", str(root))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     overrides = [
-        "task=presence", "data=shapes", "data.tasks=[classification,localization,segmentation,presence]",
-        "data.source.num_samples=300", "data.image_size=32", "model=simple_cnn", "model.batch_norm=true", "augment=none",
-        "data.batch_size=32", "trainer.max_epochs=4", "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false", "optimizer.lr=0.003", "logger.system_metrics=false", "register=true",
-    ]  # fmt: skip
+        "task=presence",
+        "data=shapes",
+        "data.tasks=[classification,localization,segmentation,presence]",
+        "data.source.num_samples=300",
+        "data.image_size=32",
+        "model=simple_cnn",
+        "model.batch_norm=true",
+        "augment=none",
+        "data.batch_size=32",
+        "trainer.max_epochs=4",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "optimizer.lr=0.003",
+        "logger.system_metrics=false",
+        "register=true",
+    ]
     register_configs()
     with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-        eval_cfg = compose("config", overrides=[*overrides, f"evaluate.train_dir={tmp_path / 'train'}", f"evaluate.output_dir={tmp_path / 'eval'}"])
+        eval_cfg = compose(
+            "config",
+            overrides=[
+                *overrides,
+                f"evaluate.train_dir={tmp_path / 'train'}",
+                f"evaluate.output_dir={tmp_path / 'eval'}",
+            ],
+        )
 
     meta = prepare_from_config(cfg.data)  # prepare: the data layer knows nothing of tasks
     assert meta["has_masks"] and meta["mask_classes"][0] == "background"
@@ -172,11 +197,18 @@ ALLOWED = {("data/sources/voc.py", "segmentation")}
 
 def _task_name_constants(path: Path, names: set[str]) -> list[tuple[int, str]]:
     tree = ast.parse(path.read_text())
-    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
-                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-                  and node.body and isinstance(node.body[0], ast.Expr)}  # fmt: skip
-    return [(node.lineno, node.value) for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and node.value in names and id(node) not in docstrings]  # fmt: skip
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+    }
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and node.value in names and id(node) not in docstrings
+    ]
 
 
 def test_no_task_name_branches_outside_tasks():
@@ -189,5 +221,9 @@ def test_no_task_name_branches_outside_tasks():
         relative = path.relative_to(SRC).as_posix()
         if relative.startswith("tasks/"):
             continue
-        found += [f"{relative}:{line}: {value!r}" for line, value in _task_name_constants(path, names) if (relative, value) not in ALLOWED]
+        found += [
+            f"{relative}:{line}: {value!r}"
+            for line, value in _task_name_constants(path, names)
+            if (relative, value) not in ALLOWED
+        ]
     assert not found, "task names outside tasks/:\n" + "\n".join(found)

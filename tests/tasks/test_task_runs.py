@@ -18,17 +18,33 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 
 # 300 shapes at 32 px: 210 training images, 7 batches an epoch, 4 epochs
 QUICK = [
-    "data=shapes", "model=simple_cnn", "model.batch_norm=true", "augment=none", "data.source.num_samples=300", "data.image_size=32",
-    "data.batch_size=32", "trainer.max_epochs=4", "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false", "trainer.log_every_n_steps=2", "logger.log_model=false",
-    "logger.log_checkpoint=false", "optimizer.lr=0.003",
-]  # fmt: skip
+    "data=shapes",
+    "model=simple_cnn",
+    "model.batch_norm=true",
+    "augment=none",
+    "data.source.num_samples=300",
+    "data.image_size=32",
+    "data.batch_size=32",
+    "trainer.max_epochs=4",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.log_every_n_steps=2",
+    "logger.log_model=false",
+    "logger.log_checkpoint=false",
+    "optimizer.lr=0.003",
+]
 
 # task -> (val metrics in the MLflow run, picture cnnlab-evaluate logs, per-class test metric, classes)
 EXPECTED = {
     "classification": ({"val/acc", "val/acc_top5", "val/f1_macro"}, "test_predictions.png", "test/acc_class/", 6),
     "localization": ({"val/acc", "val/box_iou", "val/loc_acc", "val/box_loss"}, "test_boxes.png", None, 0),
-    "segmentation": ({"val/miou", "val/pixel_acc", "val/dice", "val/iou_class/background"}, "test_masks.png", "test/iou_class/", 7),
+    "segmentation": (
+        {"val/miou", "val/pixel_acc", "val/dice", "val/iou_class/background"},
+        "test_masks.png",
+        "test/iou_class/",
+        7,
+    ),
 }
 
 
@@ -71,7 +87,10 @@ def test_short_run_learns_logs_and_reports(task_name, workspace):
 
     # cnnlab-evaluate: the best checkpoint on the test split, logged into the same MLflow run
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        eval_cfg = compose("config", overrides=[f"evaluate.train_dir={output_dir}", f"evaluate.output_dir={workspace / f'{task_name}-eval'}"])
+        eval_cfg = compose(
+            "config",
+            overrides=[f"evaluate.train_dir={output_dir}", f"evaluate.output_dir={workspace / f'{task_name}-eval'}"],
+        )
     results = evaluate(eval_cfg)
     assert {key.replace("val/", "test/") for key in val_metrics} - {"test/box_loss"} <= set(results)
     if per_class:  # one figure per shapes class (and background for masks)

@@ -45,7 +45,9 @@ def answers(url: str) -> bool:
 
 def postgres_bin() -> Path:
     """The system PostgreSQL's binaries (Debian: /usr/lib/postgresql/<version>/bin); skip if not installed."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or ([shutil.which("initdb")] if shutil.which("initdb") else [])
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or (
+        [shutil.which("initdb")] if shutil.which("initdb") else []
+    )
     if not found:
         pytest.skip("PostgreSQL is not installed (Debian: apt-get install -y postgresql; .ci/run installs it)")
     return Path(os.path.realpath(found[-1])).parent
@@ -74,14 +76,29 @@ class Postgres:
             pwd.getpwnam("postgres")  # KeyError: the package's system user is missing
             shutil.chown(self.home, "postgres")
             shutil.chown(pwfile, "postgres")
-        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", self.user, "--pwfile", str(pwfile),
-                  "--auth=scram-sha-256", "-E", "UTF8", "--no-sync")  # fmt: skip
+        self._run(
+            str(self.bin / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            self.user,
+            "--pwfile",
+            str(pwfile),
+            "--auth=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
         pwfile.unlink()
         options = f"-p {self.port} -k {self.home} -h 127.0.0.1 -c fsync=off"
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.home / "log"), "-w", "start")
+        self._run(
+            str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.home / "log"), "-w", "start"
+        )
         import psycopg2
 
-        connection = psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password, dbname="postgres")
+        connection = psycopg2.connect(
+            host="127.0.0.1", port=self.port, user=self.user, password=self.password, dbname="postgres"
+        )
         connection.autocommit = True
         connection.cursor().execute(f"CREATE DATABASE {self.database}")
         connection.close()
@@ -89,8 +106,20 @@ class Postgres:
 
     def stop(self) -> None:
         if self.data.exists():
-            subprocess.run([*(["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []), str(self.bin / "pg_ctl"),
-                            "-D", str(self.data), "-m", "fast", "-w", "stop"], capture_output=True, timeout=60)  # fmt: skip
+            subprocess.run(
+                [
+                    *(["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []),
+                    str(self.bin / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-m",
+                    "fast",
+                    "-w",
+                    "stop",
+                ],
+                capture_output=True,
+                timeout=60,
+            )
 
 
 class S3Server:
@@ -103,19 +132,31 @@ class S3Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
-        self.env = {**os.environ, **({"INITIAL_NO_AUTH_ACTION_COUNT": str(enforce_access_after)} if enforce_access_after else {})}
+        self.env = {
+            **os.environ,
+            **({"INITIAL_NO_AUTH_ACTION_COUNT": str(enforce_access_after)} if enforce_access_after else {}),
+        }
 
     def start(self) -> "S3Server":
-        self.process = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)], env=self.env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        self.process = subprocess.Popen(
+            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for("moto_server", lambda: answers(self.url), self.process)
         return self
 
     def client(self, service: str = "s3"):
         import boto3
 
-        return boto3.client(service, endpoint_url=self.url, aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key,
-                            region_name="us-east-1")  # fmt: skip
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+        )
 
     def stop(self) -> None:
         stop_process(self.process)

@@ -19,8 +19,15 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
 # a sandbox-less, offline browser: CI runs as root in a container, and nothing may reach the network
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +37,29 @@ def ui(tmp_path_factory):
         pytest.skip("Chromium is not installed (Debian: apt-get install -y chromium; .ci/run installs it)")
     root = copy_project(tmp_path_factory.mktemp("ui"))
     quick = [o for o in QUICK if not o.startswith("logger.log_model")]
-    done = call_in_process("cnnlab-train", ["-m", *quick, "logger.log_model=true", "optimizer.lr=0.001,0.002",
-                                            f"hydra.sweep.dir={root / 'multirun' / 'sweep'}"], root)  # fmt: skip
+    done = call_in_process(
+        "cnnlab-train",
+        [
+            "-m",
+            *quick,
+            "logger.log_model=true",
+            "optimizer.lr=0.001,0.002",
+            f"hydra.sweep.dir={root / 'multirun' / 'sweep'}",
+        ],
+        root,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "CNNLAB_"))}
     log = open(root / "ui.log", "w+")
-    server = subprocess.Popen([sys.executable, "-m", "cnnlab.tracking.ui", "--port", str(port)], cwd=root, env=env, stdout=log,
-                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cnnlab.tracking.ui", "--port", str(port)],
+        cwd=root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         wait_for("make ui", lambda: answers(f"http://127.0.0.1:{port}/health"), server, timeout=180)
         printed = (root / "ui.log").read_text()

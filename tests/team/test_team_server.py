@@ -31,15 +31,34 @@ CHAMPION = "models:/cnnlab-classification-lenet5@champion"
 
 def server_env(pg: Postgres, s3: S3Server, **changes: str) -> dict[str, str]:
     """An env file's settings (docker/.env.example's names) for `make server`."""
-    return {"POSTGRES_USER": pg.user, "POSTGRES_PASSWORD": pg.password, "POSTGRES_DB": pg.database, "POSTGRES_HOST": "127.0.0.1",
-            "POSTGRES_PORT": str(pg.port), "AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key,
-            "MLFLOW_S3_ENDPOINT_URL": s3.url, "CNNLAB_BUCKET": BUCKET, **changes}  # fmt: skip
+    return {
+        "POSTGRES_USER": pg.user,
+        "POSTGRES_PASSWORD": pg.password,
+        "POSTGRES_DB": pg.database,
+        "POSTGRES_HOST": "127.0.0.1",
+        "POSTGRES_PORT": str(pg.port),
+        "AWS_ACCESS_KEY_ID": s3.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+        "MLFLOW_S3_ENDPOINT_URL": s3.url,
+        "CNNLAB_BUCKET": BUCKET,
+        **changes,
+    }
 
 
 def launch(env_file: Path, port: int, **popen) -> subprocess.Popen:
     """What `make server ENV_FILE=<env_file> PORT=<port>` runs, from an environment without the team's secrets."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_", "POSTGRES_", "CNNLAB_"))}
-    argv = [sys.executable, "-m", "cnnlab.tracking.server", "--env-file", str(env_file), "--port", str(port), "--workers", "1"]
+    argv = [
+        sys.executable,
+        "-m",
+        "cnnlab.tracking.server",
+        "--env-file",
+        str(env_file),
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     return subprocess.Popen(argv, env=env, text=True, **popen)
 
 
@@ -77,11 +96,26 @@ def logged(team, tmp_path_factory):
     by a user whose environment names the server only (no database or storage credentials)."""
     root = copy_project(tmp_path_factory.mktemp("member"))
     url, out = team["url"], root / "runs" / "one"
-    done = call_in_process("cnnlab-train", [*QUICK, "logger.log_model=true", "register=true", f"hydra.run.dir={out}"], root, MLFLOW_TRACKING_URI=url)
+    done = call_in_process(
+        "cnnlab-train",
+        [*QUICK, "logger.log_model=true", "register=true", f"hydra.run.dir={out}"],
+        root,
+        MLFLOW_TRACKING_URI=url,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    done = call_in_process("cnnlab-evaluate", [f"evaluate.train_dir={out}", f"evaluate.output_dir={out}/evaluation"], root, MLFLOW_TRACKING_URI=url)
+    done = call_in_process(
+        "cnnlab-evaluate",
+        [f"evaluate.train_dir={out}", f"evaluate.output_dir={out}/evaluation"],
+        root,
+        MLFLOW_TRACKING_URI=url,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    done = call_in_process("cnnlab-train", ["-m", *QUICK, "optimizer.lr=0.001,0.002", f"hydra.sweep.dir={root / 'sweep'}"], root, MLFLOW_TRACKING_URI=url)
+    done = call_in_process(
+        "cnnlab-train",
+        ["-m", *QUICK, "optimizer.lr=0.001,0.002", f"hydra.sweep.dir={root / 'sweep'}"],
+        root,
+        MLFLOW_TRACKING_URI=url,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return {"root": root, "out": out, "run_id": json.loads((out / "run.json").read_text())["run_id"]}
 
@@ -106,12 +140,19 @@ def test_runs_land_in_postgres_and_artifacts_in_the_bucket(team, logged):
         cursor.execute("SELECT run_uuid, status FROM runs")
         assert dict(cursor.fetchall()) == {r.info.run_id: "FINISHED" for r in runs}
 
-    keys = [o["Key"] for page in team["s3"].client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="mlflow/")
-            for o in page.get("Contents", [])]  # fmt: skip
+    keys = [
+        o["Key"]
+        for page in team["s3"].client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="mlflow/")
+        for o in page.get("Contents", [])
+    ]
     run_keys = [k for k in keys if f"/{logged['run_id']}/artifacts/" in k]
-    assert any(k.endswith("/artifacts/config.yaml") for k in run_keys) and any(k.endswith("checkpoints/best.ckpt") for k in run_keys)
+    assert any(k.endswith("/artifacts/config.yaml") for k in run_keys) and any(
+        k.endswith("checkpoints/best.ckpt") for k in run_keys
+    )
     assert any(k.endswith("evaluation/metrics.json") for k in run_keys)
-    (model,) = client.search_logged_models(experiment_ids=[training.info.experiment_id], filter_string=f"source_run_id = '{logged['run_id']}'")
+    (model,) = client.search_logged_models(
+        experiment_ids=[training.info.experiment_id], filter_string=f"source_run_id = '{logged['run_id']}'"
+    )
     assert any(f"/models/{model.model_id}/artifacts/MLmodel" in k for k in keys)  # the model beside the run's artifacts
     assert client.get_experiment(training.info.experiment_id).artifact_location.startswith("mlflow-artifacts:")
     assert not (logged["root"] / "mlruns").exists() and not (logged["root"] / "mlflow.db").exists()  # nothing local
@@ -130,8 +171,12 @@ def scans_of_test_split(logged, directory: Path, count: int) -> Path:
 def test_champion_is_served_from_the_team_registry(team, logged, tmp_path):
     inputs = scans_of_test_split(logged, tmp_path / "scans", 3)
     out = tmp_path / "predictions"
-    done = call_in_process("cnnlab-predict", [f"model_uri={CHAMPION}", f"input={inputs}", f"output_dir={out}"], logged["root"],
-                           MLFLOW_TRACKING_URI=team["url"])  # fmt: skip
+    done = call_in_process(
+        "cnnlab-predict",
+        [f"model_uri={CHAMPION}", f"input={inputs}", f"output_dir={out}"],
+        logged["root"],
+        MLFLOW_TRACKING_URI=team["url"],
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = list(csv.DictReader(open(out / "predictions.csv")))
     assert len(rows) == 3 and all(r["label"] in [str(d) for d in range(10)] and r["error"] == "" for r in rows)
@@ -155,22 +200,36 @@ def test_dvc_remote_in_the_same_storage_restores_byte_identical_data(team, tmp_p
 
     root = dvc_project(tmp_path / "repo", lambda params: None)
     s3 = team["s3"]
-    env = {**cli_env(root), "DVC_NO_ANALYTICS": "1", "AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key}
+    env = {
+        **cli_env(root),
+        "DVC_NO_ANALYTICS": "1",
+        "AWS_ACCESS_KEY_ID": s3.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+    }
 
     def dvc(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(BIN / "dvc"), *args], cwd=root, env=env, capture_output=True, text=True, timeout=600)
 
-    for args in (("remote", "add", "-d", "team", f"s3://{BUCKET}/dvc"), ("remote", "modify", "team", "endpointurl", s3.url),
-                 ("repro", "prepare"), ("push",)):  # fmt: skip
+    for args in (
+        ("remote", "add", "-d", "team", f"s3://{BUCKET}/dvc"),
+        ("remote", "modify", "team", "endpointurl", s3.url),
+        ("repro", "prepare"),
+        ("push",),
+    ):
         done = dvc(*args)
         assert done.returncode == 0, done.stderr[-3000:]
     prepared = root / "data/prepared/digits-32"
     before = {p.name: p.read_bytes() for p in prepared.iterdir()}
     # a remote whose bucket does not exist: a clear failure, nothing lost locally
-    for args in (("remote", "add", "nowhere", "s3://no-such-bucket/dvc"), ("remote", "modify", "nowhere", "endpointurl", s3.url)):
+    for args in (
+        ("remote", "add", "nowhere", "s3://no-such-bucket/dvc"),
+        ("remote", "modify", "nowhere", "endpointurl", s3.url),
+    ):
         assert dvc(*args).returncode == 0
     failed = dvc("push", "-r", "nowhere")
-    assert failed.returncode != 0 and "The specified bucket does not exist" in failed.stderr, failed.stderr[-2000:]  # DVC's own words
+    assert failed.returncode != 0 and "The specified bucket does not exist" in failed.stderr, failed.stderr[
+        -2000:
+    ]  # DVC's own words
     assert {p.name: p.read_bytes() for p in prepared.iterdir()} == before
     assert any(o["Key"].startswith("dvc/") for o in s3.client().list_objects_v2(Bucket=BUCKET)["Contents"])
     shutil.rmtree(prepared)
@@ -185,22 +244,37 @@ def test_a_read_only_dvc_remote_fails_the_push_clearly_and_keeps_local_data(tmp_
     """A team member whose storage keys may read but not write: `dvc push` says so, nothing local is lost."""
     from tests.conftest import dvc_project
 
-    s3 = S3Server(enforce_access_after=5).start()  # its start-up check and the 4 set-up requests below, then IAM decides
+    s3 = S3Server(
+        enforce_access_after=5
+    ).start()  # its start-up check and the 4 set-up requests below, then IAM decides
     try:
         s3.client().create_bucket(Bucket="readonly-remote")
         iam = s3.client("iam")
         iam.create_user(UserName="reader")
-        read_only = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}]}
+        read_only = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}],
+        }
         iam.put_user_policy(UserName="reader", PolicyName="read-only", PolicyDocument=json.dumps(read_only))
         key = iam.create_access_key(UserName="reader")["AccessKey"]
         root = dvc_project(tmp_path / "repo", lambda params: None)
-        env = {**cli_env(root), "DVC_NO_ANALYTICS": "1", "AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+        env = {
+            **cli_env(root),
+            "DVC_NO_ANALYTICS": "1",
+            "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+        }
 
         def dvc(*args: str) -> subprocess.CompletedProcess:
-            return subprocess.run([str(BIN / "dvc"), *args], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+            return subprocess.run(
+                [str(BIN / "dvc"), *args], cwd=root, env=env, capture_output=True, text=True, timeout=600
+            )
 
-        for args in (("remote", "add", "-d", "team", "s3://readonly-remote/dvc"), ("remote", "modify", "team", "endpointurl", s3.url),
-                     ("repro", "prepare")):  # fmt: skip
+        for args in (
+            ("remote", "add", "-d", "team", "s3://readonly-remote/dvc"),
+            ("remote", "modify", "team", "endpointurl", s3.url),
+            ("repro", "prepare"),
+        ):
             done = dvc(*args)
             assert done.returncode == 0, done.stderr[-3000:]
         prepared = root / "data/prepared/digits-32"
@@ -210,7 +284,9 @@ def test_a_read_only_dvc_remote_fails_the_push_clearly_and_keeps_local_data(tmp_
         assert failed.returncode != 0 and time.time() - started < 120
         assert "Access Denied" in failed.stderr or "AccessDenied" in failed.stderr, failed.stderr[-2000:]
         assert {p.name: p.read_bytes() for p in prepared.iterdir()} == before
-        assert dvc("status", "--cloud").returncode == 0  # reading the remote still works: it lists what is missing there
+        assert (
+            dvc("status", "--cloud").returncode == 0
+        )  # reading the remote still works: it lists what is missing there
     finally:
         s3.stop()
 
@@ -225,10 +301,13 @@ def test_a_server_that_does_not_answer_fails_in_seconds_naming_it(tmp_path):
     assert not (root / "mlflow.db").exists()
 
 
-@pytest.mark.parametrize("change, expected", [
-    ({"POSTGRES_PASSWORD": "wrong-password-3c1"}, "password authentication failed"),
-    ({"CNNLAB_BUCKET": "no-such-bucket"}, "bucket 'no-such-bucket' does not exist at http://127.0.0.1:"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"POSTGRES_PASSWORD": "wrong-password-3c1"}, "password authentication failed"),
+        ({"CNNLAB_BUCKET": "no-such-bucket"}, "bucket 'no-such-bucket' does not exist at http://127.0.0.1:"),
+    ],
+)
 def test_wrong_database_credentials_or_a_missing_bucket_stop_the_server_with_one_line(team, change, expected):
     env_file = write_env_file(team["home"] / "bad.env", server_env(team["pg"], team["s3"], **change))
     started = time.time()
@@ -244,18 +323,47 @@ def test_mlflow_models_serve_answers_like_cnnlab_predict(team, logged, tmp_path)
     import urllib.request
 
     inputs = scans_of_test_split(logged, tmp_path / "scans", 4)
-    done = call_in_process("cnnlab-predict", [f"model_uri={CHAMPION}", f"input={inputs}", f"output_dir={tmp_path / 'out'}"],
-                           logged["root"], MLFLOW_TRACKING_URI=team["url"])  # fmt: skip
+    done = call_in_process(
+        "cnnlab-predict",
+        [f"model_uri={CHAMPION}", f"input={inputs}", f"output_dir={tmp_path / 'out'}"],
+        logged["root"],
+        MLFLOW_TRACKING_URI=team["url"],
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "out" / "predictions.csv")))
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "CNNLAB_"))}
     env.update(MLFLOW_TRACKING_URI=team["url"], PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
-    request = subprocess.run([sys.executable, "-m", "cnnlab.prediction", CHAMPION, str(inputs)], env=env, cwd=tmp_path,
-                             capture_output=True, timeout=300, check=True).stdout  # what the README pipes to curl
+    request = subprocess.run(
+        [sys.executable, "-m", "cnnlab.prediction", CHAMPION, str(inputs)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=300,
+        check=True,
+    ).stdout  # what the README pipes to curl
     port = free_port()
-    server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", CHAMPION, "--env-manager", "local", "-h", "127.0.0.1",
-                               "-p", str(port), "-w", "1"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    server = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            CHAMPION,
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-w",
+            "1",
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for("mlflow models serve", lambda: answers(f"{url}/ping"), server, timeout=180)

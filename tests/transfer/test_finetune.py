@@ -11,15 +11,26 @@ from cnnlab.config import ConfigError
 from cnnlab.finetune import Finetuning, frozen_parameter_names, parameter_counts
 from cnnlab.tasks.classification import ClassificationTask
 
-MODEL = {"_target_": "cnnlab.models.build_backbone", "name": "resnet18", "width_mult": 0.25, "small_input": True,
-         "weights": None}  # fmt: skip
+MODEL = {
+    "_target_": "cnnlab.models.build_backbone",
+    "name": "resnet18",
+    "width_mult": 0.25,
+    "small_input": True,
+    "weights": None,
+}
 
 
 def make_task(backbone_lr=None, scheduler=None) -> ClassificationTask:
     torch.manual_seed(0)
-    return ClassificationTask(model=MODEL, num_classes=3, in_channels=1, image_size=16,
-                              optimizer={"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": 0.9},
-                              scheduler=scheduler, backbone_lr=backbone_lr)  # fmt: skip
+    return ClassificationTask(
+        model=MODEL,
+        num_classes=3,
+        in_channels=1,
+        image_size=16,
+        optimizer={"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": 0.9},
+        scheduler=scheduler,
+        backbone_lr=backbone_lr,
+    )
 
 
 class Noise(Dataset):
@@ -32,8 +43,15 @@ class Noise(Dataset):
 
 
 def fit(task, callback, epochs=1):
-    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=[callback], limit_val_batches=0)  # fmt: skip
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+        limit_val_batches=0,
+    )
     trainer.fit(task, DataLoader(Noise(), batch_size=8))
     return trainer
 
@@ -76,7 +94,9 @@ def test_frozen_backbone_trains_only_the_head_and_bn_statistics_stay():
     counts = parameter_counts(task)
     assert counts["trainable"] == task.backbone.fc.weight.numel() + task.backbone.fc.bias.numel()
     assert callback.counts == counts
-    assert [p.requires_grad for p in task.backbone.layer1.parameters()] == [False] * len(list(task.backbone.layer1.parameters()))
+    assert [p.requires_grad for p in task.backbone.layer1.parameters()] == [False] * len(
+        list(task.backbone.layer1.parameters())
+    )
 
 
 def test_frozen_stage_keeps_its_bn_statistics_while_deeper_ones_move():
@@ -101,7 +121,9 @@ def test_backbone_lr_gives_two_param_groups_and_one_cycle_peaks_per_group():
     task = make_task(backbone_lr=0.01)
     groups = task.parameter_groups()
     assert [g["name"] for g in groups] == ["head", "backbone"]
-    assert {id(p) for p in groups[1]["params"]} == {id(p) for n, p in task.backbone.named_parameters() if not n.startswith("fc.")}
+    assert {id(p) for p in groups[1]["params"]} == {
+        id(p) for n, p in task.backbone.named_parameters() if not n.startswith("fc.")
+    }
     assert sum(len(g["params"]) for g in groups) == len(list(task.parameters()))
     scheduler = {"interval": "step", "scheduler": {"_target_": "torch.optim.lr_scheduler.OneCycleLR", "max_lr": 0.1}}
     task = make_task(backbone_lr=0.01, scheduler=scheduler)

@@ -13,8 +13,17 @@ from cnnlab.data.sources.digits import DigitsSource
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     directory = tmp_path_factory.mktemp("digits") / "prepared"
-    build_prepared_dataset(DigitsSource(), directory, name="digits", image_size=16, channels=1, val_fraction=0.1,
-                           test_fraction=0.2, seed=0, workers=1)  # fmt: skip
+    build_prepared_dataset(
+        DigitsSource(),
+        directory,
+        name="digits",
+        image_size=16,
+        channels=1,
+        val_fraction=0.1,
+        test_fraction=0.2,
+        seed=0,
+        workers=1,
+    )
     return directory
 
 

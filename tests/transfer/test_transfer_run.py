@@ -41,7 +41,9 @@ def simple_cnn_file(tmp_path_factory) -> Path:
 
 def test_pth_file_new_head_grey_rule_and_imagenet_normalisation(call_cli, tracking_uri, tmp_path, simple_cnn_file):
     out = tmp_path / "ft"
-    call_cli("cnnlab-train", *BASE, f"model.weights={simple_cnn_file}", "finetune.freeze=backbone", f"hydra.run.dir={out}")
+    call_cli(
+        "cnnlab-train", *BASE, f"model.weights={simple_cnn_file}", "finetune.freeze=backbone", f"hydra.run.dir={out}"
+    )
     run = _run_of(out, tracking_uri)
     params = run.data.params
     assert params["weights.source"] == str(simple_cnn_file) and params["weights.kind"] == "torchvision"
@@ -50,15 +52,21 @@ def test_pth_file_new_head_grey_rule_and_imagenet_normalisation(call_cli, tracki
     assert params["weights.loaded_tensors"] == str(len(torch.load(simple_cnn_file)) - 2)
     assert params["weights.channel_rule"] == "features.0.weight: summed 3 -> 1 channels"
     assert int(params["finetune.trainable_parameters"]) == 64 * 10 + 10 + sum(
-        p.numel() for p in build_backbone("simple_cnn", num_classes=10, in_channels=1, image_size=32).classifier[2].parameters())
+        p.numel()
+        for p in build_backbone("simple_cnn", num_classes=10, in_channels=1, image_size=32).classifier[2].parameters()
+    )
     assert run.data.tags["cnnlab.weights"] == str(simple_cnn_file)
     hp = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)["hyper_parameters"]
     assert hp["mean"] == [pytest.approx(0.449)] and hp["std"] == [pytest.approx(0.226)]  # ImageNet's, to grey
-    frozen = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]["backbone.features.3.weight"]
+    frozen = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"][
+        "backbone.features.3.weight"
+    ]
     assert torch.equal(frozen, torch.load(simple_cnn_file)["features.3.weight"])  # frozen: not moved by training
 
     again = tmp_path / "dataset-normalisation"
-    call_cli("cnnlab-train", *BASE, f"model.weights={simple_cnn_file}", "data.normalize=dataset", f"hydra.run.dir={again}")
+    call_cli(
+        "cnnlab-train", *BASE, f"model.weights={simple_cnn_file}", "data.normalize=dataset", f"hydra.run.dir={again}"
+    )
     hp = torch.load(again / "checkpoints" / "best.ckpt", weights_only=True)["hyper_parameters"]
     assert hp["mean"] != [pytest.approx(0.449)]
 
@@ -73,8 +81,9 @@ def test_pth_file_new_head_grey_rule_and_imagenet_normalisation(call_cli, tracki
     ],
     ids=["missing", "garbage", "pickled-module", "other-architecture"],
 )
-def test_bad_sources_exit_2_naming_the_source_and_leave_no_run(call_cli, tracking_uri, project, tmp_path,
-                                                               simple_cnn_file, source, expected):  # fmt: skip
+def test_bad_sources_exit_2_naming_the_source_and_leave_no_run(
+    call_cli, tracking_uri, project, tmp_path, simple_cnn_file, source, expected
+):
     (tmp_path / "garbage.pth").write_bytes(b"\x00" * 100)
     torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pth")
     overrides = list(BASE)
@@ -83,7 +92,9 @@ def test_bad_sources_exit_2_naming_the_source_and_leave_no_run(call_cli, trackin
         overrides.append("model=lenet5")  # simple_cnn's weights on LeNet-5
     source = source.format(tmp=tmp_path)
     before = len(_runs(tracking_uri)) if (project / "mlflow.db").exists() else 0
-    done = call_cli("cnnlab-train", *overrides, f"model.weights={source}", f"hydra.run.dir={tmp_path / 'out'}", check=False)
+    done = call_cli(
+        "cnnlab-train", *overrides, f"model.weights={source}", f"hydra.run.dir={tmp_path / 'out'}", check=False
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert f"model.weights='{source}'" in done.stderr and expected in done.stderr
     runs = _runs(tracking_uri) if (project / "mlflow.db").exists() else []
@@ -99,21 +110,41 @@ def test_unknown_stage_exits_2_listing_stages(call_cli, tmp_path):
 @pytest.mark.slow
 def test_checkpoint_run_dir_and_mlflow_sources(call_cli, tracking_uri, tmp_path):
     pre = tmp_path / "pretrain"
-    call_cli("cnnlab-train", *BASE, "logger.log_model=true", "register=true", "logger.experiment_name=transfer-test",
-             f"hydra.run.dir={pre}")  # fmt: skip
+    call_cli(
+        "cnnlab-train",
+        *BASE,
+        "logger.log_model=true",
+        "register=true",
+        "logger.experiment_name=transfer-test",
+        f"hydra.run.dir={pre}",
+    )
     source_run = _run_of(pre, tracking_uri)
     state = torch.load(pre / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
     registered = "cnnlab-classification-simple_cnn"  # other tests of the session may register versions too
-    version = next(v.version for v in MlflowClient(tracking_uri).search_model_versions(f"name='{registered}'")
-                   if v.run_id == source_run.info.run_id)  # fmt: skip
+    version = next(
+        v.version
+        for v in MlflowClient(tracking_uri).search_model_versions(f"name='{registered}'")
+        if v.run_id == source_run.info.run_id
+    )
     MlflowClient(tracking_uri).set_registered_model_alias(registered, "transfer-test", version)
 
-    for name, source in [("ckpt", str(pre / "checkpoints" / "best.ckpt")), ("dir", str(pre)),
-                         ("runs", f"runs:/{source_run.info.run_id}/model"), ("version", f"models:/{registered}/{version}"),
-                         ("alias", f"models:/{registered}@transfer-test")]:  # fmt: skip
+    for name, source in [
+        ("ckpt", str(pre / "checkpoints" / "best.ckpt")),
+        ("dir", str(pre)),
+        ("runs", f"runs:/{source_run.info.run_id}/model"),
+        ("version", f"models:/{registered}/{version}"),
+        ("alias", f"models:/{registered}@transfer-test"),
+    ]:
         out = tmp_path / name
-        call_cli("cnnlab-train", *BASE, f"model.weights={source}", "finetune.freeze=stage2", "finetune.backbone_lr=0.0001",
-                 "trainer.max_epochs=1", f"hydra.run.dir={out}")  # fmt: skip
+        call_cli(
+            "cnnlab-train",
+            *BASE,
+            f"model.weights={source}",
+            "finetune.freeze=stage2",
+            "finetune.backbone_lr=0.0001",
+            "trainer.max_epochs=1",
+            f"hydra.run.dir={out}",
+        )
         run = _run_of(out, tracking_uri)
         params = run.data.params
         assert params["weights.source"] == source
@@ -121,14 +152,23 @@ def test_checkpoint_run_dir_and_mlflow_sources(call_cli, tracking_uri, tmp_path)
         assert int(params["weights.loaded_tensors"]) == len([k for k in state if k.startswith("backbone.")])
         assert len(params["weights.sha256"]) == 64
         if name in ("ckpt", "dir"):
-            assert params["weights.kind"] == "checkpoint" and params["weights.sha256"] == _sha256(pre / "checkpoints" / "best.ckpt")
+            assert params["weights.kind"] == "checkpoint" and params["weights.sha256"] == _sha256(
+                pre / "checkpoints" / "best.ckpt"
+            )
         else:
             assert params["weights.kind"] == "mlflow"
             assert run.data.tags["cnnlab.weights_run_id"] == source_run.info.run_id
-        first = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]["backbone.features.0.weight"]
+        first = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"][
+            "backbone.features.0.weight"
+        ]
         assert torch.equal(first, state["backbone.features.0.weight"]), name  # stage1 frozen at the pretrained values
 
-    done = call_cli("cnnlab-train", *BASE, "model.weights=runs:/0123456789abcdef0123456789abcdef/model",
-                    f"hydra.run.dir={tmp_path / 'bad'}", check=False)  # fmt: skip
+    done = call_cli(
+        "cnnlab-train",
+        *BASE,
+        "model.weights=runs:/0123456789abcdef0123456789abcdef/model",
+        f"hydra.run.dir={tmp_path / 'bad'}",
+        check=False,
+    )
     assert done.returncode == 2 and "model.weights='runs:/0123456789abcdef0123456789abcdef/model'" in done.stderr
     assert "there is no run '0123456789abcdef0123456789abcdef'" in done.stderr

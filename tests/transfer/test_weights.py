@@ -85,7 +85,9 @@ def test_weights_of_another_architecture_say_which_they_look_like(tmp_path):
 def test_a_shape_mismatch_in_the_body_names_the_key(imagenet_file):
     path, _ = imagenet_file
     narrow = build_backbone("resnet18", num_classes=10, in_channels=3, image_size=64, width_mult=0.25)
-    with pytest.raises(ConfigError, match=r"key 'bn1.weight' has shape \[64\] in the weights but \[16\]|key '.*' has shape"):
+    with pytest.raises(
+        ConfigError, match=r"key 'bn1.weight' has shape \[64\] in the weights but \[16\]|key '.*' has shape"
+    ):
         load_weights(narrow, read_weights(str(path)), example(3), "resnet18")
 
 

@@ -87,8 +87,10 @@ def exit_on_user_error():
         if not (isinstance(err, KeyboardInterrupt) or type(err).__name__ == "SIGTERMException"):
             raise
         signal_name, code = ("SIGINT", 130) if isinstance(err, KeyboardInterrupt) else ("SIGTERM", 143)
-        message = (f"stopped by {signal_name}; an MLflow run it had opened is marked KILLED. Continue a training "
-                   f"with cnnlab-train resume=true hydra.run.dir=<its output directory>")  # fmt: skip
+        message = (
+            f"stopped by {signal_name}; an MLflow run it had opened is marked KILLED. Continue a training "
+            f"with cnnlab-train resume=true hydra.run.dir=<its output directory>"
+        )
         log.error("%s", message)
         print(f"error: {message}", file=sys.stderr)
         sys.exit(code)

@@ -67,7 +67,9 @@ def _compare(cfg: DictConfig) -> None:
     with exit_on_user_error():
         uri = resolve_tracking_uri(cfg.tracking_uri)
         runs, sweeps = fetch_runs(uri, cfg.experiment, cfg.include_children, cfg.include_sweeps)
-        comparison = compare(runs, cfg.experiment, cfg.metric, cfg.mode, list(cfg.params), list(cfg.metrics), cfg.top, sweeps)
+        comparison = compare(
+            runs, cfg.experiment, cfg.metric, cfg.mode, list(cfg.params), list(cfg.metrics), cfg.top, sweeps
+        )
         print(format_table(comparison))
         if cfg.output:
             print(f"chart: {plot_metric_against_param(comparison, cfg.param, cfg.output)}")

@@ -22,8 +22,9 @@ Look inside a trained network, on a few test images (default) or image files:
   activations/  every channel of every backbone stage (stage1 ... stageN), per image;
   filters/      the first convolution's kernels, and for each chosen layer the inputs that maximise
                 its first filters (gradient ascent from noise);
-  cam/          Grad-CAM and Grad-CAM++ (HiResCAM on request; Captum) at a stage or convolution: for the predicted and the
-                true class, the class head with its boxes (localisation), or every class (segmentation);
+  cam/          Grad-CAM and Grad-CAM++ (HiResCAM on request; Captum) at a stage or convolution: for the
+                predicted and the true class, the class head with its boxes (localisation), or every class
+                (segmentation);
                 each map the mean over the image, its mirror and two enlargements (cam.smooth=false: one pass).
 Pictures are written to output_dir and logged into the run's MLflow run under explain/, only once all
 of them are made. Files are converted and resized as training data was (said on stderr). A model URI
@@ -85,7 +86,9 @@ def _explain(cfg: DictConfig) -> None:
 
     with exit_on_user_error():
         if OmegaConf.is_missing(cfg, "run"):
-            raise ConfigError("run required: cnnlab-explain run=<training output dir | MLflow run id | models:/<name>@<alias>>")
+            raise ConfigError(
+                "run required: cnnlab-explain run=<training output dir | MLflow run id | models:/<name>@<alias>>"
+            )
         result = explain_run(cfg)
     logged = f", logged into MLflow run {result.run_id} under explain/" if result.run_id else ""
     print(f"{len(result.files)} pictures of {result.images} images -> {result.output_dir}{logged}")

@@ -55,7 +55,10 @@ def _predict(cfg: DictConfig) -> None:
     with exit_on_user_error():
         missing = [key for key in ("model_uri", "input") if OmegaConf.is_missing(cfg, key)]
         if missing:
-            raise ConfigError(f"{' and '.join(missing)} required: cnnlab-predict model_uri=models:/<name>@<alias> input=<image or dir>")
+            raise ConfigError(
+                f"{' and '.join(missing)} required: cnnlab-predict model_uri=models:/<name>@<alias> input=<image "
+                "or dir>"
+            )
         result = predict(cfg.model_uri, cfg.input, cfg.output_dir, cfg.tracking_uri, cfg.batch_size, cfg.top_k)
     failed = len(result.failed)
     note = f"; {failed} unreadable, listed with their error" if failed else ""

@@ -33,7 +33,10 @@ def _prepare(cfg: DictConfig) -> None:
     with exit_on_user_error():
         meta = prepare_from_config(cfg.data)
     sizes = ", ".join(f"{k} {v}" for k, v in meta["split_sizes"].items())
-    print(f"prepared {meta['name']}: {meta['num_samples']} samples ({sizes}), {meta['num_skipped']} skipped -> {cfg.data.prepared_dir}")
+    print(
+        f"prepared {meta['name']}: {meta['num_samples']} samples ({sizes}), {meta['num_skipped']} skipped -> "
+        f"{cfg.data.prepared_dir}"
+    )
 
 
 def main() -> None:

@@ -21,10 +21,16 @@ examples:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="cnnlab-rerun", description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="cnnlab-rerun", description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("run", help="run id, runs:/ URI or models:/ URI")
-    parser.add_argument("--tracking-uri", default=None, help="the MLflow store (default: $MLFLOW_TRACKING_URI, else the project's)")
-    parser.add_argument("--force", action="store_true", help="re-run from another commit or a dirty checkout, or on changed data")
+    parser.add_argument(
+        "--tracking-uri", default=None, help="the MLflow store (default: $MLFLOW_TRACKING_URI, else the project's)"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="re-run from another commit or a dirty checkout, or on changed data"
+    )
     args = parser.parse_args()
     from cnnlab.cli.app import exit_on_user_error
     from cnnlab.reproduce import rerun
@@ -34,7 +40,9 @@ def main() -> None:
     print(comparison.table())
     first = comparison.first_difference
     if first is None:
-        print(f"reproduced: run {comparison.rerun} has the same {len(comparison.rows)} metrics as {comparison.original}")
+        print(
+            f"reproduced: run {comparison.rerun} has the same {len(comparison.rows)} metrics as {comparison.original}"
+        )
         return
     print(f"not reproduced: {first} differs first (runs {comparison.original} and {comparison.rerun})")
     sys.exit(1)

@@ -17,7 +17,9 @@ The store is --tracking-uri, else $MLFLOW_TRACKING_URI, else the one in the run'
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="cnnlab-sync", description=__doc__, epilog=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="cnnlab-sync", description=__doc__, epilog=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("output_dir", help="the cnnlab-train output directory holding run.json and mlflow_pending.json")
     parser.add_argument("--tracking-uri", default=None, help="the MLflow store the training logged to")
     args = parser.parse_args()

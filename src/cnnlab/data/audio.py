@@ -63,25 +63,51 @@ class SpectrogramSettings:
             if not ok:
                 raise ValueError(f"data.source.{key}={value!r} is not valid; expected {expected}")
 
-        need(_is_int(self.sample_rate) and self.sample_rate > 0, "sample_rate", self.sample_rate, "a sample rate in Hz > 0")
+        need(
+            _is_int(self.sample_rate) and self.sample_rate > 0,
+            "sample_rate",
+            self.sample_rate,
+            "a sample rate in Hz > 0",
+        )
         need(_is_number(self.clip_seconds) and self.clip_seconds > 0, "clip_seconds", self.clip_seconds, "seconds > 0")
         need(_is_int(self.n_mels) and self.n_mels >= 1, "n_mels", self.n_mels, "an integer >= 1")
         need(_is_int(self.n_fft) and self.n_fft >= 16, "n_fft", self.n_fft, "an integer >= 16")
         need(_is_int(self.hop_length) and self.hop_length >= 1, "hop_length", self.hop_length, "an integer >= 1")
-        need(self.win_length is None or (_is_int(self.win_length) and 2 <= self.win_length <= self.n_fft), "win_length",
-             self.win_length, f"null or an integer in 2..n_fft={self.n_fft}")  # fmt: skip
+        need(
+            self.win_length is None or (_is_int(self.win_length) and 2 <= self.win_length <= self.n_fft),
+            "win_length",
+            self.win_length,
+            f"null or an integer in 2..n_fft={self.n_fft}",
+        )
         nyquist = self.sample_rate / 2
         need(_is_number(self.f_min) and 0 <= self.f_min < nyquist, "f_min", self.f_min, f"Hz in [0, {nyquist:g})")
-        need(self.f_max is None or (_is_number(self.f_max) and self.f_min < self.f_max <= nyquist), "f_max", self.f_max,
-             f"null or Hz in (f_min={self.f_min:g}, sample_rate / 2 = {nyquist:g}]")  # fmt: skip
-        need(_is_number(self.db_floor) and _is_number(self.db_ceiling) and self.db_floor < self.db_ceiling, "db_floor",
-             self.db_floor, f"a level in dB below data.source.db_ceiling={self.db_ceiling}")  # fmt: skip
-        need(self.clip_samples >= self.window, "clip_seconds", self.clip_seconds,
-             f"a clip of at least one window ({self.window} samples = {self.window / self.sample_rate:g} s at {self.sample_rate} Hz)")  # fmt: skip
+        need(
+            self.f_max is None or (_is_number(self.f_max) and self.f_min < self.f_max <= nyquist),
+            "f_max",
+            self.f_max,
+            f"null or Hz in (f_min={self.f_min:g}, sample_rate / 2 = {nyquist:g}]",
+        )
+        need(
+            _is_number(self.db_floor) and _is_number(self.db_ceiling) and self.db_floor < self.db_ceiling,
+            "db_floor",
+            self.db_floor,
+            f"a level in dB below data.source.db_ceiling={self.db_ceiling}",
+        )
+        need(
+            self.clip_samples >= self.window,
+            "clip_seconds",
+            self.clip_seconds,
+            f"a clip of at least one window ({self.window} samples = {self.window / self.sample_rate:g} s at "
+            f"{self.sample_rate} Hz)",
+        )
         empty = int((mel_basis(self).max(axis=1) == 0).sum())
-        need(empty == 0, "n_mels", self.n_mels,
-             f"fewer bands: {empty} of {self.n_mels} mel filters fall between FFT bins and would always be empty "
-             f"(raise data.source.n_fft={self.n_fft} or lower n_mels)")  # fmt: skip
+        need(
+            empty == 0,
+            "n_mels",
+            self.n_mels,
+            f"fewer bands: {empty} of {self.n_mels} mel filters fall between FFT bins and would always be empty "
+            f"(raise data.source.n_fft={self.n_fft} or lower n_mels)",
+        )
 
     @property
     def window(self) -> int:
@@ -121,7 +147,9 @@ def _is_number(value) -> bool:
 def _mel_basis(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: Optional[float]) -> np.ndarray:
     import librosa
 
-    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max, norm=None).astype(np.float32)
+    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max, norm=None).astype(
+        np.float32
+    )
 
 
 def mel_basis(settings: SpectrogramSettings) -> np.ndarray:
@@ -130,8 +158,13 @@ def mel_basis(settings: SpectrogramSettings) -> np.ndarray:
 
     with warnings.catch_warnings():  # empty filters are reported by SpectrogramSettings as a config error
         warnings.simplefilter("ignore", UserWarning)
-        return _mel_basis(settings.sample_rate, settings.n_fft, settings.n_mels, float(settings.f_min),
-                          None if settings.f_max is None else float(settings.f_max))  # fmt: skip
+        return _mel_basis(
+            settings.sample_rate,
+            settings.n_fft,
+            settings.n_mels,
+            float(settings.f_min),
+            None if settings.f_max is None else float(settings.f_max),
+        )
 
 
 # ---- reading --------------------------------------------------------------------------------------
@@ -163,7 +196,9 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     except soundfile.LibsndfileError as err:
         reason = str(err).split(":", 1)[-1].strip() or "unreadable"
         if "not recognised" in reason.lower() or "unknown format" in reason.lower():
-            raise BadSampleError(f"{path}: not an audio file libsndfile can read (WAV, FLAC, OGG, ...): {reason}") from None
+            raise BadSampleError(
+                f"{path}: not an audio file libsndfile can read (WAV, FLAC, OGG, ...): {reason}"
+            ) from None
         raise BadSampleError(f"{path}: corrupt audio file, cannot be decoded ({reason})") from None
     except (RuntimeError, ValueError, TypeError) as err:
         raise BadSampleError(f"{path}: corrupt audio file, cannot be decoded ({err})") from None
@@ -216,7 +251,9 @@ def to_clip(samples: np.ndarray, rate: int, settings: SpectrogramSettings, name:
     if rate != settings.sample_rate:
         import librosa
 
-        mono = librosa.resample(mono, orig_sr=rate, target_sr=settings.sample_rate, res_type="soxr_hq").astype(np.float32)
+        mono = librosa.resample(mono, orig_sr=rate, target_sr=settings.sample_rate, res_type="soxr_hq").astype(
+            np.float32
+        )
     if len(mono) < settings.window:
         raise BadSampleError(
             f"{name}: clip is {len(mono)} samples long at {settings.sample_rate} Hz, shorter than one analysis window "
@@ -232,8 +269,15 @@ def log_mel(clip: np.ndarray, settings: SpectrogramSettings) -> np.ndarray:
     """A clip of settings.clip_samples samples -> n_mels x frames log-mel levels in dB (see the module docstring)."""
     import librosa
 
-    stft = librosa.stft(clip, n_fft=settings.n_fft, hop_length=settings.hop_length, win_length=settings.window,
-                        window="hann", center=True, pad_mode="constant")  # fmt: skip
+    stft = librosa.stft(
+        clip,
+        n_fft=settings.n_fft,
+        hop_length=settings.hop_length,
+        win_length=settings.window,
+        window="hann",
+        center=True,
+        pad_mode="constant",
+    )
     power = np.abs(stft) ** 2
     # einsum, not @: a matrix this small costs 0.5 ms in numpy's own loop, but 5-20 ms through a
     # multi-threaded BLAS whose threads compete with prepare's other processes for the cores

@@ -91,8 +91,14 @@ class BackgroundNoise(A.ImageOnlyTransform):
                 raise ValueError(f"db_floor={self.db_floor} must be below db_ceiling={self.db_ceiling}")
             return self
 
-    def __init__(self, level_db: tuple[float, float] = (-70.0, -40.0), tilt_db: tuple[float, float] = (0.0, 20.0),
-                 db_floor: float = -80.0, db_ceiling: float = 0.0, p: float = 0.5):  # fmt: skip
+    def __init__(
+        self,
+        level_db: tuple[float, float] = (-70.0, -40.0),
+        tilt_db: tuple[float, float] = (0.0, 20.0),
+        db_floor: float = -80.0,
+        db_ceiling: float = 0.0,
+        p: float = 0.5,
+    ):
         super().__init__(p=p)
         self.level_db, self.tilt_db = tuple(level_db), tuple(tilt_db)
         self.db_floor, self.db_ceiling = db_floor, db_ceiling

@@ -48,9 +48,16 @@ class BatchTransform:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             v = float(value)
             return {"symmetric": (-abs(v), abs(v)), "fixed": (v, v), "up_to": (0.0, v)}[single]
-        if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+        if (
+            isinstance(value, Sequence)
+            and not isinstance(value, str)
+            and len(value) == 2
+            and all(isinstance(v, (int, float)) for v in value)
+        ):
             return float(min(value)), float(max(value))
-        raise ValueError(f"{type(self).__name__}: {name}={value!r} is not valid; expected a number or a [low, high] pair")
+        raise ValueError(
+            f"{type(self).__name__}: {name}={value!r} is not valid; expected a number or a [low, high] pair"
+        )
 
 
 class BatchAffine(BatchTransform):
@@ -62,14 +69,27 @@ class BatchAffine(BatchTransform):
     corners and clipped; a sample whose box leaves the image keeps its original geometry.
     """
 
-    def __init__(self, scale=(1.0, 1.0), translate_percent=(0.0, 0.0), rotate=(0.0, 0.0), shear=(0.0, 0.0),
-                 p: float = 0.5, fill: float = 0, fill_mask: float = 0, border_mode: int = cv2.BORDER_CONSTANT):  # fmt: skip
+    def __init__(
+        self,
+        scale=(1.0, 1.0),
+        translate_percent=(0.0, 0.0),
+        rotate=(0.0, 0.0),
+        shear=(0.0, 0.0),
+        p: float = 0.5,
+        fill: float = 0,
+        fill_mask: float = 0,
+        border_mode: int = cv2.BORDER_CONSTANT,
+    ):
         super().__init__(p)
         self.scale = self.range(scale, "scale", single="fixed")
-        self.translate, self.rotate, self.shear = (self.range(v, name) for v, name in
-            ((translate_percent, "translate_percent"), (rotate, "rotate"), (shear, "shear")))  # fmt: skip
+        self.translate, self.rotate, self.shear = (
+            self.range(v, name)
+            for v, name in ((translate_percent, "translate_percent"), (rotate, "rotate"), (shear, "shear"))
+        )
         if border_mode != cv2.BORDER_CONSTANT:
-            raise ValueError(f"BatchAffine: border_mode={border_mode} is not supported; only {cv2.BORDER_CONSTANT} (constant `fill`)")
+            raise ValueError(
+                f"BatchAffine: border_mode={border_mode} is not supported; only {cv2.BORDER_CONSTANT} (constant `fill`)"
+            )
         self.fill, self.fill_mask = fill, fill_mask
 
     def matrices(self, n: int, height: int, width: int, shift: tuple[float, float]) -> np.ndarray:
@@ -81,7 +101,9 @@ class BatchAffine(BatchTransform):
         angle = np.deg2rad(draw(self.rotate) % 360)
         cos, sin = np.cos(angle), np.sin(angle)
         # shear @ rotate @ scale, then about the shift and translated (albumentations' order)
-        a = np.stack([np.stack([cos + hx * -sin, sin + hx * cos], -1), np.stack([hy * cos - sin, hy * sin + cos], -1)], 1)
+        a = np.stack(
+            [np.stack([cos + hx * -sin, sin + hx * cos], -1), np.stack([hy * cos - sin, hy * sin + cos], -1)], 1
+        )
         a = a * np.stack([sx, sy], -1)[:, None, :]
         m = np.zeros((n, 3, 3))
         m[:, :2, :2] = a
@@ -106,12 +128,24 @@ class BatchAffine(BatchTransform):
         masks = masks.copy() if masks is not None else None
         for i in chosen:
             matrix = pixel[i, :2]
-            out = cv2.warpAffine(images[i], matrix, (width, height), flags=cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_CONSTANT, borderValue=self.fill)  # fmt: skip
+            out = cv2.warpAffine(
+                images[i],
+                matrix,
+                (width, height),
+                flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=self.fill,
+            )
             images[i] = out.reshape(images[i].shape)
             if masks is not None:
-                masks[i] = cv2.warpAffine(masks[i], matrix, (width, height), flags=cv2.INTER_NEAREST,
-                                          borderMode=cv2.BORDER_CONSTANT, borderValue=self.fill_mask)  # fmt: skip
+                masks[i] = cv2.warpAffine(
+                    masks[i],
+                    matrix,
+                    (width, height),
+                    flags=cv2.INTER_NEAREST,
+                    borderMode=cv2.BORDER_CONSTANT,
+                    borderValue=self.fill_mask,
+                )
         return images, masks, boxes
 
     @staticmethod
@@ -137,7 +171,9 @@ class BatchHorizontalFlip(BatchTransform):
             masks[chosen] = masks[chosen, :, ::-1]
         if boxes is not None:
             boxes = boxes.copy()
-            boxes[chosen] = np.stack([1 - boxes[chosen, 2], boxes[chosen, 1], 1 - boxes[chosen, 0], boxes[chosen, 3]], -1)
+            boxes[chosen] = np.stack(
+                [1 - boxes[chosen, 2], boxes[chosen, 1], 1 - boxes[chosen, 0], boxes[chosen, 3]], -1
+            )
         return images, masks, boxes
 
 
@@ -149,8 +185,12 @@ class BatchColorJitter(BatchTransform):
 
     def __init__(self, brightness=0.2, contrast=0.2, saturation=0.2, hue=0.2, p: float = 0.5):
         super().__init__(p)
-        self.ranges = [self.factor_range(brightness, "brightness"), self.factor_range(contrast, "contrast"),
-                       self.factor_range(saturation, "saturation"), self.range(hue, "hue")]  # fmt: skip
+        self.ranges = [
+            self.factor_range(brightness, "brightness"),
+            self.factor_range(contrast, "contrast"),
+            self.factor_range(saturation, "saturation"),
+            self.range(hue, "hue"),
+        ]
 
     def factor_range(self, value, name: str) -> tuple[float, float]:
         """A factor: b means [max(0, 1 - b), 1 + b], as in albumentations and torchvision."""
@@ -168,7 +208,9 @@ class BatchColorJitter(BatchTransform):
         factors = np.stack([self.rng.uniform(low, high, m) for low, high in self.ranges], 1)  # m x 4
         orders = np.argsort(self.rng.random((m, 4)), axis=1)  # each sample's own order of the four
         x = images[chosen].astype(np.float32)
-        identity = factors == np.array([1.0, 1.0, 1.0, 0.0])  # a step albumentations skips (hue's HSV round trip is lossy)
+        identity = factors == np.array(
+            [1.0, 1.0, 1.0, 0.0]
+        )  # a step albumentations skips (hue's HSV round trip is lossy)
         for position in range(4):
             for op in range(4):
                 rows = np.flatnonzero((orders[:, position] == op) & ~identity[:, op])
@@ -235,8 +277,15 @@ class BatchCoarseDropout(BatchTransform):
     (fractions of the image, or pixels when both bounds are whole numbers >= 1) at a uniform
     position inside the image, filled with `fill` (masks with `fill_mask`, unless None)."""
 
-    def __init__(self, num_holes_range=(1, 1), hole_height_range=(0.1, 0.2), hole_width_range=(0.1, 0.2), fill: float = 0,
-                 fill_mask: Optional[float] = None, p: float = 0.5):  # fmt: skip
+    def __init__(
+        self,
+        num_holes_range=(1, 1),
+        hole_height_range=(0.1, 0.2),
+        hole_width_range=(0.1, 0.2),
+        fill: float = 0,
+        fill_mask: Optional[float] = None,
+        p: float = 0.5,
+    ):
         super().__init__(p)
         self.holes = tuple(int(v) for v in self.range(num_holes_range, "num_holes_range", single="fixed"))
         if self.holes[0] < 1:
@@ -282,7 +331,9 @@ def _filled(arrays: np.ndarray, chosen: np.ndarray, holes: np.ndarray, value: fl
 def _transform_boxes(boxes: np.ndarray, matrices: np.ndarray, height: int, width: int) -> np.ndarray:
     """Normalised boxes through per-sample matrices: the bounds of the moved corners, clipped to the image."""
     x0, y0, x1, y1 = (boxes[:, i] * (width if i % 2 == 0 else height) for i in range(4))
-    corners = np.stack([np.stack([x0, y0], -1), np.stack([x1, y0], -1), np.stack([x0, y1], -1), np.stack([x1, y1], -1)], 1)
+    corners = np.stack(
+        [np.stack([x0, y0], -1), np.stack([x1, y0], -1), np.stack([x0, y1], -1), np.stack([x1, y1], -1)], 1
+    )
     moved = corners @ matrices[:, :2, :2].transpose(0, 2, 1) + matrices[:, None, :2, 2]
     low, high = moved.min(1), moved.max(1)
     out = np.stack([low[:, 0] / width, low[:, 1] / height, high[:, 0] / width, high[:, 1] / height], -1)

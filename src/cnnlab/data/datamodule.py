@@ -26,13 +26,29 @@ class PreparedSplit(Dataset):
     in the training process or in any number of (persistent) worker processes.
     """
 
-    def __init__(self, prepared: PreparedDataset, split: str, augment, *, boxes: bool, masks: bool,
-                 normalization: Optional[tuple[Sequence[float], Sequence[float]]] = None,
-                 train_fraction: float = 1.0, subset_seed: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        prepared: PreparedDataset,
+        split: str,
+        augment,
+        *,
+        boxes: bool,
+        masks: bool,
+        normalization: Optional[tuple[Sequence[float], Sequence[float]]] = None,
+        train_fraction: float = 1.0,
+        subset_seed: int = 0,
+    ):
         self.prepared, self.augment = prepared, augment
-        self.indices = prepared.splits[split] if train_fraction >= 1 else labelled_subset(prepared, split, train_fraction, subset_seed)
+        self.indices = (
+            prepared.splits[split]
+            if train_fraction >= 1
+            else labelled_subset(prepared, split, train_fraction, subset_seed)
+        )
         self.boxes, self.masks = boxes and prepared.boxes is not None, masks and prepared.masks is not None
-        mean, std = normalization or (prepared.meta["mean"], prepared.meta["std"])  # the network's (pretrained weights'), else the data's
+        mean, std = normalization or (
+            prepared.meta["mean"],
+            prepared.meta["std"],
+        )  # the network's (pretrained weights'), else the data's
         self.normalize = BatchNormalizer(mean, std)
 
     def __len__(self) -> int:
@@ -53,7 +69,9 @@ class PreparedSplit(Dataset):
             worker = torch.utils.data.get_worker_info()
             epoch = torch.initial_seed() + (worker.id if worker else 0)
         if self.augment is not None and positions:
-            self.augment.set_random_seed(int(np.random.SeedSequence([epoch % 2**63, int(positions[0])]).generate_state(1)[0]))
+            self.augment.set_random_seed(
+                int(np.random.SeedSequence([epoch % 2**63, int(positions[0])]).generate_state(1)[0])
+            )
         return list(positions)
 
     def __getitems__(self, positions: Sequence[int]) -> dict[str, torch.Tensor]:
@@ -65,7 +83,10 @@ class PreparedSplit(Dataset):
         boxes = self.prepared.boxes[index].astype(np.float32) if self.boxes else None
         if self.augment is not None:
             images, masks, boxes = self.augment.batch(images, masks, boxes)
-        batch = {"image": self.normalize(images), "label": torch.from_numpy(self.prepared.labels[index].astype(np.int64))}
+        batch = {
+            "image": self.normalize(images),
+            "label": torch.from_numpy(self.prepared.labels[index].astype(np.int64)),
+        }
         if self.boxes:
             batch["box"] = torch.from_numpy(boxes)
         if self.masks:
@@ -158,8 +179,16 @@ class CNNDataModule(pl.LightningDataModule):
 
             pipeline = build_augmentation(self.train_transforms, with_boxes=self.boxes)
         fraction = self.train_fraction if split == "train" else 1.0
-        return PreparedSplit(self.prepared, split, pipeline, boxes=self.boxes, masks=self.masks, normalization=self.normalization,
-                             train_fraction=fraction, subset_seed=self.split_seed)  # fmt: skip
+        return PreparedSplit(
+            self.prepared,
+            split,
+            pipeline,
+            boxes=self.boxes,
+            masks=self.masks,
+            normalization=self.normalization,
+            train_fraction=fraction,
+            subset_seed=self.split_seed,
+        )
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         dataset = self.dataset(split, augment=train)

@@ -242,6 +242,8 @@ def decode_mask(path: str | Path) -> np.ndarray:
         raise BadSampleError(f"{path}: mask file is {damage} ({err})") from None
     if array.dtype != np.uint8:
         if array.size and (array.min() < 0 or array.max() > 255):
-            raise BadSampleError(f"{path}: mask values {int(array.min())}..{int(array.max())} do not fit class ids 0..255")
+            raise BadSampleError(
+                f"{path}: mask values {int(array.min())}..{int(array.max())} do not fit class ids 0..255"
+            )
         array = array.astype(np.uint8)
     return np.ascontiguousarray(array)

@@ -62,8 +62,11 @@ def split_indices(
     if len(unassigned):
         rest, test = stratified_cut(unassigned, test_fraction, seed)
         train, val = stratified_cut(rest, val_fraction / max(1e-9, 1 - test_fraction), seed + 1)
-        splits = {"train": np.concatenate([splits["train"], train]), "val": np.concatenate([splits["val"], val]),
-                  "test": np.concatenate([splits["test"], test])}  # fmt: skip
+        splits = {
+            "train": np.concatenate([splits["train"], train]),
+            "val": np.concatenate([splits["val"], val]),
+            "test": np.concatenate([splits["test"], test]),
+        }
     else:
         carve_test = len(splits["test"]) == 0 and test_fraction > 0
         if carve_test:
@@ -74,7 +77,9 @@ def split_indices(
     return {name: np.sort(splits[name]).astype(np.int64) for name in SPLITS}
 
 
-def _prepare_one(source: Source, item: Any, image_size: int, channels: int) -> tuple[Optional[Sample], Optional[tuple[str, str]]]:
+def _prepare_one(
+    source: Source, item: Any, image_size: int, channels: int
+) -> tuple[Optional[Sample], Optional[tuple[str, str]]]:
     """Load, validate and resize one item: (sample, None), or (None, (name, reason)) for a bad one."""
     try:
         if isinstance(item, Unusable):
@@ -125,8 +130,12 @@ def load_samples(source: Source, image_size: int, channels: int, on_bad_sample: 
         from concurrent.futures import ProcessPoolExecutor
 
         # spawn, not fork: the caller may hold torch or OpenCV thread pools that a fork would copy half-alive
-        executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_init_worker, initargs=(source, image_size, channels, pixel_limit()))  # fmt: skip
+        executor = ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(source, image_size, channels, pixel_limit()),
+        )
         chunksize = max(1, min(64, len(items) // (workers * 8)))
         results = executor.map(_prepare_in_worker, items, chunksize=chunksize)
     else:
@@ -140,7 +149,9 @@ def load_samples(source: Source, image_size: int, channels: int, on_bad_sample: 
                 kept.append(sample)
                 continue
             if on_bad_sample != "skip":
-                raise BadSampleError(f"{problem[1]} (data.on_bad_sample=error; set it to skip to leave such samples out)")
+                raise BadSampleError(
+                    f"{problem[1]} (data.on_bad_sample=error; set it to skip to leave such samples out)"
+                )
             log.warning("skipping %s", problem[1])
             skipped.append(problem)
     finally:
@@ -223,8 +234,18 @@ def prepare_settings(data_cfg) -> dict:
     from omegaconf import OmegaConf
 
     plain = OmegaConf.to_container(data_cfg, resolve=True)
-    keys = ("name", "source", "root", "image_size", "channels", "val_fraction", "test_fraction", "split_seed", "on_bad_sample",
-            "max_image_pixels")  # fmt: skip
+    keys = (
+        "name",
+        "source",
+        "root",
+        "image_size",
+        "channels",
+        "val_fraction",
+        "test_fraction",
+        "split_seed",
+        "on_bad_sample",
+        "max_image_pixels",
+    )
     return {key: plain.get(key) for key in keys}
 
 

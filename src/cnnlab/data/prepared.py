@@ -82,12 +82,18 @@ def verify_prepared(directory: Path, meta: dict) -> None:
     except (OSError, ValueError):
         cache = {}
     expected = meta.get("file_hashes") or {"*": meta.get("content_hash")}
-    stats = {name: [(directory / name).stat().st_size, (directory / name).stat().st_mtime_ns] for name in _FILES if (directory / name).exists()}
+    stats = {
+        name: [(directory / name).stat().st_size, (directory / name).stat().st_mtime_ns]
+        for name in _FILES
+        if (directory / name).exists()
+    }
     checked = {}
     for name, recorded in expected.items():
         stat = stats if name == "*" else stats.get(name)
         if stat is None:
-            raise PreparedDataChanged(f"{directory / name} is missing; prepare the data again (cnnlab-prepare or dvc repro prepare)")
+            raise PreparedDataChanged(
+                f"{directory / name} is missing; prepare the data again (cnnlab-prepare or dvc repro prepare)"
+            )
         if cache.get(name, {}).get("stat") == stat and cache[name].get("hash") == recorded:
             checked[name] = cache[name]
             continue
@@ -95,7 +101,8 @@ def verify_prepared(directory: Path, meta: dict) -> None:
         if actual != recorded:
             what = "one of its arrays" if name == "*" else str(directory / name)
             raise PreparedDataChanged(
-                f"{what} changed since it was prepared (sha256 {actual[:12]} where meta.json records {str(recorded)[:12]}); "
+                f"{what} changed since it was prepared (sha256 {actual[:12]} where meta.json records "
+                f"{str(recorded)[:12]}); "
                 "prepared data is never edited by hand: prepare it again (cnnlab-prepare, or dvc repro prepare)"
             )
         checked[name] = {"stat": stat, "hash": actual}
@@ -107,12 +114,16 @@ def verify_prepared(directory: Path, meta: dict) -> None:
 
 
 def _verified_cache(directory: Path) -> Path:
-    """Where the last successful check of `directory` is remembered: outside it, so the data (a DVC output) is untouched."""
+    """Where the last successful check of `directory` is remembered: outside it, so the data (a DVC output) is
+    untouched.
+    """
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnlab" / "verified"
     return base / f"{hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:32]}.json"
 
 
-def channel_statistics(images: np.ndarray, indices: np.ndarray, chunk_values: int = 1 << 24) -> tuple[np.ndarray, np.ndarray]:
+def channel_statistics(
+    images: np.ndarray, indices: np.ndarray, chunk_values: int = 1 << 24
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std (pixel values / 255) of images[indices], in chunks with exact integer sums,
     so a large dataset never needs a float copy of itself."""
     channels = images.shape[-1]

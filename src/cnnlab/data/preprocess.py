@@ -59,7 +59,8 @@ def resize_sample(sample: Sample, size: int, channels: int) -> Sample:
     if sample.mask is not None:
         if sample.mask.shape[:2] != (height, width):
             raise BadSampleError(
-                f"{sample.name}: mask is {sample.mask.shape[1]}x{sample.mask.shape[0]} but its image is {width}x{height}"
+                f"{sample.name}: mask is {sample.mask.shape[1]}x{sample.mask.shape[0]} but its image is "
+                f"{width}x{height}"
             )
         mask = cv2.resize(sample.mask, (size, size), interpolation=cv2.INTER_NEAREST)
     return Sample(image=resized, label=sample.label, name=sample.name, box=box, mask=mask, split=sample.split)

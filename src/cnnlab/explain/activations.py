@@ -31,7 +31,9 @@ def tile(tiles: np.ndarray, columns: int, gap: int = 1, fill: int = 255) -> np.n
     mosaic = np.full(shape, fill, dtype=tiles.dtype)
     for i in range(count):
         r, c = divmod(i, columns)
-        mosaic[r * (height + gap) : r * (height + gap) + height, c * (width + gap) : c * (width + gap) + width] = tiles[i]
+        mosaic[r * (height + gap) : r * (height + gap) + height, c * (width + gap) : c * (width + gap) + width] = tiles[
+            i
+        ]
     return mosaic
 
 
@@ -56,8 +58,15 @@ def activation_grid(maps: torch.Tensor, max_channels: int, tile_pixels: int = 48
     return tile(tiles, columns=int(np.ceil(np.sqrt(len(tiles)))), gap=2)
 
 
-def write_activations(images: np.ndarray, stage_maps: Sequence[torch.Tensor], stages: Sequence[str], strides: Sequence[int],
-                      image_names: Sequence[str], directory: Path, max_channels: int) -> list[Path]:  # fmt: skip
+def write_activations(
+    images: np.ndarray,
+    stage_maps: Sequence[torch.Tensor],
+    stages: Sequence[str],
+    strides: Sequence[int],
+    image_names: Sequence[str],
+    directory: Path,
+    max_channels: int,
+) -> list[Path]:
     """For each image and stage, `<image>_<stage>.png`: the image, then its channels in that stage."""
     from PIL import Image
 

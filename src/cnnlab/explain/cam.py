@@ -47,7 +47,9 @@ DEFAULT_CAM_METHODS = ("gradcam", "gradcampp")
 SMOOTH_SCALES = (1.0, 1.25, 1.5)  # with and without a mirror: six views
 
 
-def class_maps(task, images: torch.Tensor, ref: LayerRef, classes: torch.Tensor, method: str, smooth: bool = False) -> np.ndarray:
+def class_maps(
+    task, images: torch.Tensor, ref: LayerRef, classes: torch.Tensor, method: str, smooth: bool = False
+) -> np.ndarray:
     """N x H x W maps in [0, 1]: evidence for `classes[i]` in image i at layer `ref`, by `method`;
     with `smooth`, the mean over mirrored and enlarged views (module docstring)."""
     if not smooth:
@@ -61,7 +63,9 @@ def class_maps(task, images: torch.Tensor, ref: LayerRef, classes: torch.Tensor,
                 view = torch.nn.functional.interpolate(view, scale_factor=scale, mode="bilinear", align_corners=False)
             maps = torch.from_numpy(_view_maps(task, view, ref, classes, method))
             if scale != 1.0:
-                maps = torch.nn.functional.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+                maps = torch.nn.functional.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[
+                    :, 0
+                ]
             total += (maps.flip(-1) if mirror else maps).numpy()
     peak = total.reshape(len(total), -1).max(1).clip(min=1e-12)[:, None, None]
     return (total / peak).astype(np.float32)
@@ -87,9 +91,13 @@ def _view_maps(task, images: torch.Tensor, ref: LayerRef, classes: torch.Tensor,
 
     with hooked_module(task.backbone, ref) as layer:
         if method == "gradcam":
-            maps = LayerGradCam(forward, layer).attribute(images, additional_forward_args=(classes,), relu_attributions=True)
+            maps = LayerGradCam(forward, layer).attribute(
+                images, additional_forward_args=(classes,), relu_attributions=True
+            )
         elif method == "gradcampp":
-            gradients = LayerGradientXActivation(forward, layer, multiply_by_inputs=False).attribute(images, additional_forward_args=(classes,))
+            gradients = LayerGradientXActivation(forward, layer, multiply_by_inputs=False).attribute(
+                images, additional_forward_args=(classes,)
+            )
             activations = LayerActivation(forward, layer).attribute(images, additional_forward_args=(classes,))
             maps = _gradcam_plus_plus(gradients.detach(), activations.detach())
         elif method == "hirescam":
@@ -107,7 +115,9 @@ def _gradcam_plus_plus(gradients: torch.Tensor, activations: torch.Tensor) -> to
     (the closed form for an exponential of the score, as in the paper's eq. 19)."""
     squared = gradients.pow(2)
     denominator = 2 * squared + activations.sum((2, 3), keepdim=True) * squared * gradients
-    alpha = torch.where(gradients != 0, squared / torch.where(denominator != 0, denominator, torch.ones_like(denominator)), 0.0)
+    alpha = torch.where(
+        gradients != 0, squared / torch.where(denominator != 0, denominator, torch.ones_like(denominator)), 0.0
+    )
     weights = (alpha * gradients.clamp(min=0)).sum((2, 3), keepdim=True)
     return (weights * activations).sum(1, keepdim=True).clamp(min=0)
 
@@ -155,8 +165,16 @@ def randomisation_blocks(task, depth: int = 3) -> list[str]:
     return blocks[::-1]
 
 
-def cascading_randomisation(task, images: torch.Tensor, ref_name: str, classes: torch.Tensor, method: str,
-                            depth: int = 3, seed: int = 0, smooth: bool = False) -> list[tuple[str, float]]:  # fmt: skip
+def cascading_randomisation(
+    task,
+    images: torch.Tensor,
+    ref_name: str,
+    classes: torch.Tensor,
+    method: str,
+    depth: int = 3,
+    seed: int = 0,
+    smooth: bool = False,
+) -> list[tuple[str, float]]:
     """Adebayo et al.'s model randomisation test: re-initialise blocks from the output side, one more
     each step, and give the mean rank correlation of each step's maps with the trained model's."""
     from cnnlab.explain.layers import resolve_layer
@@ -169,7 +187,9 @@ def cascading_randomisation(task, images: torch.Tensor, ref_name: str, classes: 
         for name, module in randomised.named_modules():
             if (name == block or name.startswith(block + ".")) and hasattr(module, "reset_parameters"):
                 module.reset_parameters()
-        maps = class_maps(randomised, images, resolve_layer(randomised.backbone, ref_name, "layer"), classes, method, smooth)
+        maps = class_maps(
+            randomised, images, resolve_layer(randomised.backbone, ref_name, "layer"), classes, method, smooth
+        )
         results.append((block, float(rank_correlation(trained, maps).mean())))
     return results
 
@@ -189,13 +209,29 @@ def _draw_box(axis, box: Sequence[float], size: tuple[int, int], color: str) -> 
 
     height, width = size
     x_min, y_min, x_max, y_max = (float(v) for v in box)
-    axis.add_patch(Rectangle((x_min * width - 0.5, y_min * height - 0.5), (x_max - x_min) * width, (y_max - y_min) * height,
-                             fill=False, edgecolor=color, linewidth=1.2))  # fmt: skip
+    axis.add_patch(
+        Rectangle(
+            (x_min * width - 0.5, y_min * height - 0.5),
+            (x_max - x_min) * width,
+            (y_max - y_min) * height,
+            fill=False,
+            edgecolor=color,
+            linewidth=1.2,
+        )
+    )
 
 
-def plot_class_cams(images: np.ndarray, columns: Sequence[tuple[str, np.ndarray, Sequence[str]]], row_titles: Sequence[str],
-                    path: Path, *, predicted_boxes: Optional[np.ndarray] = None, true_boxes: Optional[np.ndarray] = None,
-                    outlines: Optional[np.ndarray] = None, title: str = "") -> Path:  # fmt: skip
+def plot_class_cams(
+    images: np.ndarray,
+    columns: Sequence[tuple[str, np.ndarray, Sequence[str]]],
+    row_titles: Sequence[str],
+    path: Path,
+    *,
+    predicted_boxes: Optional[np.ndarray] = None,
+    true_boxes: Optional[np.ndarray] = None,
+    outlines: Optional[np.ndarray] = None,
+    title: str = "",
+) -> Path:
     """Rows of images: the input, then one CAM overlay per column (header, N x H x W maps, per-image captions).
 
     Boxes (normalised corners), where given, are drawn on every panel: predicted red, true green;

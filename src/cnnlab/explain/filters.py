@@ -43,7 +43,11 @@ def write_first_conv(weight: torch.Tensor, layer_name: str, path: Path) -> Path:
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(min(12, 0.5 + mosaic.shape[1] / 60), 0.6 + mosaic.shape[0] / 60))
     axis.imshow(mosaic, cmap="gray" if mosaic.ndim == 2 else None, interpolation="nearest")
-    axis.set_title(f"{layer_name}: {weight.shape[0]} kernels of {weight.shape[2]}x{weight.shape[3]} over {weight.shape[1]} channels", fontsize=8)
+    axis.set_title(
+        f"{layer_name}: {weight.shape[0]} kernels of {weight.shape[2]}x{weight.shape[3]} over {weight.shape[1]} "
+        "channels",
+        fontsize=8,
+    )
     axis.axis("off")
     return save(figure, path)
 
@@ -77,7 +81,9 @@ def maximise_filters(
     for step in range(steps):
         shift = torch.randint(-2, 3, (2,), generator=generator).tolist()
         maps = network_forward(torch.roll(x, shifts=shift, dims=(2, 3)))
-        activation = sum(layer_map[rows, channels].mean(dim=(1, 2)).sum() for layer_map, (rows, channels) in zip(maps, groups))
+        activation = sum(
+            layer_map[rows, channels].mean(dim=(1, 2)).sum() for layer_map, (rows, channels) in zip(maps, groups)
+        )
         loss = -activation + l2 * x.pow(2).sum()
         optimizer.zero_grad()
         loss.backward()
@@ -97,7 +103,9 @@ def _blur(x: torch.Tensor, sigma: float = 0.5) -> torch.Tensor:
 
 
 def deprocess(pixels: np.ndarray) -> np.ndarray:
-    """N x H x W x C uint8 patterns -> contrast-stretched: centred, std 0.1 of the range, clipped (Chollet's deprocess_image)."""
+    """N x H x W x C uint8 patterns -> contrast-stretched: centred, std 0.1 of the range, clipped (Chollet's
+    deprocess_image).
+    """
     x = pixels.astype(np.float64) / 255
     x = x - x.mean(axis=(1, 2, 3), keepdims=True)
     x = x / (x.std(axis=(1, 2, 3), keepdims=True) + 1e-5) * 0.15 + 0.5
@@ -113,14 +121,20 @@ def layer_patterns(task, refs: Sequence[LayerRef], filters: int, steps: int, see
     std = torch.tensor(hp.std or [1.0] * channels).view(1, -1, 1, 1)
     pixel_range = ((0 - mean) / std, (1 - mean) / std)
     shape = (channels, hp.image_size, hp.image_size)
-    counts = [backbone.feature_channels[ref.stage] if ref.stage is not None else ref.module.out_channels for ref in refs]
+    counts = [
+        backbone.feature_channels[ref.stage] if ref.stage is not None else ref.module.out_channels for ref in refs
+    ]
     shown = [min(filters, count) for count in counts]
     requires = [p.requires_grad for p in task.parameters()]
     for p in task.parameters():
         p.requires_grad_(False)  # gradients for the input only
     try:
         with contextlib.ExitStack() as stack:
-            captured = {id(ref.module): stack.enter_context(capture_output(ref.module)) for ref in refs if ref.module is not None}
+            captured = {
+                id(ref.module): stack.enter_context(capture_output(ref.module))
+                for ref in refs
+                if ref.module is not None
+            }
 
             def forward(x: torch.Tensor) -> list[torch.Tensor]:
                 for outputs in captured.values():
@@ -152,7 +166,9 @@ def write_patterns(rows: Sequence[tuple[str, np.ndarray, int]], path: Path) -> P
                 spine.set_visible(False)
             if c < len(patterns):
                 image = patterns[c]
-                axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None)
+                axis.imshow(
+                    image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None
+                )
                 axis.set_title(f"filter {c}", fontsize=6)
         axes[r][0].set_ylabel(f"{title}\n({count} filters)", fontsize=7)
     figure.suptitle("inputs that maximise each filter (gradient ascent from noise)", fontsize=8)

@@ -67,7 +67,10 @@ def plan(task, settings: PictureSettings, prefix: str = "") -> Plan:
     names = task.class_names
     if settings.class_index is not None and not 0 <= settings.class_index < len(names):
         listing = ", ".join(f"{i}={name}" for i, name in enumerate(names))
-        raise ConfigError(f"{prefix}cam.class_index={settings.class_index} is out of range: this model has {len(names)} classes ({listing})")
+        raise ConfigError(
+            f"{prefix}cam.class_index={settings.class_index} is out of range: this model has {len(names)} classes "
+            f"({listing})"
+        )
     backbone = task.backbone
     cam_ref = resolve_layer(backbone, settings.cam_layer or stage_names(backbone)[-1], f"{prefix}cam.layer")
     layers = settings.filter_layers if settings.filter_layers else stage_names(backbone)
@@ -96,7 +99,15 @@ def _activations(task, batch: ImageBatch, settings: PictureSettings, directory: 
     backbone = task.backbone
     with torch.no_grad():
         maps = backbone.forward_features(task.network_input(batch.inputs))
-    return write_activations(batch.pixels, maps, stage_names(backbone), backbone.feature_strides, batch.names, directory, settings.max_channels)
+    return write_activations(
+        batch.pixels,
+        maps,
+        stage_names(backbone),
+        backbone.feature_strides,
+        batch.names,
+        directory,
+        settings.max_channels,
+    )
 
 
 def _filters(task, checked: Plan, directory: Path) -> list[Path]:
@@ -118,7 +129,9 @@ def _cams(task, batch: ImageBatch, checked: Plan, directory: Path) -> list[Path]
     with torch.no_grad():
         predicted = task.cam_prediction(task(batch.inputs))
     if settings.class_index is not None:
-        targets = [(f"class {names[settings.class_index]}", torch.full((count,), settings.class_index, dtype=torch.long))]
+        targets = [
+            (f"class {names[settings.class_index]}", torch.full((count,), settings.class_index, dtype=torch.long))
+        ]
     elif predicted.classes is not None:
         targets = [("predicted", predicted.classes)]
         if batch.labels is not None:
@@ -139,7 +152,9 @@ def _cams(task, batch: ImageBatch, checked: Plan, directory: Path) -> list[Path]
     boxes = predicted.boxes.numpy() if predicted.boxes is not None else None
     true_boxes = batch.boxes if boxes is not None else None
     # the true objects (mask ids other than background 0 and ignore 255) outlined where the task predicts masks
-    outlines = (batch.masks != 0) & (batch.masks != 255) if batch.masks is not None and predicted.masks is not None else None
+    outlines = (
+        (batch.masks != 0) & (batch.masks != 255) if batch.masks is not None and predicted.masks is not None else None
+    )
     files = []
     for method in settings.cam_methods:
         columns = []
@@ -147,11 +162,25 @@ def _cams(task, batch: ImageBatch, checked: Plan, directory: Path) -> list[Path]
             maps = class_maps(task, batch.inputs, checked.cam_ref, classes, method, settings.cam_smooth)
             captions = [names[int(k)] for k in classes]
             columns.append((label, maps, captions))
-        title = f"{method} at {checked.cam_ref.name}" + (", smoothed" if settings.cam_smooth else "") + (" (boxes: red predicted, green true)" if boxes is not None else "")
+        title = (
+            f"{method} at {checked.cam_ref.name}"
+            + (", smoothed" if settings.cam_smooth else "")
+            + (" (boxes: red predicted, green true)" if boxes is not None else "")
+        )
         title += " (white: true objects)" if outlines is not None else ""
         path = directory / f"{method}_{checked.cam_ref.name}.png"
-        files.append(plot_class_cams(batch.pixels, columns, row_titles, path, predicted_boxes=boxes, true_boxes=true_boxes,
-                                    outlines=outlines, title=title))  # fmt: skip
+        files.append(
+            plot_class_cams(
+                batch.pixels,
+                columns,
+                row_titles,
+                path,
+                predicted_boxes=boxes,
+                true_boxes=true_boxes,
+                outlines=outlines,
+                title=title,
+            )
+        )
     return files
 
 
@@ -221,11 +250,16 @@ def explain_run(cfg) -> ExplainResult:
             print(f"note: {note}", file=sys.stderr)
         run = source.run if cfg.log else None
         if cfg.log and run is None:
-            print(f"warning: {source.description} has no MLflow run in {uri}; pictures are written to files only", file=sys.stderr)
+            print(
+                f"warning: {source.description} has no MLflow run in {uri}; pictures are written to files only",
+                file=sys.stderr,
+            )
         files = write_pictures(source.task, batch, checked, Path(cfg.output_dir))
         if run is not None:
             log_pictures(run, Path(cfg.output_dir), files)
-    return ExplainResult(files=files, output_dir=Path(cfg.output_dir), images=len(batch.names), run_id=run.run_id if run else None)
+    return ExplainResult(
+        files=files, output_dir=Path(cfg.output_dir), images=len(batch.names), run_id=run.run_id if run else None
+    )
 
 
 def explain_evaluation(task, train_cfg, evaluate_cfg, directory: Path) -> list[Path]:
@@ -234,6 +268,8 @@ def explain_evaluation(task, train_cfg, evaluate_cfg, directory: Path) -> list[P
     from cnnlab.explain.source import ExplainSource, test_images
 
     checked = plan(task, PictureSettings(), prefix="evaluate.explain: ")
-    batch = test_images(ExplainSource(task=task, train_cfg=train_cfg, run=None, description="evaluation"),
-                        int(evaluate_cfg.get("explain_images", 8)))  # fmt: skip
+    batch = test_images(
+        ExplainSource(task=task, train_cfg=train_cfg, run=None, description="evaluation"),
+        int(evaluate_cfg.get("explain_images", 8)),
+    )
     return write_pictures(task.cpu().eval(), batch, checked, directory)

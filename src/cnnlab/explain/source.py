@@ -58,7 +58,9 @@ def open_source(target: str, tracking_uri: str, checkpoint: str = "best") -> Ite
     from cnnlab.tracking.run import TrackedRun, read_run_record
 
     if not target:
-        raise ConfigError("run is required: cnnlab-explain run=<training output dir | MLflow run id | models:/name@alias>")
+        raise ConfigError(
+            "run is required: cnnlab-explain run=<training output dir | MLflow run id | models:/name@alias>"
+        )
     with tempfile.TemporaryDirectory(prefix="cnnlab-explain-run-") as scratch:
         directory = Path(target).expanduser()
         if directory.is_dir():
@@ -69,7 +71,8 @@ def open_source(target: str, tracking_uri: str, checkpoint: str = "best") -> Ite
             run_id = _model_run_id(target, tracking_uri) if target.startswith("models:/") else target
             if not RUN_ID.match(run_id):
                 raise FileNotFoundError(
-                    f"run={target!r} is not a training output directory, an MLflow run id (32 hex digits) or a models:/ URI"
+                    f"run={target!r} is not a training output directory, an MLflow run id (32 hex digits) or a "
+                    "models:/ URI"
                 )
             run = TrackedRun.find(tracking_uri, run_id)
             if run is None:
@@ -101,7 +104,9 @@ def _model_run_id(uri: str, tracking_uri: str) -> str:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"run={uri!r} does not resolve in the MLflow store {tracking_uri} ({reason})") from None
     if not version.run_id:
-        raise ConfigError(f"run={uri!r}: version {version.version} of {version.name} names no run to take its checkpoint from")
+        raise ConfigError(
+            f"run={uri!r}: version {version.version} of {version.name} names no run to take its checkpoint from"
+        )
     return version.run_id
 
 
@@ -117,10 +122,13 @@ def _run_directory(run, scratch: Path) -> Path:
         return local
     for artifact in ("config.yaml", "checkpoints"):
         try:
-            mlflow.artifacts.download_artifacts(run_id=run.run_id, artifact_path=artifact, dst_path=str(scratch), tracking_uri=run.uri)
+            mlflow.artifacts.download_artifacts(
+                run_id=run.run_id, artifact_path=artifact, dst_path=str(scratch), tracking_uri=run.uri
+            )
         except Exception as err:  # MlflowException or OSError: the artifact was never logged
             raise FileNotFoundError(
-                f"MLflow run {run.run_id} has no {artifact} artifact and its output directory {local or '(unknown)'} is gone: "
+                f"MLflow run {run.run_id} has no {artifact} artifact and its output directory "
+                f"{local or '(unknown)'} is gone: "
                 f"nothing to load ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
             ) from None
     checkpoints = sorted((scratch / "checkpoints").glob("*.ckpt"))
@@ -152,12 +160,16 @@ def _load(directory: Path, checkpoint: str, target: str):
 
 # ---- the images -----------------------------------------------------------------------------------
 def test_images(source: ExplainSource, count: int, indices: Optional[Sequence[int]] = None) -> ImageBatch:
-    """The first `count` test images of the data the run was trained on (or those at `indices`), with every label the data has."""
+    """The first `count` test images of the data the run was trained on (or those at `indices`), with every label the
+    data has.
+    """
     from cnnlab.data.datamodule import PreparedSplit, network_normalization
     from cnnlab.data.prepared import PreparedDataset
 
     prepared = PreparedDataset(source.train_cfg.data.prepared_dir)
-    split = PreparedSplit(prepared, "test", None, boxes=True, masks=True, normalization=network_normalization(source.task))
+    split = PreparedSplit(
+        prepared, "test", None, boxes=True, masks=True, normalization=network_normalization(source.task)
+    )
     positions = list(indices) if indices else list(range(min(count, len(split))))
     bad = [p for p in positions if not 0 <= p < len(split)]
     if bad:
@@ -183,7 +195,9 @@ def file_images(task, path: str, count: int) -> ImageBatch:
     root = Path(path).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"images={path} does not exist: give an image file, a directory of images, or 'test'")
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
+    files = (
+        [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
+    )
     if not files:
         raise FileNotFoundError(f"images={path} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     hp = task.hparams

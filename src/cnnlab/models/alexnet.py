@@ -44,13 +44,20 @@ class AlexNet(SequentialBackbone):
         else:
             first = nn.Conv2d(in_channels, 64, kernel_size=11, stride=4, padding=2)
         self.features = nn.Sequential(
-            first, nn.ReLU(inplace=True), nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(64, 192, kernel_size=5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(192, 384, kernel_size=3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(384, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(256, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+            first,
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
-        )  # fmt: skip
+            nn.Conv2d(64, 192, kernel_size=5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(192, 384, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+        )
         self.avgpool = nn.AdaptiveAvgPool2d((pool_size, pool_size))
         self.classifier = _classifier(256 * pool_size * pool_size, hidden_features, num_classes, dropout)
         # Maps after conv1, conv2, conv5 (each with its ReLU) and after the last pool.
@@ -82,14 +89,20 @@ class ZFNet(SequentialBackbone):
             first = nn.Conv2d(in_channels, 96, kernel_size=7, stride=2, padding=1)
         # ceil_mode pools reproduce the paper's 55x55 and 13x13 maps at 224.
         self.features = nn.Sequential(
-            first, nn.ReLU(inplace=True), nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
-            nn.Conv2d(96, 256, kernel_size=5, stride=2), nn.ReLU(inplace=True),
+            first,
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
-            nn.Conv2d(256, 384, kernel_size=3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(384, 384, kernel_size=3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(384, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(96, 256, kernel_size=5, stride=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
+            nn.Conv2d(256, 384, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 384, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
-        )  # fmt: skip
+        )
         self.avgpool = nn.AdaptiveAvgPool2d((pool_size, pool_size))
         self.classifier = _classifier(256 * pool_size * pool_size, hidden_features, num_classes, dropout)
         # Maps after pool1 (stride 4), conv2 (8), conv5 (16) and the last pool (32).
@@ -101,10 +114,14 @@ class ZFNet(SequentialBackbone):
 def _classifier(in_features: int, hidden: int, num_classes: int, dropout: float) -> nn.Sequential:
     """torchvision's AlexNet head: linears at indices 1, 4, 6."""
     return nn.Sequential(
-        nn.Dropout(p=dropout), nn.Linear(in_features, hidden), nn.ReLU(inplace=True),
-        nn.Dropout(p=dropout), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+        nn.Dropout(p=dropout),
+        nn.Linear(in_features, hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(p=dropout),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(inplace=True),
         nn.Linear(hidden, num_classes),
-    )  # fmt: skip
+    )
 
 
 @register_model("alexnet", family="alexnet", min_input_size=AlexNet.MIN_INPUT_SIZE[True])

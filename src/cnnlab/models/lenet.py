@@ -26,18 +26,26 @@ class LeNet5(Backbone):
         super().__init__()
         act, pool_cls = _ACTIVATIONS[activation], _POOLS[pool]
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 6, kernel_size=5), act(), pool_cls(2),
-            nn.Conv2d(6, 16, kernel_size=5), act(), pool_cls(2),
-        )  # fmt: skip
+            nn.Conv2d(in_channels, 6, kernel_size=5),
+            act(),
+            pool_cls(2),
+            nn.Conv2d(6, 16, kernel_size=5),
+            act(),
+            pool_cls(2),
+        )
         side = image_size
         for kernel, stride in ((5, 1), (2, 2), (5, 1), (2, 2)):
             side = conv_output_size(side, kernel, stride)
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(16 * side * side, 120), act(), nn.Dropout(dropout),
-            nn.Linear(120, 84), act(), nn.Dropout(dropout),
+            nn.Linear(16 * side * side, 120),
+            act(),
+            nn.Dropout(dropout),
+            nn.Linear(120, 84),
+            act(),
+            nn.Dropout(dropout),
             nn.Linear(84, num_classes),
-        )  # fmt: skip
+        )
         self.feature_channels = (6, 16)
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:

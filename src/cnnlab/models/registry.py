@@ -55,9 +55,7 @@ def model_spec(name: str) -> ModelSpec:
     return _REGISTRY[name]
 
 
-def build_backbone(
-    name: str, num_classes: int, in_channels: int = 3, image_size: int = 224, **kwargs
-) -> Backbone:
+def build_backbone(name: str, num_classes: int, in_channels: int = 3, image_size: int = 224, **kwargs) -> Backbone:
     """Build a registered architecture for `num_classes` outputs on `in_channels` x `image_size`^2 inputs."""
     spec = model_spec(name)
     if image_size < spec.min_input_size:

@@ -100,7 +100,9 @@ class ResNet(Backbone):
     ):
         super().__init__()
         if width_mult <= 0:
-            raise ConfigError(f"model.width_mult must be a positive number (1.0 = the reference widths), got {width_mult}")
+            raise ConfigError(
+                f"model.width_mult must be a positive number (1.0 = the reference widths), got {width_mult}"
+            )
         # stem and stage widths (64/128/256/512 at 1.0, the reference); < 1 for cheap small-image nets
         stem, *planes = (max(1, int(round(c * width_mult))) for c in (64, 64, 128, 256, 512))
         self.inplanes = stem

@@ -25,10 +25,13 @@ def stage_index(backbone: nn.Module, name: str, key: str) -> int:
     """The index of stage `name`; ConfigError naming `key` and listing the valid stages."""
     names = stage_names(backbone)
     if name not in names:
-        strides = ", ".join(f"{n} (stride {s}, {c} channels)" for n, s, c in
-                            zip(names, backbone.feature_strides, backbone.feature_channels))  # fmt: skip
-        raise ConfigError(f"{key}={name!r} is not a stage of {type(backbone).__name__}; "
-                          f"expected none, backbone or one of: {strides}")  # fmt: skip
+        strides = ", ".join(
+            f"{n} (stride {s}, {c} channels)"
+            for n, s, c in zip(names, backbone.feature_strides, backbone.feature_channels)
+        )
+        raise ConfigError(
+            f"{key}={name!r} is not a stage of {type(backbone).__name__}; expected none, backbone or one of: {strides}"
+        )
     return names.index(name)
 
 

@@ -54,10 +54,14 @@ class VGG(SequentialBackbone):
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d((pool_size, pool_size))
         self.classifier = nn.Sequential(
-            nn.Linear(512 * pool_size * pool_size, hidden_features), nn.ReLU(True), nn.Dropout(p=dropout),
-            nn.Linear(hidden_features, hidden_features), nn.ReLU(True), nn.Dropout(p=dropout),
+            nn.Linear(512 * pool_size * pool_size, hidden_features),
+            nn.ReLU(True),
+            nn.Dropout(p=dropout),
+            nn.Linear(hidden_features, hidden_features),
+            nn.ReLU(True),
+            nn.Dropout(p=dropout),
             nn.Linear(hidden_features, num_classes),
-        )  # fmt: skip
+        )
         # The maps after pools 2..5 (strides 4..32), as FCN's skip connections use them.
         self._stage_start = self._pool_indices[0] + 1
         self._stage_ends = tuple(i + 1 for i in self._pool_indices[1:])

@@ -73,8 +73,13 @@ class LoadReport:
 
     def params(self, weights: PretrainedWeights) -> dict[str, str]:
         """MLflow params of the run that starts from these weights."""
-        params = {"weights.source": weights.source, "weights.kind": weights.kind, "weights.sha256": weights.sha256,
-                  "weights.loaded_tensors": str(self.loaded), "weights.new_tensors": str(len(self.new))}  # fmt: skip
+        params = {
+            "weights.source": weights.source,
+            "weights.kind": weights.kind,
+            "weights.sha256": weights.sha256,
+            "weights.loaded_tensors": str(self.loaded),
+            "weights.new_tensors": str(len(self.new)),
+        }
         if self.channel_rule:
             params["weights.channel_rule"] = self.channel_rule
         return params
@@ -95,8 +100,10 @@ def read_weights(source: str, tracking_uri: Optional[str] = None) -> PretrainedW
     if path.is_dir():
         path = _run_dir_checkpoint(source, path)
     elif not path.is_file():
-        raise ConfigError(f"{KEY}={source!r}: no such file or directory (expected a .pth/.pt state dict, a .ckpt, "
-                          "a cnnlab-train output directory, or runs:/<id>/model, models:/<name>@<alias>)")  # fmt: skip
+        raise ConfigError(
+            f"{KEY}={source!r}: no such file or directory (expected a .pth/.pt state dict, a .ckpt, "
+            "a cnnlab-train output directory, or runs:/<id>/model, models:/<name>@<alias>)"
+        )
     loaded = _torch_load(source, path)
     digest = file_hash(path)
     if isinstance(loaded, dict) and "state_dict" in loaded and "pytorch-lightning_version" in loaded:
@@ -112,8 +119,10 @@ def _run_dir_checkpoint(source: str, directory: Path) -> Path:
         candidate = directory / "checkpoints" / f"{name}.ckpt"
         if candidate.is_file():
             return candidate
-    raise ConfigError(f"{KEY}={source!r} is a directory without checkpoints/best.ckpt or checkpoints/last.ckpt: "
-                      "expected a cnnlab-train output directory")  # fmt: skip
+    raise ConfigError(
+        f"{KEY}={source!r} is a directory without checkpoints/best.ckpt or checkpoints/last.ckpt: "
+        "expected a cnnlab-train output directory"
+    )
 
 
 def _torch_load(source: str, path: Path):
@@ -123,22 +132,31 @@ def _torch_load(source: str, path: Path):
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         if "GLOBAL" in str(err) or "global" in str(err).lower():
             global_name = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line), first)
-            raise ConfigError(f"{KEY}={source!r}: refused: the file is a pickle that needs code to load ({global_name[:200]}); "
-                              "cnnlab loads tensors and plain data only (weights_only). Save the model's state_dict() instead") from None  # fmt: skip
-        raise ConfigError(f"{KEY}={source!r} is not a readable PyTorch file (truncated or not a state dict: {first[:200]})") from None
+            raise ConfigError(
+                f"{KEY}={source!r}: refused: the file is a pickle that needs code to load ({global_name[:200]}); "
+                "cnnlab loads tensors and plain data only (weights_only). Save the model's state_dict() instead"
+            ) from None
+        raise ConfigError(
+            f"{KEY}={source!r} is not a readable PyTorch file (truncated or not a state dict: {first[:200]})"
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"{KEY}={source!r} is not a readable PyTorch file (truncated or corrupt: {first[:200]})") from None
+        raise ConfigError(
+            f"{KEY}={source!r} is not a readable PyTorch file (truncated or corrupt: {first[:200]})"
+        ) from None
 
 
 def _tensors_only(source: str, loaded) -> dict[str, torch.Tensor]:
     if not isinstance(loaded, dict) or not loaded:
-        raise ConfigError(f"{KEY}={source!r} is not a state dict: the file holds a {type(loaded).__name__}, "
-                          "expected a dict of parameter names to tensors (model.state_dict())")  # fmt: skip
+        raise ConfigError(
+            f"{KEY}={source!r} is not a state dict: the file holds a {type(loaded).__name__}, "
+            "expected a dict of parameter names to tensors (model.state_dict())"
+        )
     for key, value in loaded.items():
         if not isinstance(value, torch.Tensor):
-            raise ConfigError(f"{KEY}={source!r} is not a state dict: key {key!r} holds a {type(value).__name__}, "
-                              "not a tensor")  # fmt: skip
+            raise ConfigError(
+                f"{KEY}={source!r} is not a state dict: key {key!r} holds a {type(value).__name__}, not a tensor"
+            )
     return {str(k).removeprefix("module."): v for k, v in loaded.items()}  # DataParallel's prefix
 
 
@@ -148,24 +166,44 @@ def _from_checkpoint(source: str, path: Path, checkpoint: dict, digest: str) -> 
         raise ConfigError(f"{KEY}={source!r}: the checkpoint {path} has no backbone.* tensors: not a cnnlab checkpoint")
     hp = checkpoint.get("hyper_parameters") or {}
     model = hp.get("model") or {}
-    return PretrainedWeights(source, "checkpoint", state, digest, hp.get("mean"), hp.get("std"),
-                             architecture=model.get("name"), file=str(path))  # fmt: skip
+    return PretrainedWeights(
+        source,
+        "checkpoint",
+        state,
+        digest,
+        hp.get("mean"),
+        hp.get("std"),
+        architecture=model.get("name"),
+        file=str(path),
+    )
 
 
 def _read_mlflow(source: str, tracking_uri: Optional[str]) -> PretrainedWeights:
     from cnnlab.prediction import open_model
 
     if not tracking_uri:
-        raise ConfigError(f"{KEY}={source!r} is an MLflow URI but there is no tracking store (logger=none): "
-                          "set logger.tracking_uri, or give a file")  # fmt: skip
+        raise ConfigError(
+            f"{KEY}={source!r} is an MLflow URI but there is no tracking store (logger=none): "
+            "set logger.tracking_uri, or give a file"
+        )
     uri = _logged_model_uri(source, tracking_uri) if source.startswith("runs:/") else source
     with open_model(uri, tracking_uri, key=KEY) as model:
         prefix = "task.backbone."
-        state = {k[len(prefix):]: v.detach().clone() for k, v in model.network.state_dict().items() if k.startswith(prefix)}
+        state = {
+            k[len(prefix) :]: v.detach().clone() for k, v in model.network.state_dict().items() if k.startswith(prefix)
+        }
         digest = file_hash(model.files / "data" / "model.pt2") if (model.files / "data" / "model.pt2").is_file() else ""
         info = model.info
-        return PretrainedWeights(source, "mlflow", state, digest, info.get("mean"), info.get("std"),
-                                 architecture=info.get("model"), run_id=model.run_id)  # fmt: skip
+        return PretrainedWeights(
+            source,
+            "mlflow",
+            state,
+            digest,
+            info.get("mean"),
+            info.get("std"),
+            architecture=info.get("model"),
+            run_id=model.run_id,
+        )
 
 
 def _logged_model_uri(source: str, tracking_uri: str) -> str:
@@ -187,8 +225,10 @@ def _logged_model_uri(source: str, tracking_uri: str) -> str:
         model = store.get_logged_model(output.model_id)
         if model.name == name:
             return f"models:/{model.model_id}"
-    raise ConfigError(f"{KEY}={source!r}: run {run_id} logged no model named {name!r} "
-                      "(train it with logger.log_model=true, or give its checkpoint)")  # fmt: skip
+    raise ConfigError(
+        f"{KEY}={source!r}: run {run_id} logged no model named {name!r} "
+        "(train it with logger.log_model=true, or give its checkpoint)"
+    )
 
 
 # ---- loading ------------------------------------------------------------------------------------
@@ -230,14 +270,24 @@ def load_weights(backbone: nn.Module, weights: PretrainedWeights, example: torch
     for key in sorted(target):
         if key in state and state[key].shape != target[key].shape:
             if key in body:
-                raise ConfigError(_mismatch(weights, model_name, f"key {key!r} has shape {list(state[key].shape)} in the weights "
-                                            f"but {list(target[key].shape)} in model={model_name}"))  # fmt: skip
+                raise ConfigError(
+                    _mismatch(
+                        weights,
+                        model_name,
+                        f"key {key!r} has shape {list(state[key].shape)} in the weights "
+                        f"but {list(target[key].shape)} in model={model_name}",
+                    )
+                )
             del state[key]  # the head of another number of classes: newly initialised
     result = backbone.load_state_dict(state, strict=False)  # the family's pre-hooks (legacy names) run here
     missing_body = [k for k in result.missing_keys if k in body]
     if missing_body or result.unexpected_keys:
-        what = (f"{len(missing_body)} tensors of model={model_name} are missing from it (first: {missing_body[0]!r})" if missing_body
-                else f"it has {len(result.unexpected_keys)} tensors model={model_name} does not (first: {result.unexpected_keys[0]!r})")  # fmt: skip
+        what = (
+            f"{len(missing_body)} tensors of model={model_name} are missing from it (first: {missing_body[0]!r})"
+            if missing_body
+            else f"it has {len(result.unexpected_keys)} tensors model={model_name} does not "
+            f"(first: {result.unexpected_keys[0]!r})"
+        )
         raise ConfigError(_mismatch(weights, model_name, what))
     new = sorted(result.missing_keys)
     return LoadReport(loaded=len(target) - len(new), new=new, channel_rule=channel_rule)
@@ -245,8 +295,16 @@ def load_weights(backbone: nn.Module, weights: PretrainedWeights, example: torch
 
 def _mismatch(weights: PretrainedWeights, model_name: str, what: str) -> str:
     guess = guess_architecture(weights.state_dict)
-    hint = f"; the weights look like model={guess[0]} ({guess[1]} of {len(weights.state_dict)} tensors match it)" if guess else ""
-    declared = f" (the source says it is {weights.architecture})" if weights.architecture and weights.architecture != model_name else ""
+    hint = (
+        f"; the weights look like model={guess[0]} ({guess[1]} of {len(weights.state_dict)} tensors match it)"
+        if guess
+        else ""
+    )
+    declared = (
+        f" (the source says it is {weights.architecture})"
+        if weights.architecture and weights.architecture != model_name
+        else ""
+    )
     return f"{KEY}={weights.source!r} does not fit model={model_name}: {what}{declared}{hint}"
 
 
@@ -262,12 +320,16 @@ def guess_architecture(state: dict[str, torch.Tensor]) -> Optional[tuple[str, in
     for name in available_models():
         try:
             with torch.device("meta"):
-                model = _REGISTRY[name].builder(num_classes=1000, in_channels=3, image_size=max(224, _REGISTRY[name].min_input_size))
+                model = _REGISTRY[name].builder(
+                    num_classes=1000, in_channels=3, image_size=max(224, _REGISTRY[name].min_input_size)
+                )
         except Exception:  # an architecture that needs other arguments is not a candidate
             continue
         shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         matched = sum(1 for k, v in state.items() if shapes.get(k) == tuple(v.shape))
-        score = matched - sum(1 for k in shapes if k not in state)  # a bigger model holding all of a smaller one is not it
+        score = matched - sum(
+            1 for k in shapes if k not in state
+        )  # a bigger model holding all of a smaller one is not it
         if matched and (best is None or score > best[2]):
             best = (name, matched, score)
     return best[:2] if best else None

@@ -121,4 +121,3 @@ def build_task(cfg: DictConfig, meta: dict) -> CNNTask:
         if cause:
             raise cause from err
         raise ConfigError(f"cannot build task={cfg.task.name} with model={cfg.model.name}: {err}") from err
-

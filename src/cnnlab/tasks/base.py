@@ -92,7 +92,9 @@ class CNNTask(pl.LightningModule):
         std: Optional[list[float]] = None,
         label_smoothing: float = 0.0,
         channels_last: bool = False,
-        input_spec: Optional[dict] = None,  # the prepared data's "input" (Source.input_spec): what prediction reproduces
+        input_spec: Optional[
+            dict
+        ] = None,  # the prepared data's "input" (Source.input_spec): what prediction reproduces
         backbone_lr: Optional[float] = None,  # the body's own learning rate (finetune.backbone_lr); None: optimizer.lr
     ):
         super().__init__()
@@ -105,7 +107,9 @@ class CNNTask(pl.LightningModule):
         self._per_step: set[str] = set()
 
     # ---- training metrics -----------------------------------------------------------------------
-    def log_training(self, values: dict[str, torch.Tensor], batch_size: int, per_step: tuple[str, ...] = ("train/loss",)) -> None:
+    def log_training(
+        self, values: dict[str, torch.Tensor], batch_size: int, per_step: tuple[str, ...] = ("train/loss",)
+    ) -> None:
         """A training step's metrics: the epoch's mean of each (logged as `<name>` at the epoch's end, and
         `<name>_epoch` for those in `per_step`), and the step's own value of those in `per_step` as
         `<name>_step`, on the steps the logger records (trainer.log_every_n_steps).
@@ -134,7 +138,9 @@ class CNNTask(pl.LightningModule):
                 row[key.replace("_epoch", "")] = float(value)
         for name, total in self._train_sums.items():
             mean = total / max(self._train_samples, 1)
-            self.log(f"{name}_epoch" if name in self._per_step else name, mean, on_step=False, on_epoch=True, sync_dist=True)
+            self.log(
+                f"{name}_epoch" if name in self._per_step else name, mean, on_step=False, on_epoch=True, sync_dist=True
+            )
             row[name] = float(mean)
         self.epoch_history.append(row)
 
@@ -161,7 +167,9 @@ class CNNTask(pl.LightningModule):
 
     # ---- optimisation -------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict]:
-        """One group of all parameters, or with `backbone_lr`, "head" (everything but the body) and "backbone" (the body)."""
+        """One group of all parameters, or with `backbone_lr`, "head" (everything but the body) and "backbone" (the
+        body).
+        """
         backbone_lr = self.hparams.get("backbone_lr")
         if backbone_lr is None:
             return [{"params": list(self.parameters())}]
@@ -169,8 +177,10 @@ class CNNTask(pl.LightningModule):
 
         body = {f"backbone.{n}" for n in parameters_up_to(self.backbone, -1, self.example_input_array)}
         named = list(self.named_parameters())
-        return [{"params": [p for n, p in named if n not in body], "name": "head"},
-                {"params": [p for n, p in named if n in body], "name": "backbone", "lr": float(backbone_lr)}]  # fmt: skip
+        return [
+            {"params": [p for n, p in named if n not in body], "name": "head"},
+            {"params": [p for n, p in named if n in body], "name": "backbone", "lr": float(backbone_lr)},
+        ]
 
     def configure_optimizers(self) -> Any:
         groups = self.parameter_groups()
@@ -230,7 +240,9 @@ class CNNTask(pl.LightningModule):
     def cam_target(self, output: Any, class_index: torch.Tensor) -> torch.Tensor:
         """N scores, one per image, whose gradient a class-activation map follows: `output` is this
         task's forward output for N images, `class_index` the N classes to explain (long tensor)."""
-        raise NotImplementedError(f"{type(self).__name__} declares no cam_target: cnnlab-explain cannot draw its class-activation maps")
+        raise NotImplementedError(
+            f"{type(self).__name__} declares no cam_target: cnnlab-explain cannot draw its class-activation maps"
+        )
 
     def cam_prediction(self, output: Any) -> CamPrediction:
         """What the network predicted for each image (`output`: this task's forward output)."""

@@ -64,7 +64,9 @@ class ClassificationTask(CNNTask):
     def build_backbone(self, num_classes: Optional[int] = None) -> torch.nn.Module:
         mode = self.hparams.get("binary_mode", "softmax")
         if mode not in BINARY_MODES:
-            raise ConfigError(f"task.module.binary_mode={mode!r} is not valid; expected one of: {', '.join(BINARY_MODES)}")
+            raise ConfigError(
+                f"task.module.binary_mode={mode!r} is not valid; expected one of: {', '.join(BINARY_MODES)}"
+            )
         if mode == "sigmoid":
             if self.hparams.num_classes != 2:
                 raise ConfigError(
@@ -123,7 +125,9 @@ class ClassificationTask(CNNTask):
         else:
             logits = self(images)
             loss = self.loss(logits, labels)
-        predicted = (logits[:, 0] > 0).long() if self.sigmoid else logits.argmax(1)  # argmax of the logits: no softmax per step
+        predicted = (
+            (logits[:, 0] > 0).long() if self.sigmoid else logits.argmax(1)
+        )  # argmax of the logits: no softmax per step
         self.log_training({"train/loss": loss, "train/acc": (predicted == labels).float().mean()}, len(labels))
         return loss
 
@@ -147,7 +151,14 @@ class ClassificationTask(CNNTask):
         self.log_dict(self.test_metrics)
         if sum(len(g[0]) for g in self._grid) < GRID_IMAGES:
             confidence, predicted = probs.max(1)
-            self._grid.append((self.denormalize(batch["image"]), labels.cpu().numpy(), predicted.cpu().numpy(), confidence.cpu().numpy()))
+            self._grid.append(
+                (
+                    self.denormalize(batch["image"]),
+                    labels.cpu().numpy(),
+                    predicted.cpu().numpy(),
+                    confidence.cpu().numpy(),
+                )
+            )
 
     def on_test_epoch_end(self) -> None:
         per_class = self.test_per_class.compute()
@@ -162,12 +173,20 @@ class ClassificationTask(CNNTask):
         confusion = self.test_confusion.compute().cpu().numpy()
         # one row per test image, the layout DVC's confusion template reads
         rows = ["actual,predicted"] + [
-            f"{names[a]},{names[p]}" for a in range(len(names)) for p in range(len(names)) for _ in range(int(confusion[a, p]))
+            f"{names[a]},{names[p]}"
+            for a in range(len(names))
+            for p in range(len(names))
+            for _ in range(int(confusion[a, p]))
         ]
         predictions = directory / "predictions.csv"
         predictions.write_text("\n".join(rows) + "\n")
-        files = {"predictions": predictions, "confusion_matrix": plot_confusion_matrix(confusion, names, directory / "confusion_matrix.png")}
+        files = {
+            "predictions": predictions,
+            "confusion_matrix": plot_confusion_matrix(confusion, names, directory / "confusion_matrix.png"),
+        }
         if self._grid:
             images, labels, predicted, confidence = (np.concatenate(parts)[:GRID_IMAGES] for parts in zip(*self._grid))
-            files["prediction_grid"] = plot_prediction_grid(images, labels, predicted, confidence, names, directory / "test_predictions.png")
+            files["prediction_grid"] = plot_prediction_grid(
+                images, labels, predicted, confidence, names, directory / "test_predictions.png"
+            )
         return files

@@ -103,7 +103,9 @@ class FCNHead(nn.Module):
     ):
         super().__init__()
         if variant not in FCN_VARIANTS:
-            raise ConfigError(f"task.module.variant={variant!r} is not valid; expected one of: {', '.join(FCN_VARIANTS)}")
+            raise ConfigError(
+                f"task.module.variant={variant!r} is not valid; expected one of: {', '.join(FCN_VARIANTS)}"
+            )
         maps = FCN_VARIANTS[variant]
         available = len(feature_channels)
         if available < maps:
@@ -122,7 +124,8 @@ class FCNHead(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
         self.upsample = nn.ModuleList(
-            BilinearUpsample(num_classes, _upsampling_factor(deep, shallow)) for deep, shallow in zip(strides, strides[1:])
+            BilinearUpsample(num_classes, _upsampling_factor(deep, shallow))
+            for deep, shallow in zip(strides, strides[1:])
         )
         self.final_upsample = BilinearUpsample(num_classes, strides[-1])
 

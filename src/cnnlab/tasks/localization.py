@@ -33,7 +33,9 @@ class BoxHead(nn.Module):
     def __init__(self, channels: int, pool_size: int = 4, hidden: int = 256):
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d(pool_size)
-        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(channels * pool_size * pool_size, hidden), nn.ReLU(), nn.Linear(hidden, 4))
+        self.mlp = nn.Sequential(
+            nn.Flatten(), nn.Linear(channels * pool_size * pool_size, hidden), nn.ReLU(), nn.Linear(hidden, 4)
+        )
         with torch.no_grad():  # start at the typical box, not at random corners
             self.mlp[-1].weight.mul_(0.1)
             self.mlp[-1].bias.copy_(torch.logit(torch.tensor(MEAN_BOX)))
@@ -70,7 +72,9 @@ class LocalizationTask(CNNTask):
     ):
         super().__init__(*args, **kwargs)
         if box_loss not in BOX_LOSSES:
-            raise ConfigError(f"task.module.box_loss={box_loss!r} is not valid; expected one of: {', '.join(BOX_LOSSES)}")
+            raise ConfigError(
+                f"task.module.box_loss={box_loss!r} is not valid; expected one of: {', '.join(BOX_LOSSES)}"
+            )
         n = self.hparams.num_classes
         self.box_head = BoxHead(self.backbone.num_features, box_pool_size, box_hidden)
         self.val_metrics = MetricCollection({"acc": MulticlassAccuracy(n, average="micro")}, prefix="val/")
@@ -93,8 +97,13 @@ class LocalizationTask(CNNTask):
     def prediction_row(cls, output: np.ndarray, image: PredictionInput) -> dict[str, str]:
         k = len(image.class_names)
         x_min, y_min, x_max, y_max = (float(v) for v in np.clip(output[k : k + 4], 0, 1))
-        return {**class_prediction(output[:k], image), "x_min": f"{x_min * image.width:.1f}", "y_min": f"{y_min * image.height:.1f}",
-                "x_max": f"{x_max * image.width:.1f}", "y_max": f"{y_max * image.height:.1f}"}  # fmt: skip
+        return {
+            **class_prediction(output[:k], image),
+            "x_min": f"{x_min * image.width:.1f}",
+            "y_min": f"{y_min * image.height:.1f}",
+            "x_max": f"{x_max * image.width:.1f}",
+            "y_max": f"{y_max * image.height:.1f}",
+        }
 
     def cam_target(self, output: tuple[torch.Tensor, torch.Tensor], class_index: torch.Tensor) -> torch.Tensor:
         """The class head's logit for the class (the box head is not what a class map explains)."""
@@ -108,16 +117,27 @@ class LocalizationTask(CNNTask):
     def losses(self, logits, boxes, labels, true_boxes) -> dict[str, torch.Tensor]:
         class_loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
         location_loss = box_loss(boxes, true_boxes, self.hparams.box_loss)
-        return {"loss": class_loss + self.hparams.box_weight * location_loss, "class_loss": class_loss, "box_loss": location_loss}
+        return {
+            "loss": class_loss + self.hparams.box_weight * location_loss,
+            "class_loss": class_loss,
+            "box_loss": location_loss,
+        }
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits, boxes = self(batch["image"])
         losses = self.losses(logits, boxes, batch["label"], batch["box"])
         batch_size = len(logits)
         ious = box_iou(boxes.detach(), batch["box"])
-        self.log_training({"train/loss": losses["loss"], "train/class_loss": losses["class_loss"], "train/box_loss": losses["box_loss"],
-                           "train/box_iou": ious.mean(), "train/loc_acc": localization_accuracy(logits.detach(), batch["label"], ious).mean()},
-                          batch_size)  # fmt: skip
+        self.log_training(
+            {
+                "train/loss": losses["loss"],
+                "train/class_loss": losses["class_loss"],
+                "train/box_loss": losses["box_loss"],
+                "train/box_iou": ious.mean(),
+                "train/loc_acc": localization_accuracy(logits.detach(), batch["label"], ious).mean(),
+            },
+            batch_size,
+        )
         return losses["loss"]
 
     def _evaluate(self, stage: str, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -161,17 +181,29 @@ class LocalizationTask(CNNTask):
         names = self.class_names
         files: dict[str, Path] = {}
         if self._test_rows:
-            labels, predicted, confidence, ious, true_boxes, boxes = (np.concatenate(parts) for parts in zip(*self._test_rows))
+            labels, predicted, confidence, ious, true_boxes, boxes = (
+                np.concatenate(parts) for parts in zip(*self._test_rows)
+            )
             # actual/predicted first: DVC's confusion template (dvc.yaml) reads these two columns
-            lines = ["actual,predicted,confidence,iou,true_x_min,true_y_min,true_x_max,true_y_max,x_min,y_min,x_max,y_max"]
+            lines = [
+                "actual,predicted,confidence,iou,true_x_min,true_y_min,true_x_max,true_y_max,x_min,y_min,x_max,y_max"
+            ]
             for i in range(len(labels)):
                 coordinates = ",".join(f"{v:.4f}" for v in (*true_boxes[i], *boxes[i]))
-                lines.append(f"{names[labels[i]]},{names[predicted[i]]},{confidence[i]:.4f},{ious[i]:.4f},{coordinates}")
+                lines.append(
+                    f"{names[labels[i]]},{names[predicted[i]]},{confidence[i]:.4f},{ious[i]:.4f},{coordinates}"
+                )
             files["predictions"] = directory / "predictions.csv"
             files["predictions"].write_text("\n".join(lines) + "\n")
             confusion = multiclass_confusion_matrix(torch.from_numpy(predicted), torch.from_numpy(labels), len(names))
-            files["confusion_matrix"] = plot_confusion_matrix(confusion.numpy(), names, directory / "confusion_matrix.png")
+            files["confusion_matrix"] = plot_confusion_matrix(
+                confusion.numpy(), names, directory / "confusion_matrix.png"
+            )
         if self._grid:
-            images, labels, predicted, confidence, ious, true_boxes, boxes = (np.concatenate(p)[:GRID_IMAGES] for p in zip(*self._grid))
-            files["box_grid"] = plot_box_grid(images, labels, predicted, ious, true_boxes, boxes, names, directory / "test_boxes.png")
+            images, labels, predicted, confidence, ious, true_boxes, boxes = (
+                np.concatenate(p)[:GRID_IMAGES] for p in zip(*self._grid)
+            )
+            files["box_grid"] = plot_box_grid(
+                images, labels, predicted, ious, true_boxes, boxes, names, directory / "test_boxes.png"
+            )
         return files

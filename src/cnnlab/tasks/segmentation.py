@@ -74,9 +74,15 @@ class SegmentationTask(CNNTask):
                 f"({', '.join(self.class_names)}); give one weight per class or null"
             )
         self.head = FCNHead(
-            self.backbone.feature_channels, self.backbone.feature_strides, n, variant, self.hparams.model.get("name", "backbone")
+            self.backbone.feature_channels,
+            self.backbone.feature_strides,
+            n,
+            variant,
+            self.hparams.model.get("name", "backbone"),
         )
-        self.register_buffer("class_weights", None if class_weights is None else torch.tensor(class_weights, dtype=torch.float))
+        self.register_buffer(
+            "class_weights", None if class_weights is None else torch.tensor(class_weights, dtype=torch.float)
+        )
         self.val_confusion = MulticlassConfusionMatrix(n, ignore_index=ignore_index)
         self.test_confusion = MulticlassConfusionMatrix(n, ignore_index=ignore_index)
         self._grid: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -182,7 +188,9 @@ class SegmentationTask(CNNTask):
         table.write_text("\n".join(rows) + "\n")
         files = {
             "per_class_iou": table,
-            "pixel_confusion_matrix": plot_confusion_matrix(confusion.numpy(), names, directory / "pixel_confusion_matrix.png"),
+            "pixel_confusion_matrix": plot_confusion_matrix(
+                confusion.numpy(), names, directory / "pixel_confusion_matrix.png"
+            ),
         }
         if self._grid:
             images, masks, predicted = (np.concatenate(parts)[:GRID_IMAGES] for parts in zip(*self._grid))

@@ -44,7 +44,9 @@ class Comparison:
     skipped_sweeps: int = 0
 
 
-def fetch_runs(tracking_uri: str, experiment: str, include_children: bool = True, include_sweeps: bool = False) -> tuple[list[RunRow], int]:
+def fetch_runs(
+    tracking_uri: str, experiment: str, include_children: bool = True, include_sweeps: bool = False
+) -> tuple[list[RunRow], int]:
     """(runs of `experiment`, number of sweep parent runs left out); ConfigError for an unknown experiment."""
     from cnnlab.tracking.store import client, with_retry
 
@@ -52,10 +54,16 @@ def fetch_runs(tracking_uri: str, experiment: str, include_children: bool = True
     found = with_retry(lambda: mlflow_client.get_experiment_by_name(experiment), what="get experiment")
     if found is None:
         names = sorted(e.name for e in with_retry(mlflow_client.search_experiments, what="search experiments"))
-        raise ConfigError(f"experiment={experiment!r} is not in the MLflow store {tracking_uri}; experiments there: {', '.join(names) or 'none'}")
+        raise ConfigError(
+            f"experiment={experiment!r} is not in the MLflow store {tracking_uri}; experiments there: "
+            f"{', '.join(names) or 'none'}"
+        )
     runs, token = [], None
     while True:
-        page = with_retry(lambda: mlflow_client.search_runs([found.experiment_id], max_results=1000, page_token=token), what="search runs")
+        page = with_retry(
+            lambda: mlflow_client.search_runs([found.experiment_id], max_results=1000, page_token=token),
+            what="search runs",
+        )
         runs.extend(page)
         token = page.token
         if not token:
@@ -68,7 +76,11 @@ def fetch_runs(tracking_uri: str, experiment: str, include_children: bool = True
             continue
         if "mlflow.parentRunId" in tags and not include_children:
             continue
-        rows.append(RunRow(run.info.run_id, run.info.run_name or "", run.info.status, dict(run.data.params), dict(run.data.metrics)))
+        rows.append(
+            RunRow(
+                run.info.run_id, run.info.run_name or "", run.info.status, dict(run.data.params), dict(run.data.metrics)
+            )
+        )
     return rows, sweeps
 
 
@@ -110,7 +122,11 @@ def compare(
         )
     ranked = sorted(scored, key=lambda r: r.metric(metric), reverse=mode == "max")
     unranked = [r for r in runs if r.metric(metric) is None]
-    extra = [m for m in dict.fromkeys([*metrics, _test_counterpart(metric)]) if m and m != metric and any(r.metric(m) is not None for r in runs)]
+    extra = [
+        m
+        for m in dict.fromkeys([*metrics, _test_counterpart(metric)])
+        if m and m != metric and any(r.metric(m) is not None for r in runs)
+    ]
     if top is not None and top > 0:
         ranked = ranked[:top]
         unranked = unranked[: max(0, top - len(ranked))]
@@ -131,15 +147,27 @@ def format_table(comparison: Comparison) -> str:
     """The printed table: rank, run, params, the ranking metric, other metrics, status."""
     header = ["rank", "run", "run_id", *comparison.params, comparison.metric, *comparison.metrics, "status"]
     lines = []
-    for rank, run in [(str(i), r) for i, r in enumerate(comparison.ranked, 1)] + [("-", r) for r in comparison.unranked]:
-        lines.append([
-            rank, run.name, run.run_id[:8], *(run.params.get(p, "-") for p in comparison.params),
-            _format(run.metric(comparison.metric)), *(_format(run.metric(m)) for m in comparison.metrics), run.status,
-        ])  # fmt: skip
+    for rank, run in [(str(i), r) for i, r in enumerate(comparison.ranked, 1)] + [
+        ("-", r) for r in comparison.unranked
+    ]:
+        lines.append(
+            [
+                rank,
+                run.name,
+                run.run_id[:8],
+                *(run.params.get(p, "-") for p in comparison.params),
+                _format(run.metric(comparison.metric)),
+                *(_format(run.metric(m)) for m in comparison.metrics),
+                run.status,
+            ]
+        )
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines)]
     render = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     order = "highest" if comparison.mode == "max" else "lowest"
-    title = f"experiment {comparison.experiment}: {len(comparison.ranked)} runs ranked by {comparison.metric} ({order} first)"
+    title = (
+        f"experiment {comparison.experiment}: {len(comparison.ranked)} runs ranked by {comparison.metric} "
+        f"({order} first)"
+    )
     notes = []
     if comparison.unranked:
         notes.append(f"{len(comparison.unranked)} without {comparison.metric} listed last")
@@ -168,7 +196,8 @@ def plot_metric_against_param(comparison: Comparison, param: str, output: Path) 
     if not runs:
         available = sorted({key for r in comparison.ranked for key in r.params})
         raise ConfigError(
-            f"param={param!r} is set by none of the ranked runs; params there include: {', '.join(available[:40]) or 'none'}"
+            f"param={param!r} is set by none of the ranked runs; params there include: "
+            f"{', '.join(available[:40]) or 'none'}"
         )
     values = [r.params[param] for r in runs]
     scores = [r.metric(comparison.metric) for r in runs]
@@ -184,14 +213,29 @@ def plot_metric_against_param(comparison: Comparison, param: str, output: Path) 
         categories = sorted(set(values))
         positions = [categories.index(v) for v in values]
         axes.scatter(positions, scores, color="tab:blue", zorder=3)
-        axes.set_xticks(range(len(categories)), categories, rotation=30 if len(categories) > 4 else 0, ha="right" if len(categories) > 4 else "center")
+        axes.set_xticks(
+            range(len(categories)),
+            categories,
+            rotation=30 if len(categories) > 4 else 0,
+            ha="right" if len(categories) > 4 else "center",
+        )
         best_x = positions[0]
     xs = numbers if numbers is not None else positions
     if len(runs) <= 15:  # names beside the points while they stay readable
         for x, y, run in zip(xs, scores, runs):
-            axes.annotate(run.name or run.run_id[:8], (x, y), xytext=(4, 4), textcoords="offset points", fontsize="x-small")
-    axes.scatter([best_x], [scores[0]], s=160, facecolors="none", edgecolors="tab:red", linewidths=2, zorder=4,
-                 label=f"best: {runs[0].name or runs[0].run_id[:8]} ({scores[0]:.4f})")  # fmt: skip
+            axes.annotate(
+                run.name or run.run_id[:8], (x, y), xytext=(4, 4), textcoords="offset points", fontsize="x-small"
+            )
+    axes.scatter(
+        [best_x],
+        [scores[0]],
+        s=160,
+        facecolors="none",
+        edgecolors="tab:red",
+        linewidths=2,
+        zorder=4,
+        label=f"best: {runs[0].name or runs[0].run_id[:8]} ({scores[0]:.4f})",
+    )
     axes.set_xlabel(param)
     axes.set_ylabel(comparison.metric)
     axes.set_title(f"{comparison.experiment}: {comparison.metric} against {param} ({len(runs)} runs)")

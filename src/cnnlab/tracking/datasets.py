@@ -37,7 +37,9 @@ class ProfiledDataset(MetaDataset):
         return {**super().to_dict(), "profile": json.dumps(self._profile)}
 
 
-def prepared_dataset(prepared_dir: Path, meta: dict, splits: tuple[str, ...] = ("train", "val", "test")) -> ProfiledDataset:
+def prepared_dataset(
+    prepared_dir: Path, meta: dict, splits: tuple[str, ...] = ("train", "val", "test")
+) -> ProfiledDataset:
     """The dataset input of the prepared data in `prepared_dir` (its meta.json as `meta`), limited to `splits`."""
     from mlflow.data.dataset_source_registry import resolve_dataset_source
 

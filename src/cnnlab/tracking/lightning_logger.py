@@ -21,7 +21,10 @@ log = logging.getLogger(__name__)
 def metric_outbox(uri: str, run_id: str) -> MetricOutbox:
     """An outbox posting to run `run_id` of the store at `uri` (its own client: it sends from its own thread)."""
     sender = client(uri)
-    return MetricOutbox(lambda points: with_retry(lambda: sender.log_batch(run_id, metrics=points), what="log metrics"), where=redact(uri))
+    return MetricOutbox(
+        lambda points: with_retry(lambda: sender.log_batch(run_id, metrics=points), what="log metrics"),
+        where=redact(uri),
+    )
 
 
 class OutboxLogger(MLFlowLogger):
@@ -48,8 +51,13 @@ class OutboxLogger(MLFlowLogger):
     @rank_zero_only
     def log_metrics(self, metrics, step=None) -> None:
         now = int(time.time() * 1000)
-        self.outbox.add([Metric(re.sub("[^a-zA-Z0-9_/. -]+", "", key), float(value), now, step or 0)
-                         for key, value in metrics.items() if not isinstance(value, str)])  # fmt: skip
+        self.outbox.add(
+            [
+                Metric(re.sub("[^a-zA-Z0-9_/. -]+", "", key), float(value), now, step or 0)
+                for key, value in metrics.items()
+                if not isinstance(value, str)
+            ]
+        )
 
     @rank_zero_only
     def log_hyperparams(self, params) -> None:
@@ -64,8 +72,10 @@ class OutboxLogger(MLFlowLogger):
     # killed process had not sent travels in its checkpoint instead (UnsentMetrics).
 
     def unsent(self) -> list[list]:
-        """[key, value, timestamp, step] of each point the store has not confirmed (none in a rank without an outbox)."""
-        return [[m.key, m.value, m.timestamp, m.step] for m in self._outbox.unsent()] if self._outbox is not None else []
+        """[key, value, timestamp, step] of each point the store has not confirmed (none without an outbox)."""
+        return (
+            [[m.key, m.value, m.timestamp, m.step] for m in self._outbox.unsent()] if self._outbox is not None else []
+        )
 
     def send_missing(self, points: list[list]) -> int:
         """Queue those of `points` that the run does not hold yet (same key, step and timestamp); returns how many."""
@@ -77,8 +87,14 @@ class OutboxLogger(MLFlowLogger):
                 held |= {(key, m.step, m.timestamp) for m in history}
             missing = [p for p in points if (p[0], p[3], p[2]) not in held]
         except Exception as err:  # the store does not answer now: better a point twice than lost
-            log.warning("could not read the run's metrics back (%s); re-sending the %d kept in the checkpoint", str(err)[:200], len(points))
-        self.outbox.add([Metric(key, float(value), int(timestamp), int(step)) for key, value, timestamp, step in missing])
+            log.warning(
+                "could not read the run's metrics back (%s); re-sending the %d kept in the checkpoint",
+                str(err)[:200],
+                len(points),
+            )
+        self.outbox.add(
+            [Metric(key, float(value), int(timestamp), int(step)) for key, value, timestamp, step in missing]
+        )
         return len(missing)
 
     def finalize(self, status: str = "success") -> None:

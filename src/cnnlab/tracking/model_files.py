@@ -26,7 +26,8 @@ def load_network(model_dir: Path) -> Callable:
     exported = Path(model_dir) / flavor.get("model_data", "data") / "model.pt2"
     if not exported.is_file():
         raise ConfigError(
-            f"{model_dir} holds a PyTorch model saved with pickle (format {flavor.get('serialization_format', 'pickle')!r}); "
+            f"{model_dir} holds a PyTorch model saved with pickle (format "
+            f"{flavor.get('serialization_format', 'pickle')!r}); "
             "cnnlab loads only torch.export (pt2) models, whose loading runs no code: log it again with cnnlab-train"
         )
     return load_exported_program(exported).module()
@@ -41,8 +42,10 @@ def load_exported_program(path: Path):
             return torch.export.load(str(path))
         except (pickle.UnpicklingError, RuntimeError, ValueError, AttributeError) as err:
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ConfigError(f"{path}: refused to load: part of the archive is not plain tensors and data, and "
-                              f"loading it could run code ({reason[:300]})") from None  # fmt: skip
+            raise ConfigError(
+                f"{path}: refused to load: part of the archive is not plain tensors and data, and "
+                f"loading it could run code ({reason[:300]})"
+            ) from None
 
 
 class _RefuseGlobals(pickle.Unpickler):

@@ -101,7 +101,9 @@ def use_tracking_uri(uri: str) -> Iterator[None]:
 
 
 def example_inputs(dataset, count: int = EXAMPLE_BATCH) -> Optional[torch.Tensor]:
-    """The first `count` images of a dataset of {"image": tensor} items (e.g. the unaugmented val split), or None if empty."""
+    """The first `count` images of a dataset of {"image": tensor} items (e.g. the unaugmented val split), or None if
+    empty.
+    """
     count = min(count, len(dataset))
     return torch.stack([dataset[i]["image"] for i in range(count)]) if count else None
 
@@ -143,10 +145,15 @@ def log_model(
         # MLflow 3 files a LoggedModel under the *active* experiment (the Default one, artifacts in
         # ./mlruns of the cwd) unless it exists already: create it in the run's experiment first
         logged = with_retry(
-            lambda: mlflow.initialize_logged_model(name=MODEL_NAME, source_run_id=run_id, tags=tags,
-                                                   params=run.data.params, experiment_id=run.info.experiment_id),
+            lambda: mlflow.initialize_logged_model(
+                name=MODEL_NAME,
+                source_run_id=run_id,
+                tags=tags,
+                params=run.data.params,
+                experiment_id=run.info.experiment_id,
+            ),
             what="create logged model",
-        )  # fmt: skip
+        )
         info = with_retry(
             lambda: mlflow.pytorch.log_model(
                 network,
@@ -187,7 +194,9 @@ def register_model(uri: str, model_uri: str, name: str, run_id: str, model_id: O
     tags = {"cnnlab.task": metadata["task"], "cnnlab.model": metadata["model"]}
     with use_tracking_uri(uri):  # the SQL registry resolves models:/<id> through the global tracking URI
         version = with_retry(
-            lambda: mlflow_client.create_model_version(name, source=model_uri, run_id=run_id, tags=tags, model_id=model_id),
+            lambda: mlflow_client.create_model_version(
+                name, source=model_uri, run_id=run_id, tags=tags, model_id=model_id
+            ),
             what="create model version",
         ).version
     TrackedRun(uri, run_id).set_tags({"cnnlab.registered_model": name, "cnnlab.model_version": str(version)})
@@ -197,7 +206,9 @@ def register_model(uri: str, model_uri: str, name: str, run_id: str, model_id: O
 def registered_version(uri: str, run_id: str) -> Optional[tuple[str, str]]:
     """(registered model name, version) registered from run `run_id`, the newest one; None if none."""
     mlflow_client = tracking_client(uri)
-    versions = with_retry(lambda: mlflow_client.search_model_versions(f"run_id = '{run_id}'"), what="search model versions")
+    versions = with_retry(
+        lambda: mlflow_client.search_model_versions(f"run_id = '{run_id}'"), what="search model versions"
+    )
     if not versions:
         return None
     newest = max(versions, key=lambda v: int(v.version))
@@ -231,7 +242,9 @@ def promote_if_better(
     version = str(version)
     mlflow_client = tracking_client(uri)
     value = float(value)
-    with_retry(lambda: mlflow_client.set_model_version_tag(model_name, version, metric, repr(value)), what="tag model version")
+    with_retry(
+        lambda: mlflow_client.set_model_version_tag(model_name, version, metric, repr(value)), what="tag model version"
+    )
     if math.isnan(value):
         log.warning("%s version %s: %s is NaN; not promoting it to @%s", model_name, version, metric, alias)
         return False
@@ -248,12 +261,24 @@ def promote_if_better(
         if recorded is None:
             log.warning(
                 "%s@%s is version %s, which has no %s tag to compare with; keeping it. Tag it (or move the alias) "
-                "to let evaluations compete for it.", model_name, alias, incumbent.version, metric,
-            )  # fmt: skip
+                "to let evaluations compete for it.",
+                model_name,
+                alias,
+                incumbent.version,
+                metric,
+            )
             return False
         if not _is_better(value, float(recorded), mode):
-            log.info("%s version %s: %s=%.4f does not beat @%s (version %s, %s); alias kept",
-                     model_name, version, metric, value, alias, incumbent.version, recorded)  # fmt: skip
+            log.info(
+                "%s version %s: %s=%.4f does not beat @%s (version %s, %s); alias kept",
+                model_name,
+                version,
+                metric,
+                value,
+                alias,
+                incumbent.version,
+                recorded,
+            )
             return False
     with_retry(lambda: mlflow_client.set_registered_model_alias(model_name, alias, version), what="set alias")
     log.info("%s version %s is now @%s (%s=%.4f)", model_name, version, alias, metric, value)
@@ -267,8 +292,9 @@ def held_out_metric(monitor: Optional[str]) -> Optional[str]:
     return "test/" + monitor.split("/", 1)[1] if monitor.startswith("val/") else monitor
 
 
-def promote_run_model(uri: str, run_id: str, metrics: dict[str, float], metric: Optional[str], mode: str,
-                      alias: Optional[str]) -> Optional[bool]:  # fmt: skip
+def promote_run_model(
+    uri: str, run_id: str, metrics: dict[str, float], metric: Optional[str], mode: str, alias: Optional[str]
+) -> Optional[bool]:
     """After evaluation: promote the version registered from `run_id` by `metrics[metric]`.
 
     None (nothing done) when no alias is configured, the run registered no model, or the metric is

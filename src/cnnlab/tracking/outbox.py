@@ -23,8 +23,14 @@ MAX_BATCH = 1000  # MLflow's log_batch limit on metrics per call
 class MetricOutbox:
     """A run's outgoing metric points; `send(points)` posts one batch (raises when the store is away)."""
 
-    def __init__(self, send: Callable[[list], None], where: str, interval: float = 2.0, batch: int = MAX_BATCH,
-                 retry_seconds: float = 15.0):  # fmt: skip
+    def __init__(
+        self,
+        send: Callable[[list], None],
+        where: str,
+        interval: float = 2.0,
+        batch: int = MAX_BATCH,
+        retry_seconds: float = 15.0,
+    ):
         self._send, self.where = send, where
         self.interval, self.batch, self.retry_seconds = interval, min(batch, MAX_BATCH), retry_seconds
         self._points: list = []
@@ -65,15 +71,23 @@ class MetricOutbox:
                 if self.unreachable_since is None:
                     self.unreachable_since = time.monotonic()
                     reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-                    log.warning("MLflow at %s does not answer (%s): training goes on, its metrics are kept and sent "
-                                "when it answers again (retrying every %.0f s)", self.where, reason, self.retry_seconds)  # fmt: skip
+                    log.warning(
+                        "MLflow at %s does not answer (%s): training goes on, its metrics are kept and sent "
+                        "when it answers again (retrying every %.0f s)",
+                        self.where,
+                        reason,
+                        self.retry_seconds,
+                    )
                 return False
             with self._lock:
                 del self._points[: len(chunk)]
                 self.sent += len(chunk)
             if self.unreachable_since is not None:
-                log.warning("MLflow at %s answers again after %.0f s; sending the metrics kept meanwhile",
-                            self.where, time.monotonic() - self.unreachable_since)  # fmt: skip
+                log.warning(
+                    "MLflow at %s answers again after %.0f s; sending the metrics kept meanwhile",
+                    self.where,
+                    time.monotonic() - self.unreachable_since,
+                )
                 self.unreachable_since = None
 
     def _run(self) -> None:

@@ -53,12 +53,15 @@ class TrackedRun:
         self.uri, self.run_id = uri, run_id
         self._client = client(uri)
         self.outbox = None  # a MetricOutbox while Lightning logs into this run
-        self.files_at_end: Optional[Callable[[], list[Path]]] = None  # logs to attach however the run ends (a SLURM job's)
+        self.files_at_end: Optional[Callable[[], list[Path]]] = (
+            None  # logs to attach however the run ends (a SLURM job's)
+        )
 
     # ---- opening ------------------------------------------------------------------------------
     @classmethod
-    def start(cls, uri: str, experiment_name: str, run_name: str, tags: dict[str, str],
-              parent_run_id: Optional[str] = None) -> "TrackedRun":  # fmt: skip
+    def start(
+        cls, uri: str, experiment_name: str, run_name: str, tags: dict[str, str], parent_run_id: Optional[str] = None
+    ) -> "TrackedRun":
         """A new RUNNING run with cnnlab's standard tags (git state, command line, user, environment) and `tags`."""
         from cnnlab.tracking.environment import environment_tags
 
@@ -80,7 +83,9 @@ class TrackedRun:
             all_tags.setdefault("cnnlab.rerun_of", os.environ[RERUN_OF_ENV])
         all_tags = {key: redact(str(value)) for key, value in all_tags.items()}
         mlflow_client = client(uri)
-        run = with_retry(lambda: mlflow_client.create_run(experiment_id, run_name=run_name, tags=all_tags), what="create run")
+        run = with_retry(
+            lambda: mlflow_client.create_run(experiment_id, run_name=run_name, tags=all_tags), what="create run"
+        )
         return cls(uri, run.info.run_id)
 
     @classmethod
@@ -128,7 +133,9 @@ class TrackedRun:
     def log_artifact(self, path: Path, artifact_path: Optional[str] = None) -> None:
         with_retry(lambda: self._client.log_artifact(self.run_id, str(path), artifact_path), what="log artifact")
 
-    def log_dataset(self, prepared_dir: Path, meta: dict, context: str, splits: tuple[str, ...] = ("train", "val", "test")) -> None:
+    def log_dataset(
+        self, prepared_dir: Path, meta: dict, context: str, splits: tuple[str, ...] = ("train", "val", "test")
+    ) -> None:
         """The prepared data in `prepared_dir` as this run's dataset input, with context "training" or "evaluation"."""
         from mlflow.entities import DatasetInput, InputTag
         from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
@@ -190,7 +197,9 @@ class TrackedRun:
             return False
         return True
 
-    def close(self, record_dir: Path, status: str, wait: float, before_end: Optional[Callable[[], None]] = None) -> bool:
+    def close(
+        self, record_dir: Path, status: str, wait: float, before_end: Optional[Callable[[], None]] = None
+    ) -> bool:
         """Send the last metrics (waiting at most `wait` s for a store that does not answer), run
         `before_end` (the outputs a finished training logs), end the run `status`, and say so in run.json.
 
@@ -210,9 +219,15 @@ class TrackedRun:
                 raise  # the store is there: a real failure, not an outage
             save_pending(record_dir, left, status, outputs_logged=before_end is None)
             write_run_record(record_dir, {**read_run_record(record_dir), "status": status.lower(), "sync": "pending"})
-            log.warning("MLflow at %s does not answer (%s): the run's last metrics, outputs and %s status are saved in %s; "
-                        "send them once it answers with: cnnlab-sync %s", redact(self.uri), str(err)[:200], status,
-                        record_dir / PENDING_FILE, record_dir)  # fmt: skip
+            log.warning(
+                "MLflow at %s does not answer (%s): the run's last metrics, outputs and %s status are saved in %s; "
+                "send them once it answers with: cnnlab-sync %s",
+                redact(self.uri),
+                str(err)[:200],
+                status,
+                record_dir / PENDING_FILE,
+                record_dir,
+            )
             return False
         record = {key: value for key, value in read_run_record(record_dir).items() if key != "sync"}
         write_run_record(record_dir, {**record, "status": status.lower()})
@@ -226,14 +241,22 @@ class TrackedRun:
         from cnnlab.tracking.lightning_logger import OutboxLogger, metric_outbox
 
         self.outbox = metric_outbox(self.uri, self.run_id)
-        return OutboxLogger(experiment_name=experiment_name, run_id=self.run_id, tracking_uri=self.uri, log_model=False, outbox=self.outbox)
+        return OutboxLogger(
+            experiment_name=experiment_name,
+            run_id=self.run_id,
+            tracking_uri=self.uri,
+            log_model=False,
+            outbox=self.outbox,
+        )
 
     @contextlib.contextmanager
     def system_metrics(self, interval: float, resume: bool) -> Iterator[None]:
         """MLflow's sampler of CPU, memory (and GPU with pynvml) into this run while the block runs."""
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-        monitor = SystemMetricsMonitor(self.run_id, sampling_interval=interval, tracking_uri=self.uri, resume_logging=resume)
+        monitor = SystemMetricsMonitor(
+            self.run_id, sampling_interval=interval, tracking_uri=self.uri, resume_logging=resume
+        )
         monitor.start()
         try:
             yield
@@ -309,9 +332,18 @@ def find_parent_run(sweep_dir: Path) -> Optional[str]:
     return os.environ.get("CNNLAB_PARENT_RUN_ID")
 
 
-def open_training_run(cfg, uri: str, meta: dict, output_dir: Path, sweep_dir: Optional[Path], job_num: Optional[int],
-                      overrides: list[str], resuming: bool, params: Optional[dict] = None,
-                      tags: Optional[dict] = None) -> TrackedRun:  # fmt: skip
+def open_training_run(
+    cfg,
+    uri: str,
+    meta: dict,
+    output_dir: Path,
+    sweep_dir: Optional[Path],
+    job_num: Optional[int],
+    overrides: list[str],
+    resuming: bool,
+    params: Optional[dict] = None,
+    tags: Optional[dict] = None,
+) -> TrackedRun:
     """The run of one training job: the interrupted one named in run.json when resuming, else a new
     run (a child of the sweep's parent inside a multirun) holding the flattened config as params.
 
@@ -355,8 +387,12 @@ def open_training_run(cfg, uri: str, meta: dict, output_dir: Path, sweep_dir: Op
 def finish_training_run(run: TrackedRun, cfg, output_dir: Path, summary: dict, datamodule, task) -> bool:
     """After fit: the last metrics, the outputs, then FINISHED. A store away for longer than
     logger.unreachable_wait leaves all of it saved in output_dir for `cnnlab-sync`; returns whether it all went out."""
-    return run.close(output_dir, "FINISHED", wait=cfg.logger.unreachable_wait,
-                     before_end=lambda: log_training_outputs(run, cfg, output_dir, summary, datamodule, task))  # fmt: skip
+    return run.close(
+        output_dir,
+        "FINISHED",
+        wait=cfg.logger.unreachable_wait,
+        before_end=lambda: log_training_outputs(run, cfg, output_dir, summary, datamodule, task),
+    )
 
 
 def sync_training_run(output_dir: Path, uri: Optional[str] = None) -> str:
@@ -373,7 +409,9 @@ def sync_training_run(output_dir: Path, uri: Optional[str] = None) -> str:
     output_dir = Path(output_dir)
     pending_path, record = output_dir / PENDING_FILE, read_run_record(output_dir)
     if not record.get("run_id"):
-        raise FileNotFoundError(f"{output_dir / RUN_RECORD} names no MLflow run: is {output_dir} a cnnlab-train output directory?")
+        raise FileNotFoundError(
+            f"{output_dir / RUN_RECORD} names no MLflow run: is {output_dir} a cnnlab-train output directory?"
+        )
     if not pending_path.is_file():
         raise FileNotFoundError(f"nothing to sync in {output_dir}: no {PENDING_FILE} (everything reached MLflow)")
     pending = json.loads(pending_path.read_text())
@@ -381,7 +419,10 @@ def sync_training_run(output_dir: Path, uri: Optional[str] = None) -> str:
     uri = uri or resolve_tracking_uri(None if "***@" in str(cfg.logger.tracking_uri) else cfg.logger.tracking_uri)
     run = TrackedRun.find(uri, record["run_id"])
     if run is None:
-        raise ConfigError(f"MLflow at {redact(uri)} has no run {record['run_id']} (or does not answer); it must be the store the training logged to")
+        raise ConfigError(
+            f"MLflow at {redact(uri)} has no run {record['run_id']} (or does not answer); it must be the store the "
+            "training logged to"
+        )
     from mlflow.entities import Metric
 
     points = [Metric(m["key"], m["value"], m["timestamp"], m["step"]) for m in pending["metrics"]]
@@ -399,7 +440,9 @@ def sync_training_run(output_dir: Path, uri: Optional[str] = None) -> str:
         datamodule = datamodule_from_config(cfg, task_class.labels, normalization=network_normalization(task))
         before_end = lambda: log_training_outputs(run, cfg, output_dir, record, datamodule, task)  # noqa: E731
     if not run.close(output_dir, pending["status"], wait=0, before_end=before_end):
-        raise ConfigError(f"MLflow at {redact(uri)} stopped answering while syncing; run cnnlab-sync {output_dir} again")
+        raise ConfigError(
+            f"MLflow at {redact(uri)} stopped answering while syncing; run cnnlab-sync {output_dir} again"
+        )
     return run.run_id
 
 
@@ -415,13 +458,19 @@ def log_training_outputs(run: TrackedRun, cfg, output_dir: Path, summary: dict, 
     if cfg.augment.get("preview") and cfg.augment.train:
         from cnnlab.viz.augment import plot_augmentation_preview
 
-        run.log_artifact(plot_augmentation_preview(datamodule.dataset("train", augment=True), task, output_dir / "augmentation_preview.png"))
+        run.log_artifact(
+            plot_augmentation_preview(
+                datamodule.dataset("train", augment=True), task, output_dir / "augmentation_preview.png"
+            )
+        )
     if cfg.logger.log_model and summary["best_checkpoint"]:
         from cnnlab.tracking.model_registry import example_inputs, log_model, registered_model_name
 
         best = type(task).load_from_checkpoint(summary["best_checkpoint"], map_location="cpu")
         register_name = registered_model_name(task.name, cfg.model.name) if cfg.register else None
-        log_model(run.uri, run.run_id, best, register_name, example=example_inputs(datamodule.dataset("val", augment=False)))
+        log_model(
+            run.uri, run.run_id, best, register_name, example=example_inputs(datamodule.dataset("val", augment=False))
+        )
 
 
 # ---- evaluation ---------------------------------------------------------------------------------
@@ -435,9 +484,15 @@ def log_evaluation(cfg, run_info: dict, metrics: dict[str, float], files: list[P
     run = TrackedRun.find(uri, run_info.get("run_id"))
     if run is None:
         if run_info.get("run_id"):
-            log.warning("training run %s is not in %s; logging the evaluation to a new run", run_info["run_id"], redact(uri))
-        run = TrackedRun.start(uri, cfg.logger.experiment_name, "evaluate",
-                               {"cnnlab.role": "evaluate", "cnnlab.train_run_id": run_info.get("run_id") or "unknown"})  # fmt: skip
+            log.warning(
+                "training run %s is not in %s; logging the evaluation to a new run", run_info["run_id"], redact(uri)
+            )
+        run = TrackedRun.start(
+            uri,
+            cfg.logger.experiment_name,
+            "evaluate",
+            {"cnnlab.role": "evaluate", "cnnlab.train_run_id": run_info.get("run_id") or "unknown"},
+        )
         run.end()
     run.log_metrics(metrics)
     if prepared is not None:
@@ -445,7 +500,14 @@ def log_evaluation(cfg, run_info: dict, metrics: dict[str, float], files: list[P
     if cfg.evaluate.checkpoint == "best":  # the registered model is the best checkpoint
         from cnnlab.tracking.model_registry import held_out_metric, promote_run_model
 
-        promote_run_model(uri, run.run_id, metrics, held_out_metric(run_info.get("monitor")), run_info.get("mode", "max"), cfg.promote_alias)
+        promote_run_model(
+            uri,
+            run.run_id,
+            metrics,
+            held_out_metric(run_info.get("monitor")),
+            run_info.get("mode", "max"),
+            cfg.promote_alias,
+        )
     for path in files:
         run.log_artifact(path, "evaluation")
     log.info("test metrics logged to MLflow run %s", run.run_id)

@@ -36,13 +36,17 @@ def load_settings(env_file: Optional[Path], environ: Mapping[str, str] = os.envi
     settings = dict(DEFAULTS)
     if env_file is not None:
         if not Path(env_file).is_file():
-            raise ConfigError(f"env file {env_file} not found: copy docker/.env.example to it and fill it in (it stays out of git)")
+            raise ConfigError(
+                f"env file {env_file} not found: copy docker/.env.example to it and fill it in (it stays out of git)"
+            )
         settings.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
     settings.update({k: v for k, v in environ.items() if k in (*REQUIRED, *DEFAULTS, "MLFLOW_S3_ENDPOINT_URL")})
     missing = [name for name in REQUIRED if not settings.get(name)]
     if missing:
         where = f"{env_file} or the environment" if env_file else "the environment"
-        raise ConfigError(f"the team server needs {', '.join(missing)}: set them in {where} (docker/.env.example lists every setting)")
+        raise ConfigError(
+            f"the team server needs {', '.join(missing)}: set them in {where} (docker/.env.example lists every setting)"
+        )
     return settings
 
 
@@ -59,10 +63,19 @@ def check_database(settings: Mapping[str, str], timeout: int = 5) -> None:
     """ConfigError (no password in it) unless PostgreSQL answers and takes these credentials."""
     import psycopg2
 
-    where = f"PostgreSQL at {settings['POSTGRES_HOST']}:{settings['POSTGRES_PORT']} (database {settings['POSTGRES_DB']!r}, user {settings['POSTGRES_USER']!r})"
+    where = (
+        f"PostgreSQL at {settings['POSTGRES_HOST']}:{settings['POSTGRES_PORT']} "
+        f"(database {settings['POSTGRES_DB']!r}, user {settings['POSTGRES_USER']!r})"
+    )
     try:
-        psycopg2.connect(host=settings["POSTGRES_HOST"], port=int(settings["POSTGRES_PORT"]), dbname=settings["POSTGRES_DB"],
-                         user=settings["POSTGRES_USER"], password=settings["POSTGRES_PASSWORD"], connect_timeout=timeout).close()  # fmt: skip
+        psycopg2.connect(
+            host=settings["POSTGRES_HOST"],
+            port=int(settings["POSTGRES_PORT"]),
+            dbname=settings["POSTGRES_DB"],
+            user=settings["POSTGRES_USER"],
+            password=settings["POSTGRES_PASSWORD"],
+            connect_timeout=timeout,
+        ).close()
     except psycopg2.OperationalError as err:
         reason = " ".join(str(err).replace(settings["POSTGRES_PASSWORD"], "***").split())[:300]
         raise ConfigError(f"{where} refused the connection: {reason}; check POSTGRES_* in the env file") from None
@@ -72,9 +85,13 @@ def s3_client(settings: Mapping[str, str]):
     import boto3
     from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=settings.get("MLFLOW_S3_ENDPOINT_URL") or None,
-                        aws_access_key_id=settings["AWS_ACCESS_KEY_ID"], aws_secret_access_key=settings["AWS_SECRET_ACCESS_KEY"],
-                        config=Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2}))  # fmt: skip
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.get("MLFLOW_S3_ENDPOINT_URL") or None,
+        aws_access_key_id=settings["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=settings["AWS_SECRET_ACCESS_KEY"],
+        config=Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2}),
+    )
 
 
 def check_bucket(settings: Mapping[str, str], create: bool = False) -> None:
@@ -91,19 +108,41 @@ def check_bucket(settings: Mapping[str, str], create: bool = False) -> None:
             client.create_bucket(Bucket=bucket)
             return
         if code in ("404", "NoSuchBucket"):
-            raise ConfigError(f"bucket {bucket!r} does not exist at {endpoint}: create it (or run with --create-bucket), or set CNNLAB_BUCKET") from None
-        raise ConfigError(f"bucket {bucket!r} at {endpoint} refused access ({code}): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY") from None
+            raise ConfigError(
+                f"bucket {bucket!r} does not exist at {endpoint}: create it (or run with --create-bucket), or set "
+                "CNNLAB_BUCKET"
+            ) from None
+        raise ConfigError(
+            f"bucket {bucket!r} at {endpoint} refused access ({code}): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+        ) from None
     except BotoCoreError as err:
-        raise ConfigError(f"the object storage at {endpoint} does not answer ({err}); check MLFLOW_S3_ENDPOINT_URL") from None
+        raise ConfigError(
+            f"the object storage at {endpoint} does not answer ({err}); check MLFLOW_S3_ENDPOINT_URL"
+        ) from None
 
 
 def server_command(settings: Mapping[str, str], host: str, port: int, workers: int) -> tuple[list[str], dict[str, str]]:
     """`mlflow server`'s argv and environment (the database URI and storage credentials go in the environment)."""
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
-    argv = [mlflow, "server", "--artifacts-destination", artifacts_destination(settings), "--serve-artifacts",
-            "--host", host, "--port", str(port), "--workers", str(workers)]  # fmt: skip
-    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": backend_uri(settings),
-           "AWS_ACCESS_KEY_ID": settings["AWS_ACCESS_KEY_ID"], "AWS_SECRET_ACCESS_KEY": settings["AWS_SECRET_ACCESS_KEY"]}  # fmt: skip
+    argv = [
+        mlflow,
+        "server",
+        "--artifacts-destination",
+        artifacts_destination(settings),
+        "--serve-artifacts",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+    env = {
+        **os.environ,
+        "MLFLOW_BACKEND_STORE_URI": backend_uri(settings),
+        "AWS_ACCESS_KEY_ID": settings["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": settings["AWS_SECRET_ACCESS_KEY"],
+    }
     if settings.get("MLFLOW_S3_ENDPOINT_URL"):
         env["MLFLOW_S3_ENDPOINT_URL"] = settings["MLFLOW_S3_ENDPOINT_URL"]
     return argv, env
@@ -112,7 +151,9 @@ def server_command(settings: Mapping[str, str], host: str, port: int, workers: i
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog="make server", description=__doc__.split("\n\n")[0])
     parser.add_argument("--env-file", type=Path, default=None, help="settings file (default: docker/.env if it exists)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 to serve the team's network)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 to serve the team's network)"
+    )
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--create-bucket", action="store_true", help="create CNNLAB_BUCKET if it does not exist")
@@ -126,8 +167,11 @@ def main(argv: Optional[list[str]] = None) -> None:
         print(f"make server: {redact(str(err))}", file=sys.stderr)
         sys.exit(2)
     command, env = server_command(settings, args.host, args.port, args.workers)
-    print(f"MLflow server on http://{args.host}:{args.port}: runs in {redact(backend_uri(settings))}, "
-          f"artifacts in {artifacts_destination(settings)}", flush=True)  # fmt: skip
+    print(
+        f"MLflow server on http://{args.host}:{args.port}: runs in {redact(backend_uri(settings))}, "
+        f"artifacts in {artifacts_destination(settings)}",
+        flush=True,
+    )
     os.execve(command[0], command, env)
 
 

@@ -32,7 +32,11 @@ def redact(text: str) -> str:
 
 # A tracking server that stops answering must cost seconds, not MLflow's default of minutes of
 # retries per call; users can still set these themselves.
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -85,7 +89,7 @@ def client(uri: str):
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             mlflow_client = MlflowClient(tracking_uri=uri)  # creates (or upgrades) the tracking tables
-            mlflow_client._get_registry_client().store  # ... and the registry's
+            _ = mlflow_client._get_registry_client().store  # ... and the registry's
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     _initialised.add(uri)
@@ -121,7 +125,11 @@ def get_or_create_experiment(uri: str, name: str) -> str:
     experiment = with_retry(lambda: mlflow_client.get_experiment_by_name(name))
     if experiment is not None:
         if EXPERIMENT_KIND_TAG not in experiment.tags:  # made by an older cnnlab or by hand
-            with_retry(lambda: mlflow_client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT_KIND))
+            with_retry(
+                lambda: mlflow_client.set_experiment_tag(
+                    experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT_KIND
+                )
+            )
         return experiment.experiment_id
     artifact_location = None
     if uri.startswith("sqlite:") and "MLFLOW_ARTIFACT_ROOT" not in os.environ:
@@ -131,8 +139,11 @@ def get_or_create_experiment(uri: str, name: str) -> str:
     elif root := os.environ.get("MLFLOW_ARTIFACT_ROOT"):
         artifact_location = root
     try:
-        return with_retry(lambda: mlflow_client.create_experiment(name, artifact_location=artifact_location,
-                                                                  tags={EXPERIMENT_KIND_TAG: TRAINING_EXPERIMENT_KIND}))  # fmt: skip
+        return with_retry(
+            lambda: mlflow_client.create_experiment(
+                name, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: TRAINING_EXPERIMENT_KIND}
+            )
+        )
     except Exception as err:  # another job created it first
         if "already exists" not in str(err).lower():
             raise

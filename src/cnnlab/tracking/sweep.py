@@ -38,14 +38,27 @@ class MLflowSweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         overrides = list(config.hydra.overrides.task)
         # the sweeper's own settings (an Optuna seed, trial count) are Hydra overrides: kept for cnnlab-rerun
-        hydra_overrides = [o for o in config.hydra.overrides.hydra if not o.startswith(("hydra.sweep.dir", "hydra.run.dir"))]
-        tags = {"cnnlab.role": "sweep", "cnnlab.sweep_dir": str(sweep_dir), "cnnlab.overrides": " ".join(overrides),
-                "cnnlab.hydra_overrides": " ".join(hydra_overrides), **dict(config.logger.get("tags") or {})}  # fmt: skip
+        hydra_overrides = [
+            o for o in config.hydra.overrides.hydra if not o.startswith(("hydra.sweep.dir", "hydra.run.dir"))
+        ]
+        tags = {
+            "cnnlab.role": "sweep",
+            "cnnlab.sweep_dir": str(sweep_dir),
+            "cnnlab.overrides": " ".join(overrides),
+            "cnnlab.hydra_overrides": " ".join(hydra_overrides),
+            **dict(config.logger.get("tags") or {}),
+        }
         run = TrackedRun.start(uri, config.logger.experiment_name, run_name=f"sweep-{sweep_dir.name}", tags=tags)
         sweeper = config.hydra.sweeper.get("_target_", "basic").rsplit(".", 1)[-1]
         with run.failed_on_error():
-            run.log_params({"sweep.overrides": " ".join(overrides), "sweep.sweeper": sweeper,
-                            "sweep.metric": config.task.monitor, "sweep.mode": config.task.mode})  # fmt: skip
+            run.log_params(
+                {
+                    "sweep.overrides": " ".join(overrides),
+                    "sweep.sweeper": sweeper,
+                    "sweep.metric": config.task.monitor,
+                    "sweep.mode": config.task.mode,
+                }
+            )
             sweep_dir.mkdir(parents=True, exist_ok=True)
             (sweep_dir / PARENT_RUN_FILE).write_text(json.dumps({"run_id": run.run_id, "tracking_uri": redact(uri)}))
         os.environ["CNNLAB_PARENT_RUN_ID"] = run.run_id
@@ -88,10 +101,15 @@ def record_best_child(uri: str, parent_run_id: str, metric: str, mode: str, abor
     metric = f"best/{metric}"
     experiments = [e.experiment_id for e in mlflow_client.search_experiments()]
     children = with_retry(
-        lambda: mlflow_client.search_runs(experiments, filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=10000)
+        lambda: mlflow_client.search_runs(
+            experiments, filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=10000
+        )
     )
-    scored = [(run.data.metrics[metric], run) for run in children if metric in run.data.metrics
-              and not math.isnan(run.data.metrics[metric])]  # fmt: skip
+    scored = [
+        (run.data.metrics[metric], run)
+        for run in children
+        if metric in run.data.metrics and not math.isnan(run.data.metrics[metric])
+    ]
     finished = sum(run.info.status == "FINISHED" for run in children)
     parent.log_metrics({"sweep.children": len(children), "sweep.finished": finished})
     if scored:

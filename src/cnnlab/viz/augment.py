@@ -32,5 +32,7 @@ def plot_augmentation_preview(dataset, task, path: Path, count: int = 16, seed: 
     if cmap and images.shape[-1] == 1:
         images = colour_mapped(images, cmap)
     names = task.hparams.class_names or []
-    titles = [names[int(item["label"])] if int(item["label"]) < len(names) else str(int(item["label"])) for item in items]
+    titles = [
+        names[int(item["label"])] if int(item["label"]) < len(names) else str(int(item["label"])) for item in items
+    ]
     return image_grid(images, titles, path)

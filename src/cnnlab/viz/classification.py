@@ -28,15 +28,26 @@ def plot_confusion_matrix(confusion: np.ndarray, class_names: Sequence[str], pat
         for t in range(n):
             for p in range(n):
                 if confusion[t, p]:
-                    axis.text(p, t, int(confusion[t, p]), ha="center", va="center", fontsize=7,
-                              color="white" if rates[t, p] > 0.5 else "black")  # fmt: skip
+                    axis.text(
+                        p,
+                        t,
+                        int(confusion[t, p]),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if rates[t, p] > 0.5 else "black",
+                    )
     return save(figure, path)
 
 
 def plot_prediction_grid(
-    images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, confidence: np.ndarray,
-    class_names: Sequence[str], path: Path,
-) -> Path:  # fmt: skip
+    images: np.ndarray,
+    labels: np.ndarray,
+    predicted: np.ndarray,
+    confidence: np.ndarray,
+    class_names: Sequence[str],
+    path: Path,
+) -> Path:
     """Test images titled 'predicted (confidence) / true', wrong ones in red."""
     titles = [f"{class_names[p]} {c:.0%}\ntrue {class_names[t]}" for t, p, c in zip(labels, predicted, confidence)]
     colors = ["black" if t == p else "red" for t, p in zip(labels, predicted)]

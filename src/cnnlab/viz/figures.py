@@ -43,8 +43,9 @@ def image_grid(
     rows = int(np.ceil(count / columns))
     # a fixed layout (each cell 1.6 x 1.8 in: the image, two lines of title above it) instead of
     # tight_layout and a tight crop, which draw the whole figure twice more: half the time of a grid
-    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.8 * rows), squeeze=False,
-                                gridspec_kw=_grid_spacing(rows, columns))  # fmt: skip
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(1.6 * columns, 1.8 * rows), squeeze=False, gridspec_kw=_grid_spacing(rows, columns)
+    )
     for i, axis in enumerate(axes.flat):
         axis.axis("off")
         if i >= count:
@@ -58,7 +59,13 @@ def image_grid(
 
 
 def _grid_spacing(rows: int, columns: int) -> dict:
-    """Subplot spacing for cells of 1.6 x 1.8 inches: 0.05 in around the grid, 0.35 in above each image for its title."""
+    """Subplot spacing for cells of 1.6 x 1.8 inches: 0.05 in around the grid, 0.35 in above each image (its title)."""
     width, height = 1.6 * columns, 1.8 * rows
-    return {"left": 0.05 / width, "right": 1 - 0.05 / width, "bottom": 0.05 / height, "top": 1 - 0.35 / height,
-            "wspace": 0.1 / 1.5, "hspace": 0.35 / 1.45}  # fmt: skip
+    return {
+        "left": 0.05 / width,
+        "right": 1 - 0.05 / width,
+        "bottom": 0.05 / height,
+        "top": 1 - 0.35 / height,
+        "wspace": 0.1 / 1.5,
+        "hspace": 0.35 / 1.45,
+    }

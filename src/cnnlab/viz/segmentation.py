@@ -18,7 +18,9 @@ def class_colors(count: int) -> np.ndarray:
     return np.array([cmap((i - 1) % cmap.N)[:3] for i in range(count)])
 
 
-def overlay_mask(image: np.ndarray, mask: np.ndarray, colors: np.ndarray, ignore_index: int = 255, alpha: float = 0.55) -> np.ndarray:
+def overlay_mask(
+    image: np.ndarray, mask: np.ndarray, colors: np.ndarray, ignore_index: int = 255, alpha: float = 0.55
+) -> np.ndarray:
     """H x W x C uint8 image with every non-background class tinted in its colour and outlined in it
     at full strength; returns H x W x 3 uint8.
 
@@ -50,9 +52,14 @@ def region_edges(mask: np.ndarray) -> np.ndarray:
 
 
 def plot_mask_grid(
-    images: np.ndarray, true_masks: np.ndarray, predicted_masks: np.ndarray, class_names: Sequence[str], path: Path,
-    *, ignore_index: int = 255,
-) -> Path:  # fmt: skip
+    images: np.ndarray,
+    true_masks: np.ndarray,
+    predicted_masks: np.ndarray,
+    class_names: Sequence[str],
+    path: Path,
+    *,
+    ignore_index: int = 255,
+) -> Path:
     """Each test image twice, side by side: the true mask, then the predicted one (titled with its IoU).
 
     The IoU in the title is over the image's non-background classes, ignored pixels left out.
@@ -68,7 +75,13 @@ def plot_mask_grid(
         union = (object_truth | object_predicted).sum()
         same_class = ((truth == predicted) & object_truth).sum()
         iou = same_class / union if union else 1.0
-        panels += [overlay_mask(image, truth, colors, ignore_index), overlay_mask(image, predicted, colors, ignore_index)]
-        titles += [f"true {names}", f"pred {'+'.join(class_names[c] for c in predicted_names) or class_names[0]}\nIoU {iou:.2f}"]
+        panels += [
+            overlay_mask(image, truth, colors, ignore_index),
+            overlay_mask(image, predicted, colors, ignore_index),
+        ]
+        titles += [
+            f"true {names}",
+            f"pred {'+'.join(class_names[c] for c in predicted_names) or class_names[0]}\nIoU {iou:.2f}",
+        ]
         title_colors += ["black", "black" if iou >= 0.5 else "red"]
     return image_grid(np.stack(panels), titles, path, columns=8, title_colors=title_colors)

@@ -12,6 +12,7 @@ from typing import Sequence
 
 from hydra.core.utils import JobReturn
 from hydra.errors import CompactHydraException
+
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
 
 
@@ -28,8 +29,19 @@ class SlurmLauncher(SubmititSlurmLauncher):
         except UncompletedJobError as err:
             text = str(err)
             if "sbatch: error" in text:
-                asked = ", ".join(f"{key}={self.params.get(key)}" for key in
-                                  ("partition", "account", "nodes", "tasks_per_node", "cpus_per_task", "gpus_per_node", "mem_gb", "timeout_min"))  # fmt: skip
+                asked = ", ".join(
+                    f"{key}={self.params.get(key)}"
+                    for key in (
+                        "partition",
+                        "account",
+                        "nodes",
+                        "tasks_per_node",
+                        "cpus_per_task",
+                        "gpus_per_node",
+                        "mem_gb",
+                        "timeout_min",
+                    )
+                )
                 reason = " ".join(line.strip() for line in text.splitlines() if "error" in line)
                 raise SlurmJobError(f"SLURM refused the sweep's jobs (hydra.launcher: {asked}): {reason}") from None
             # "Job <id> (task: n) with path <dir>/<id>_<n>_result.pkl\nhas not produced any output (state: FAILED)
@@ -40,5 +52,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
             if not found:
                 raise
             job, task, stem, state = found.groups()
-            raise SlurmJobError(f"SLURM job {job} (task {task}) ended {state} without a result: "
-                                f"{errors[-1] if errors else 'see its log'} (log: {stem}_log.err)") from None
+            raise SlurmJobError(
+                f"SLURM job {job} (task {task}) ended {state} without a result: "
+                f"{errors[-1] if errors else 'see its log'} (log: {stem}_log.err)"
+            ) from None

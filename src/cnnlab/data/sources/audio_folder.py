@@ -30,7 +30,9 @@ class AudioFolderSource(ImageFolderSource):
         **spectrogram,  # SpectrogramSettings' keys: sample_rate, clip_seconds, n_mels, n_fft, hop_length, ...
     ):
         super().__init__(root, classes)
-        self.settings = SpectrogramSettings(**spectrogram)  # an unknown key: TypeError naming it, a ConfigError in prepare
+        self.settings = SpectrogramSettings(
+            **spectrogram
+        )  # an unknown key: TypeError naming it, a ConfigError in prepare
 
     def set_target_size(self, size: int) -> None:
         """A spectrogram is computed at its own size; prepare resizes it afterwards."""
@@ -42,7 +44,9 @@ class AudioFolderSource(ImageFolderSource):
         return self.settings.spec()
 
     def _root(self) -> Path:
-        root = resolve_root(self.root, "audio_folder", "a folder with one subfolder of audio files (WAV, FLAC, OGG) per class")
+        root = resolve_root(
+            self.root, "audio_folder", "a folder with one subfolder of audio files (WAV, FLAC, OGG) per class"
+        )
         if not root.is_dir():
             raise FileNotFoundError(f"data.root={self.root} is not a directory")
         return root

@@ -45,7 +45,9 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (a CIFAR batch holds only arrays, lists and bytes)")
+        raise pickle.UnpicklingError(
+            f"refusing to load {module}.{name} (a CIFAR batch holds only arrays, lists and bytes)"
+        )
 
 
 def load_batch_file(path: Path) -> dict:

@@ -38,7 +38,9 @@ def check_box(box: tuple[float, float, float, float], width: int, height: int, w
         raise BadSampleError(f"{where}: box {tuple(box)} is outside the {width}x{height} image")
 
 
-def snap_border_pixel(box: tuple[float, float, float, float], width: int, height: int) -> tuple[float, float, float, float]:
+def snap_border_pixel(
+    box: tuple[float, float, float, float], width: int, height: int
+) -> tuple[float, float, float, float]:
     """Pull coordinates at most one pixel outside the image onto its border.
 
     Some VOC-format annotations use 0-based indices (xmin = 0) or xmax = width + 1; after the
@@ -54,7 +56,9 @@ def snap_border_pixel(box: tuple[float, float, float, float], width: int, height
     )
 
 
-def parse_voc_boxes(xml_path: Path, classes: Optional[list[str]] = None) -> list[tuple[str, tuple[float, float, float, float]]]:
+def parse_voc_boxes(
+    xml_path: Path, classes: Optional[list[str]] = None
+) -> list[tuple[str, tuple[float, float, float, float]]]:
     """(class name, box) per <object> of a Pascal VOC annotation file, box in pixel edges.
 
     VOC stores 1-based inclusive pixel indices, so a box xmin=1..xmax=W covers the whole
@@ -76,7 +80,9 @@ def parse_voc_boxes(xml_path: Path, classes: Optional[list[str]] = None) -> list
         try:
             coords = [float(bndbox.findtext(key)) for key in ("xmin", "ymin", "xmax", "ymax")]
         except (TypeError, ValueError):
-            raise BadSampleError(f"{xml_path}: object {number} ({name!r}) has a missing or non-numeric box coordinate") from None
+            raise BadSampleError(
+                f"{xml_path}: object {number} ({name!r}) has a missing or non-numeric box coordinate"
+            ) from None
         if classes is not None and name not in classes:
             raise BadSampleError(f"{xml_path}: object {number} has class {name!r}, not in the declared classes")
         objects.append((name, (coords[0] - 1, coords[1] - 1, coords[2], coords[3])))

@@ -73,7 +73,9 @@ class ImageFolderSource(Source):
         for split, split_dir in layout.items():
             loose = [p.name for p in split_dir.iterdir() if p.is_file() and not is_system_file(p)]
             if loose:
-                log.warning("%s: %d files outside any class folder are not samples (e.g. %s)", split_dir, len(loose), loose[0])
+                log.warning(
+                    "%s: %d files outside any class folder are not samples (e.g. %s)", split_dir, len(loose), loose[0]
+                )
             for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not is_system_file(p)):
                 files = []
                 for folder, dirnames, filenames in os.walk(class_dir):
@@ -129,6 +131,7 @@ def _flag_cross_class_copies(items: list[Item]) -> list[Item]:
             for p in same:
                 others = ", ".join(q for q in paths if q != items[p][0])
                 items[p] = Unusable(
-                    items[p][0], f"duplicate file name with identical content in another class ({others}): the label is ambiguous"
+                    items[p][0],
+                    f"duplicate file name with identical content in another class ({others}): the label is ambiguous",
                 )
     return items

@@ -2,8 +2,8 @@
 
 `root` is the CSV file, or a folder holding `file` (manifest.csv). Paths in it are relative to
 the CSV's folder (or absolute), and must resolve, symbolic links followed, inside data.root (the
-CSV's folder when root is the file): a path outside it is a bad sample, never read. With a header row, columns are found by name (path, label,
-x_min, y_min, x_max, y_max, mask_path, and optionally split = train/val/test); without one, by
+CSV's folder when root is the file): a path outside it is a bad sample, never read. With a header row, columns are found
+by name (path, label, x_min, y_min, x_max, y_max, mask_path, and optionally split = train/val/test); without one, by
 count: 2 = path,label; 3 = path,label,mask_path; 6 = path,label,box; 7 = path,label,box,mask_path.
 Boxes are in pixels of the original image (x_max = right edge); masks are single-channel or
 palette images whose values are class ids (0 = background, 255 = ignore).
@@ -21,8 +21,12 @@ from cnnlab.data.sources.base import BadSampleError, Sample, Source, Unusable
 from cnnlab.data.sources.files import check_box, check_mask_ids, resolve_root
 
 BOX_COLUMNS = ("x_min", "y_min", "x_max", "y_max")
-POSITIONAL = {2: ("path", "label"), 3: ("path", "label", "mask_path"), 6: ("path", "label", *BOX_COLUMNS),
-              7: ("path", "label", *BOX_COLUMNS, "mask_path")}  # fmt: skip
+POSITIONAL = {
+    2: ("path", "label"),
+    3: ("path", "label", "mask_path"),
+    6: ("path", "label", *BOX_COLUMNS),
+    7: ("path", "label", *BOX_COLUMNS, "mask_path"),
+}
 
 Item = Union[tuple[int, dict], Unusable]
 
@@ -63,7 +67,9 @@ class ManifestSource(Source):
             return self._items
         path = self._csv = self._csv_path()
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = [(number, row) for number, row in enumerate(csv.reader(handle), start=1) if any(c.strip() for c in row)]
+            rows = [
+                (number, row) for number, row in enumerate(csv.reader(handle), start=1) if any(c.strip() for c in row)
+            ]
         if not rows:
             raise BadSampleError(f"{path}: empty manifest (no rows)")
         first = [c.strip().lower() for c in rows[0][1]]
@@ -89,7 +95,9 @@ class ManifestSource(Source):
         for number, row in rows:
             where = f"{path}: line {number}"
             if len(row) != len(columns):
-                items.append(Unusable(where, f"{len(row)} columns where the manifest has {len(columns)} ({','.join(columns)})"))
+                items.append(
+                    Unusable(where, f"{len(row)} columns where the manifest has {len(columns)} ({','.join(columns)})")
+                )
                 continue
             items.append((number, {c: v.strip() for c, v in zip(columns, row)}))
         if self.declared is None:
@@ -129,7 +137,9 @@ class ManifestSource(Source):
             try:
                 box = tuple(float(row[c]) for c in BOX_COLUMNS)
             except ValueError:
-                raise BadSampleError(f"{where} ({image_path}): box {[row[c] for c in BOX_COLUMNS]} is not four numbers") from None
+                raise BadSampleError(
+                    f"{where} ({image_path}): box {[row[c] for c in BOX_COLUMNS]} is not four numbers"
+                ) from None
             check_box(box, width, height, f"{where} ({image_path})")
         mask = None
         if self.has_masks:
@@ -138,9 +148,14 @@ class ManifestSource(Source):
             mask_path = self._resolve(row["mask_path"], where)
             mask = decode_mask(mask_path)
             if mask.shape != (height, width):
-                raise BadSampleError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image {image_path} is {width}x{height}")
+                raise BadSampleError(
+                    f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image {image_path} is "
+                    f"{width}x{height}"
+                )
             check_mask_ids(mask, len(self.mask_classes), mask_path)
         split = row.get("split") or None
         if split is not None and split not in ("train", "val", "test"):
             raise BadSampleError(f"{where}: split {split!r} is not train, val or test")
-        return Sample(image=image, label=self.classes.index(row["label"]), name=str(image_path), box=box, mask=mask, split=split)
+        return Sample(
+            image=image, label=self.classes.index(row["label"]), name=str(image_path), box=box, mask=mask, split=split
+        )

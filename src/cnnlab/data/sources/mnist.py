@@ -75,15 +75,23 @@ class MNISTSource(Source):
         for prefix in SPLITS:
             images_path = find_idx_file(root, prefix, "images-idx3")
             labels_path = find_idx_file(root, prefix, "labels-idx1")
-            missing = [f"{prefix}-{k}-ubyte[.gz]" for k, p in (("images-idx3", images_path), ("labels-idx1", labels_path)) if p is None]
+            missing = [
+                f"{prefix}-{k}-ubyte[.gz]"
+                for k, p in (("images-idx3", images_path), ("labels-idx1", labels_path))
+                if p is None
+            ]
             if missing:
-                items.append(Unusable(str(root / missing[0]), f"missing split file ({', '.join(missing)} not found in {root})"))
+                items.append(
+                    Unusable(str(root / missing[0]), f"missing split file ({', '.join(missing)} not found in {root})")
+                )
                 continue
             try:
                 dims, pixels = read_idx(images_path, IMAGES_MAGIC)
                 label_dims, labels = read_idx(labels_path, LABELS_MAGIC)
                 if len(dims) != 3 or len(label_dims) != 1:
-                    raise BadSampleError(f"{images_path}: expected 3-d images and 1-d labels, found {dims} and {label_dims}")
+                    raise BadSampleError(
+                        f"{images_path}: expected 3-d images and 1-d labels, found {dims} and {label_dims}"
+                    )
             except BadSampleError as err:
                 path, _, reason = str(err).partition(": ")
                 items.append(Unusable(path, reason))

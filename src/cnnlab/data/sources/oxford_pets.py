@@ -25,13 +25,44 @@ from cnnlab.data.sources.base import BadSampleError, Sample, Source, Unusable
 from cnnlab.data.sources.files import check_box, parse_voc_boxes, resolve_root, snap_border_pixel
 
 BREEDS = [
-    "Abyssinian", "american_bulldog", "american_pit_bull_terrier", "basset_hound", "beagle", "Bengal", "Birman",
-    "Bombay", "boxer", "British_Shorthair", "chihuahua", "Egyptian_Mau", "english_cocker_spaniel", "english_setter",
-    "german_shorthaired", "great_pyrenees", "havanese", "japanese_chin", "keeshond", "leonberger", "Maine_Coon",
-    "miniature_pinscher", "newfoundland", "Persian", "pomeranian", "pug", "Ragdoll", "Russian_Blue", "saint_bernard",
-    "samoyed", "scottish_terrier", "shiba_inu", "Siamese", "Sphynx", "staffordshire_bull_terrier", "wheaten_terrier",
+    "Abyssinian",
+    "american_bulldog",
+    "american_pit_bull_terrier",
+    "basset_hound",
+    "beagle",
+    "Bengal",
+    "Birman",
+    "Bombay",
+    "boxer",
+    "British_Shorthair",
+    "chihuahua",
+    "Egyptian_Mau",
+    "english_cocker_spaniel",
+    "english_setter",
+    "german_shorthaired",
+    "great_pyrenees",
+    "havanese",
+    "japanese_chin",
+    "keeshond",
+    "leonberger",
+    "Maine_Coon",
+    "miniature_pinscher",
+    "newfoundland",
+    "Persian",
+    "pomeranian",
+    "pug",
+    "Ragdoll",
+    "Russian_Blue",
+    "saint_bernard",
+    "samoyed",
+    "scottish_terrier",
+    "shiba_inu",
+    "Siamese",
+    "Sphynx",
+    "staffordshire_bull_terrier",
+    "wheaten_terrier",
     "yorkshire_terrier",
-]  # CLASS-ID 1..37 of list.txt  # fmt: skip
+]  # CLASS-ID 1..37 of list.txt
 SPECIES = ["cat", "dog"]  # SPECIES 1, 2 of list.txt
 TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_BOUNDARY = 1, 2, 3
 
@@ -58,9 +89,14 @@ class OxfordPetsSource(Source):
     parallel_load = True
     has_masks = True
 
-    def __init__(self, root: Optional[str] = None, labels: str = "breed", mask_labels: str = "pet", subset: str = "all"):
-        for key, value, allowed in (("labels", labels, ("breed", "species")), ("mask_labels", mask_labels, ("pet", "label")),
-                                    ("subset", subset, ("all", "head_boxes"))):  # fmt: skip
+    def __init__(
+        self, root: Optional[str] = None, labels: str = "breed", mask_labels: str = "pet", subset: str = "all"
+    ):
+        for key, value, allowed in (
+            ("labels", labels, ("breed", "species")),
+            ("mask_labels", mask_labels, ("pet", "label")),
+            ("subset", subset, ("all", "head_boxes")),
+        ):
             if value not in allowed:
                 raise ValueError(f"data.source.{key}={value!r} is not valid; expected one of: {', '.join(allowed)}")
         self.root, self.labels, self.mask_labels, self.subset = root, labels, mask_labels, subset
@@ -76,7 +112,9 @@ class OxfordPetsSource(Source):
     def items(self) -> list[Item]:
         if self._items is not None:
             return self._items
-        root = self._dir = resolve_root(self.root, "oxford_pets", "the Oxford-IIIT Pet folder (images/ and annotations/)")
+        root = self._dir = resolve_root(
+            self.root, "oxford_pets", "the Oxford-IIIT Pet folder (images/ and annotations/)"
+        )
         annotations = root / "annotations"
         list_file = annotations / "list.txt"
         if not list_file.is_file():
@@ -88,7 +126,11 @@ class OxfordPetsSource(Source):
             for split, file_name in (("train", "trainval.txt"), ("test", "test.txt")):
                 split_file = annotations / file_name
                 if not split_file.is_file():
-                    items.append(Unusable(str(split_file), "missing split file (its images are split by data.split_seed instead)"))
+                    items.append(
+                        Unusable(
+                            str(split_file), "missing split file (its images are split by data.split_seed instead)"
+                        )
+                    )
                     continue
                 split_of.update({name: split for name, _, _ in read_list_file(split_file)})
         for name, class_id, species in rows:
@@ -118,11 +160,15 @@ class OxfordPetsSource(Source):
         trimap_path = self._dir / "annotations" / "trimaps" / f"{name}.png"
         trimap = decode_mask(trimap_path)
         if trimap.shape != (height, width):
-            raise BadSampleError(f"{trimap_path}: trimap is {trimap.shape[1]}x{trimap.shape[0]} but its image is {width}x{height}")
+            raise BadSampleError(
+                f"{trimap_path}: trimap is {trimap.shape[1]}x{trimap.shape[0]} but its image is {width}x{height}"
+            )
         values = np.unique(trimap)
         unknown = values[~np.isin(values, (TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_BOUNDARY))]
         if len(unknown):
-            raise BadSampleError(f"{trimap_path}: trimap has values {unknown.tolist()}; expected 1 = pet, 2 = background, 3 = boundary")
+            raise BadSampleError(
+                f"{trimap_path}: trimap has values {unknown.tolist()}; expected 1 = pet, 2 = background, 3 = boundary"
+            )
         lookup = np.zeros(256, np.uint8)
         lookup[TRIMAP_PET] = 1 if self.mask_labels == "pet" else label + 1
         lookup[TRIMAP_BOUNDARY] = 255

@@ -29,7 +29,9 @@ def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> np.ndar
     elif kind == "cross":
         # plus sign: 12 corners of two bars of half-width r/3
         w = r / 3
-        pts = np.array([(-w, -r), (w, -r), (w, -w), (r, -w), (r, w), (w, w), (w, r), (-w, r), (-w, w), (-r, w), (-r, -w), (-w, -w)])
+        pts = np.array(
+            [(-w, -r), (w, -r), (w, -w), (r, -w), (r, w), (w, w), (w, r), (-w, r), (-w, w), (-r, w), (-r, -w), (-w, -w)]
+        )
         rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
         return (pts @ rot.T + (cx, cy)).astype(np.float32)
     else:

@@ -97,7 +97,9 @@ def synthesize(kind: int, rng: np.random.Generator, rate: int, clip_samples: int
     else:  # chord: major (4, 7 semitones) or minor (3, 7)
         root = np.exp(rng.uniform(np.log(200), np.log(1500)))
         third = 4 if rng.random() < 0.5 else 3
-        event = sum(_sweep(root * 2 ** (step / 12), root * 2 ** (step / 12), length, rate, rng) for step in (0, third, 7))
+        event = sum(
+            _sweep(root * 2 ** (step / 12), root * 2 ** (step / 12), length, rate, rng) for step in (0, third, 7)
+        )
     if name != "clicks":
         event = event * _fade(length, rate, rng)
     event = event / (np.abs(event).max() + 1e-12) * 10 ** (rng.uniform(-30, -3) / 20)
@@ -123,9 +125,13 @@ class SoundsSource(Source):
         **spectrogram,  # SpectrogramSettings' keys: sample_rate, clip_seconds, n_mels, n_fft, hop_length, ...
     ):
         if not (isinstance(num_samples, int) and num_samples >= len(SOUND_CLASSES)):
-            raise ValueError(f"data.source.num_samples={num_samples!r} is not valid; expected an integer >= {len(SOUND_CLASSES)}")
+            raise ValueError(
+                f"data.source.num_samples={num_samples!r} is not valid; expected an integer >= {len(SOUND_CLASSES)}"
+            )
         self.num_samples, self.seed = num_samples, seed
-        self.settings = SpectrogramSettings(**spectrogram)  # an unknown key: TypeError naming it, a ConfigError in prepare
+        self.settings = SpectrogramSettings(
+            **spectrogram
+        )  # an unknown key: TypeError naming it, a ConfigError in prepare
 
     def describe(self) -> str:
         return f"generated sounds ({self.num_samples} clips, seed {self.seed})"

@@ -32,9 +32,27 @@ from cnnlab.data.sources.base import BadSampleError, Sample, Source, Unusable
 from cnnlab.data.sources.files import check_box, check_mask_ids, parse_voc_boxes, resolve_root, snap_border_pixel
 
 VOC_CLASSES = [
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
-    "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-]  # fmt: skip
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+]
 SUBSETS = {"segmentation": "Segmentation", "detection": "Main", "folder": None}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -61,11 +79,15 @@ class VOCSource(Source):
     parallel_load = True
     has_boxes = True
 
-    def __init__(self, root: Optional[str] = None, subset: str = "segmentation", classes: Union[None, str, list[str]] = None):
+    def __init__(
+        self, root: Optional[str] = None, subset: str = "segmentation", classes: Union[None, str, list[str]] = None
+    ):
         if subset not in SUBSETS:
             raise ValueError(f"data.source.subset={subset!r} is not valid; expected one of: {', '.join(SUBSETS)}")
         if isinstance(classes, str) and classes != "auto":
-            raise ValueError(f"data.source.classes={classes!r} is not valid; expected null (Pascal's 20), auto, or a list of names")
+            raise ValueError(
+                f"data.source.classes={classes!r} is not valid; expected null (Pascal's 20), auto, or a list of names"
+            )
         if isinstance(classes, (list, tuple)) and (not classes or len(set(classes)) != len(classes)):
             raise ValueError(f"data.source.classes={list(classes)} is not valid; expected distinct class names")
         self.root, self.subset, self._declared = root, subset, classes
@@ -85,7 +107,11 @@ class VOCSource(Source):
         return ["background", *self.classes]
 
     def describe(self) -> str:
-        return f"Pascal VOC ({self.subset} lists) in {self.root}" if self.subset != "folder" else f"VOC-style annotations in {self.root}"
+        return (
+            f"Pascal VOC ({self.subset} lists) in {self.root}"
+            if self.subset != "folder"
+            else f"VOC-style annotations in {self.root}"
+        )
 
     def _xml_path(self, item: Item) -> Path:
         image_id, split = item
@@ -101,13 +127,17 @@ class VOCSource(Source):
             except BadSampleError:
                 continue  # reported when the sample itself is loaded
         if not names:
-            raise FileNotFoundError(f"data.root={self.root}: data.source.classes=auto found no annotated <object> in any XML file")
+            raise FileNotFoundError(
+                f"data.root={self.root}: data.source.classes=auto found no annotated <object> in any XML file"
+            )
         return sorted(names)
 
     def items(self) -> list[Item]:
         if self._items is not None:
             return self._items
-        self._dir = find_voc_root(resolve_root(self.root, "voc", "the Pascal VOC 2012 folder (VOC2012/)"), folder=self.subset == "folder")
+        self._dir = find_voc_root(
+            resolve_root(self.root, "voc", "the Pascal VOC 2012 folder (VOC2012/)"), folder=self.subset == "folder"
+        )
         if self.subset == "folder":
             annotations = self._dir / "Annotations"
             xmls = sorted((annotations if annotations.is_dir() else self._dir).rglob("*.xml"))
@@ -119,7 +149,9 @@ class VOCSource(Source):
         for split in ("train", "val"):
             list_file = self._dir / "ImageSets" / SUBSETS[self.subset] / f"{split}.txt"
             if not list_file.is_file():
-                items.append(Unusable(str(list_file), f"missing split file (the {split} image list of subset={self.subset})"))
+                items.append(
+                    Unusable(str(list_file), f"missing split file (the {split} image list of subset={self.subset})")
+                )
                 continue
             ids = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
             items += [(image_id, split) for image_id in ids]
@@ -144,8 +176,10 @@ class VOCSource(Source):
         candidates += [folder / f"{xml_path.stem}{suffix}" for folder in folders for suffix in IMAGE_SUFFIXES]
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
-            raise BadSampleError(f"{xml_path}: its image {filename or xml_path.stem + '.*'} is in none of "
-                                 f"{', '.join(str(f) for f in folders)}")  # fmt: skip
+            raise BadSampleError(
+                f"{xml_path}: its image {filename or xml_path.stem + '.*'} is in none of "
+                f"{', '.join(str(f) for f in folders)}"
+            )
         return found
 
     def load(self, item: Item) -> Sample:
@@ -165,6 +199,10 @@ class VOCSource(Source):
             mask_path = self._dir / "SegmentationClass" / f"{image_id}.png"
             mask = decode_mask(mask_path)
             if mask.shape != (height, width):
-                raise BadSampleError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {width}x{height}")
+                raise BadSampleError(
+                    f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {width}x{height}"
+                )
             check_mask_ids(mask, len(self.mask_classes), mask_path)
-        return Sample(image=image, label=self.classes.index(name), name=self.item_name(item), box=box, mask=mask, split=split)
+        return Sample(
+            image=image, label=self.classes.index(name), name=self.item_name(item), box=box, mask=mask, split=split
+        )
