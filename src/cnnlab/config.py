@@ -44,7 +44,6 @@ class DataConfig:
     name: str = MISSING
     source: Any = MISSING  # instantiable reader of the raw data, see cnnlab.data.sources
     root: Optional[str] = None  # where raw data lives on disk; None for embedded datasets
-    tasks: List[str] = field(default_factory=list)  # tasks whose labels the source has
     image_size: int = 32
     channels: int = 1
     val_fraction: float = 0.1

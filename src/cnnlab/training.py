@@ -51,7 +51,7 @@ def train(cfg: DictConfig) -> float:
 
     from cnnlab import slurm
     from cnnlab.data.datamodule import datamodule_from_config, network_normalization
-    from cnnlab.data.prepare import ensure_prepared
+    from cnnlab.data.prepare import declared_label_kinds, ensure_prepared
     from cnnlab.data.prepared import label_kinds
     from cnnlab.tasks import build_task, check_data_labels, task_class_for
     from cnnlab.tracking.run import finish_training_run, open_training_run, read_run_record
@@ -59,7 +59,7 @@ def train(cfg: DictConfig) -> float:
 
     validate_config(cfg)
     slurm.check_allocation(cfg.trainer)
-    task_class = task_class_for(cfg)
+    task_class = task_class_for(cfg, declared_label_kinds(cfg.data))
     uri = resolve_tracking_uri(cfg.logger.tracking_uri) if cfg.logger.enabled else None
     if uri:
         check_reachable(uri)  # in seconds, before any work: not minutes of retries after it
@@ -68,7 +68,7 @@ def train(cfg: DictConfig) -> float:
     pl.seed_everything(cfg.seed, workers=True)
     job = HydraJob.current()
     meta = ensure_prepared(cfg.data)
-    check_data_labels(cfg.data.tasks, label_kinds(meta), meta["source"], cfg.data.name)
+    check_data_labels(task_class, label_kinds(meta), meta["source"], cfg.data.name)
     normalization = weights.normalization(meta["channels"]) if weights and cfg.data.normalize == "auto" else None
     if normalization:  # the inputs the weights were trained on: their mean and std, not this data's
         meta = {**meta, "mean": normalization[0], "std": normalization[1]}

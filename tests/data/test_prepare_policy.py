@@ -1,4 +1,4 @@
-"""prepare as a whole: atomic replacement, the process pool, data.root and data.tasks checks, the CLI."""
+"""prepare as a whole: atomic replacement, the process pool, data.root checks, the tasks data serves, the CLI."""
 
 from __future__ import annotations
 
@@ -76,9 +76,9 @@ def test_process_pool_gives_the_serial_result_and_keeps_the_skip_policy(tmp_path
 
 
 @pytest.mark.parametrize("name", DATA_CONFIGS)
-def test_every_data_config_composes_with_tasks_and_a_sized_prepared_dir(compose_config, name, tmp_path):
+def test_every_data_config_composes_with_a_sized_prepared_dir(compose_config, name, tmp_path):
     cfg = compose_config(f"data={name}", f"paths.data_dir={tmp_path}")
-    assert cfg.data.tasks and set(cfg.data.tasks) <= {"classification", "localization", "segmentation"}
+    assert "tasks" not in cfg.data  # derived from the labels the reader carries, never listed by hand
     prepared_dir = Path(cfg.data.prepared_dir)
     assert prepared_dir.parent == tmp_path / "prepared"
     assert name in prepared_dir.name and str(cfg.data.image_size) in prepared_dir.name
@@ -91,23 +91,26 @@ def test_every_data_config_composes_with_tasks_and_a_sized_prepared_dir(compose_
 
 
 def test_tasks_the_source_cannot_serve_are_refused(compose_config, tmp_path):
-    """Training checks data.tasks against the labels the prepared data carries (each task declares its own)."""
-    from cnnlab.data.prepare import build_source
-    from cnnlab.data.prepared import label_kinds
-    from cnnlab.tasks import check_data_labels
+    """The tasks a dataset serves follow from the labels its reader carries (each task declares its own)."""
+    from cnnlab.data.prepare import build_source, declared_label_kinds
+    from cnnlab.tasks import check_data_labels, served_tasks, task_class, task_class_for
 
     root = tmp_path / "voc"
     (root / "JPEGImages").mkdir(parents=True)
     cfg = compose_config("data=voc", f"data.root={root}", "data.source.subset=detection", f"paths.data_dir={tmp_path}")
     source = build_source(cfg.data)
-    carried = label_kinds({"has_boxes": source.has_boxes, "has_masks": source.has_masks})
-    assert carried == ["label", "box"]
+    carried = declared_label_kinds(cfg.data)
+    assert carried == source.label_kinds() == ["label", "box"]
+    assert served_tasks(carried) == ["classification", "localization"]
     with pytest.raises(
         ConfigError,
-        match=r"data.tasks lists segmentation but .* has no masks .*data.tasks=\[classification,localization\]",
+        match=r"task=segmentation needs masks, but .* has none .*it serves: classification, localization\)",
     ):
-        check_data_labels(cfg.data.tasks, carried, source.describe(), cfg.data.name)
-    check_data_labels(["classification", "localization"], carried, source.describe(), cfg.data.name)
+        check_data_labels(task_class("segmentation"), carried, source.describe(), cfg.data.name)
+    check_data_labels(task_class("localization"), carried, source.describe(), cfg.data.name)
+    cfg = compose_config("task=segmentation", "data=voc", f"data.root={root}", "data.source.subset=detection")
+    with pytest.raises(ConfigError, match=r"task=segmentation needs labels that data=voc does not have \(it serves: "):
+        task_class_for(cfg, carried)  # before anything is read
     cfg = compose_config("data=voc", f"data.root={root}", "data.source.subset=boxes", f"paths.data_dir={tmp_path}")
     with pytest.raises(ConfigError, match="data.source.subset='boxes' is not valid"):
         prepare_from_config(cfg.data)
@@ -117,7 +120,7 @@ def test_prepare_from_config_and_ensure_prepared(compose_config, tmp_path):
     root = folder_dataset(tmp_path / "raw")
     cfg = compose_config("data=image_folder", f"data.root={root}", "data.image_size=20", f"paths.data_dir={tmp_path}")
     meta = prepare_from_config(cfg.data)
-    assert meta["num_samples"] == 12 and meta["tasks"] == ["classification"]
+    assert meta["num_samples"] == 12 and not meta["has_boxes"] and not meta["has_masks"]
     assert Path(cfg.data.prepared_dir) == tmp_path / "prepared" / "image_folder-20"
     mtime = (Path(cfg.data.prepared_dir) / "meta.json").stat().st_mtime_ns
     assert ensure_prepared(cfg.data) == meta  # same settings: not prepared again

@@ -43,6 +43,17 @@ def test_columns_read_as_written(tmp_path, prepare):
     assert set(np.unique(prepared.masks[0]).tolist()) == {0, 2} and (prepared.masks[1] == 1).all()
 
 
+def test_the_columns_decide_the_label_kinds_once_read(tmp_path):
+    source = ManifestSource(str(write_manifest(tmp_path / "set", ROWS)))
+    assert source.label_kinds() is None  # unknown before the CSV is read: training checks the prepared data
+    source.items()
+    assert source.label_kinds() == ["label", "box", "mask"]
+    (tmp_path / "plain.csv").write_text("set/images/a.png,ship\n")
+    plain = ManifestSource(str(tmp_path / "plain.csv"))
+    plain.items()
+    assert plain.label_kinds() == ["label"]
+
+
 def test_root_may_be_the_folder_and_no_header_means_positional(tmp_path, prepare):
     root = tmp_path / "set"
     write_image(root / "x.png", image_array(10, 10))

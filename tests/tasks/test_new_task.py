@@ -125,7 +125,6 @@ def test_a_task_defined_outside_src_runs_prepare_train_evaluate_predict(tmp_path
     overrides = [
         "task=presence",
         "data=shapes",
-        "data.tasks=[classification,localization,segmentation,presence]",
         "data.source.num_samples=300",
         "data.image_size=32",
         "model=simple_cnn",

@@ -266,6 +266,20 @@ def build_source(data_cfg) -> Source:
         raise
 
 
+def declared_label_kinds(data_cfg) -> Optional[list[str]]:
+    """The label kinds the configured reader carries, where it knows them before reading (None otherwise).
+
+    A reader that cannot be built yet (a missing data.root, a bad option) also gives None: the
+    check falls to the prepared data, and prepare reports the problem itself, naming the key.
+    """
+    from cnnlab.config import ConfigError
+
+    try:
+        return build_source(data_cfg).label_kinds()
+    except (ConfigError, OSError):
+        return None
+
+
 def prepare_from_config(data_cfg, workers: Optional[int] = None) -> dict:
     """Build `data.prepared_dir` from the data config; returns the prepared meta."""
     from cnnlab.config import validate_data_config
@@ -285,7 +299,7 @@ def prepare_from_config(data_cfg, workers: Optional[int] = None) -> dict:
         test_fraction=data_cfg.test_fraction,
         seed=data_cfg.split_seed,
         on_bad_sample=data_cfg.on_bad_sample,
-        extra_meta={"prepare_settings": settings, "tasks": list(data_cfg.tasks)},
+        extra_meta={"prepare_settings": settings},
         workers=workers,
     )
 

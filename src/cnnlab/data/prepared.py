@@ -26,6 +26,8 @@ from typing import Optional
 
 import numpy as np
 
+from cnnlab.data.sources.base import label_kinds as source_label_kinds
+
 FORMAT_VERSION = 1
 IGNORE_INDEX = 255
 SPLITS = ("train", "val", "test")
@@ -190,7 +192,7 @@ def write_prepared(directory: Path, arrays: PreparedArrays, meta: dict, skipped:
 
 def label_kinds(meta: dict) -> list[str]:
     """What every sample of a prepared dataset carries: "label", and "box" / "mask" where it has them."""
-    return ["label", *(["box"] if meta.get("has_boxes") else []), *(["mask"] if meta.get("has_masks") else [])]
+    return source_label_kinds(bool(meta.get("has_boxes")), bool(meta.get("has_masks")))
 
 
 def remove_stale_temporaries(directory: Path) -> list[Path]:

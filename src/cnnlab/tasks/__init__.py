@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Iterable
+from typing import Iterable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.config import ConfigError
 from cnnlab.tasks.base import _TASKS, LABEL_KINDS, CNNTask
 
-__all__ = ["CNNTask", "available_tasks", "build_task", "check_data_labels", "task_class", "task_class_for"]
+__all__ = [
+    "CNNTask",
+    "available_tasks",
+    "build_task",
+    "check_data_labels",
+    "served_tasks",
+    "task_class",
+    "task_class_for",
+]
 
 
 def _import_builtin_tasks() -> None:
@@ -38,23 +46,30 @@ def task_class(name: str) -> type[CNNTask]:
     return tasks[name]
 
 
-def task_class_for(cfg: DictConfig) -> type[CNNTask]:
+def served_tasks(provided: Iterable[str]) -> list[str]:
+    """The tasks whose labels data carrying the label kinds `provided` has: derived, never listed by hand."""
+    provided = set(provided)
+    return [name for name, cls in available_tasks().items() if set(cls.labels) <= provided]
+
+
+def task_class_for(cfg: DictConfig, provided: Optional[Iterable[str]] = None) -> type[CNNTask]:
     """The class `task.module._target_` names, checked against the config before anything runs.
 
-    Raises ConfigError when data.tasks does not list this task, when the target is not a cnnlab
-    task, when `task.name` disagrees with the class's declared name, or when data.tasks lists a
-    task nobody declared.
+    `provided`: the label kinds the configured reader carries, where known before reading (see
+    `Source.label_kinds`). Raises ConfigError when the data cannot serve this task, when the target is
+    not a cnnlab task, or when `task.name` disagrees with the class's declared name.
     """
     from hydra.utils import get_class
 
     name = cfg.task.name
-    if name not in cfg.data.tasks:  # first: the cheapest check, and the one a user meets most
-        served = ", ".join(cfg.data.tasks) or "none"
-        raise ConfigError(
-            f"task={name} needs labels that data={cfg.data.name} does not have "
-            f"(data.tasks: {served}). Choose one of those tasks, or a dataset that serves "
-            f"{name} (data=shapes serves all three)."
-        )
+    if provided is not None:  # first: the cheapest check, and the one a user meets most
+        served = served_tasks(provided)
+        if name in available_tasks() and name not in served:
+            raise ConfigError(
+                f"task={name} needs labels that data={cfg.data.name} does not have "
+                f"(it serves: {', '.join(served) or 'none'}). Choose one of those tasks, or a dataset that "
+                f"serves {name} (data=shapes serves all three)."
+            )
     target = OmegaConf.select(cfg, "task.module._target_")
     try:
         cls = get_class(str(target))
@@ -64,29 +79,23 @@ def task_class_for(cfg: DictConfig) -> type[CNNTask]:
         raise ConfigError(f"task.module._target_={target!r} is not a cnnlab task (a CNNTask subclass with a name)")
     if name != cls.name:
         raise ConfigError(f"task.name={name!r} but task.module._target_ is the {cls.name!r} task ({target})")
-    known = available_tasks()
-    unknown = [t for t in cfg.data.tasks if t not in known]
-    if unknown:
-        raise ConfigError(f"data.tasks has {unknown}; expected a subset of: {', '.join(known)}")
     return cls
 
 
-def check_data_labels(tasks: Iterable[str], provided: Iterable[str], where: str, dataset: str) -> None:
-    """ConfigError if a task that data.tasks lists needs a label kind the data does not carry.
+def check_data_labels(task: type[CNNTask], provided: Iterable[str], where: str, dataset: str) -> None:
+    """ConfigError if `task` needs a label kind the prepared data does not carry.
 
     `provided`: the label kinds the prepared data carries (`cnnlab.data.prepared.label_kinds`);
     `where` names the data (its reader) in the message.
     """
-    provided = set(provided)
-    served = [name for name, cls in available_tasks().items() if set(cls.labels) <= provided]
-    for name in tasks:
-        missing = [kind for kind in task_class(name).labels if kind not in provided]
-        if missing:
-            what = " and ".join(LABEL_KINDS[kind] for kind in missing)
-            raise ConfigError(
-                f"data.tasks lists {name} but {where} has no {what} as configured "
-                f"(data={dataset}); set data.tasks=[{','.join(served)}] or pick a reader option that reads {what}"
-            )
+    missing = [kind for kind in task.labels if kind not in set(provided)]
+    if missing:
+        what = " and ".join(LABEL_KINDS[kind] for kind in missing)
+        raise ConfigError(
+            f"task={task.name} needs {what}, but {where} has none as configured (data={dataset}; it serves: "
+            f"{', '.join(served_tasks(provided)) or 'none'}); pick one of those tasks or a reader option that "
+            f"reads {what}"
+        )
 
 
 def build_task(cfg: DictConfig, meta: dict) -> CNNTask:

@@ -54,11 +54,21 @@ class Source:
         """A line for logs and errors: what was read and from where."""
         return type(self).__name__
 
+    def label_kinds(self) -> Optional[list[str]]:
+        """What every sample carries: "label", and "box" / "mask" where the reader has them; None while
+        that is only known after reading (a manifest's columns). The tasks it serves follow from this."""
+        return label_kinds(self.has_boxes, self.has_masks)
+
     def input_spec(self) -> dict:
         """What the images are made from, and how: {"kind": "image"}, or e.g. the spectrogram settings of
         an audio reader. Stored in the prepared meta as "input" and carried into a logged model's
         metadata, so prediction turns new files into images exactly as this reader did."""
         return {"kind": "image"}
+
+
+def label_kinds(has_boxes: bool, has_masks: bool) -> list[str]:
+    """The label kinds of data with or without boxes and masks: every sample has a class label."""
+    return ["label", *(["box"] if has_boxes else []), *(["mask"] if has_masks else [])]
 
 
 class BadSampleError(ValueError):

@@ -55,6 +55,9 @@ class ManifestSource(Source):
     def describe(self) -> str:
         return f"CSV manifest {self._csv or self.root}"
 
+    def label_kinds(self) -> Optional[list[str]]:
+        return super().label_kinds() if self._items is not None else None  # the columns decide
+
     def _csv_path(self) -> Path:
         root = resolve_root(self.root, "manifest", "a CSV file (path,label[,x_min,y_min,x_max,y_max][,mask_path])")
         path = root / self.file if root.is_dir() else root
