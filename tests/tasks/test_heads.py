@@ -7,9 +7,10 @@ import torch
 
 from cnnlab.config import ConfigError
 from cnnlab.models import available_models, build_backbone, model_spec
+from cnnlab.models.fcn import FCN_VARIANTS, FCNHead
+from cnnlab.models.networks import BoxHead
 from cnnlab.tasks.classification import ClassificationTask
-from cnnlab.tasks.fcn import FCN_VARIANTS, FCNHead
-from cnnlab.tasks.localization import BoxHead, LocalizationTask
+from cnnlab.tasks.localization import LocalizationTask
 from cnnlab.tasks.segmentation import SegmentationTask
 
 CLASSES = 4

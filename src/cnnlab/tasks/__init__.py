@@ -11,9 +11,10 @@ import importlib
 import pkgutil
 from typing import Iterable
 
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cnnlab.config import ConfigError
+from cnnlab.config import ConfigError, backbone_lr
 from cnnlab.tasks.base import _TASKS, LABEL_KINDS, CNNTask
 
 __all__ = ["CNNTask", "available_tasks", "build_task", "check_data_labels", "task_class", "task_class_for"]
@@ -45,8 +46,6 @@ def task_class_for(cfg: DictConfig) -> type[CNNTask]:
     task, when `task.name` disagrees with the class's declared name, or when data.tasks lists a
     task nobody declared.
     """
-    from hydra.utils import get_class
-
     name = cfg.task.name
     if name not in cfg.data.tasks:  # first: the cheapest check, and the one a user meets most
         served = ", ".join(cfg.data.tasks) or "none"
@@ -91,10 +90,6 @@ def check_data_labels(tasks: Iterable[str], provided: Iterable[str], where: str,
 
 def build_task(cfg: DictConfig, meta: dict) -> CNNTask:
     """The configured task's LightningModule for a prepared dataset (raises ConfigError)."""
-    from hydra.utils import instantiate
-
-    from cnnlab.config import backbone_lr
-
     cls = task_class_for(cfg)
     classes = cls.output_classes(meta)
     try:
