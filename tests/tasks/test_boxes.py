@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from cnnlab.tasks.boxes import box_iou, box_loss, center_size_to_corners, generalized_box_iou
-from cnnlab.tasks.localization import BoxHead, localization_accuracy
+from cnnlab.models.networks import BoxHead, center_size_to_corners
+from cnnlab.tasks.boxes import box_iou, box_loss, generalized_box_iou
+from cnnlab.tasks.localization import localization_accuracy
 
 
 def boxes(*rows):

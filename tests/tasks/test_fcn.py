@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.config import ConfigError
-from cnnlab.tasks.fcn import BilinearUpsample, FCNHead, bilinear_kernel
+from cnnlab.models.fcn import BilinearUpsample, FCNHead, bilinear_kernel
 from cnnlab.tasks.segmentation import SegmentationTask
 
 
@@ -70,7 +70,7 @@ def test_unknown_variant_is_a_config_error():
 
 
 def test_alignment_translates_and_never_stretches():
-    from cnnlab.tasks.fcn import align_to
+    from cnnlab.models.fcn import align_to
 
     scores = torch.arange(12.0).repeat(12, 1)[None, None]  # a ramp along x, one value per column
     grown = align_to(scores, (14, 14))  # an unpadded net's short map: centred, edges repeated

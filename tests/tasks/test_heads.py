@@ -7,9 +7,10 @@ import torch
 
 from cnnlab.config import ConfigError
 from cnnlab.models import available_models, build_backbone, model_spec
+from cnnlab.models.fcn import FCN_VARIANTS, FCNHead
+from cnnlab.models.networks import BoxHead
 from cnnlab.tasks.classification import ClassificationTask
-from cnnlab.tasks.fcn import FCN_VARIANTS, FCNHead
-from cnnlab.tasks.localization import BoxHead, LocalizationTask
+from cnnlab.tasks.localization import LocalizationTask
 from cnnlab.tasks.segmentation import SegmentationTask
 
 CLASSES = 4
@@ -100,3 +101,17 @@ def test_channels_last_changes_speed_not_numbers(make_task_arguments):
     torch.testing.assert_close(fast(images), plain(images), rtol=1e-4, atol=1e-4)
     boxes = LocalizationTask(**arguments, channels_last=True).eval()(images)[1]
     assert boxes.shape == (2, 4)
+
+
+@pytest.mark.parametrize("cls", [LocalizationTask, SegmentationTask])
+def test_checkpoints_from_before_the_network_still_load(cls, make_task_arguments):
+    """A task's tensors used to sit on it (backbone.*, head.*, box_head.*), and segmentation kept the backbone's
+    classifier: such a state dict loads strictly, the classifier skipped."""
+    old, new = cls(**make_task_arguments("resnet18")), cls(**make_task_arguments("resnet18"))
+    legacy = {k.removeprefix("network."): v for k, v in old.state_dict().items()}
+    if cls is SegmentationTask:
+        assert "network.backbone.fc.weight" not in new.state_dict()  # never run: not built into the network
+        legacy["backbone.fc.weight"], legacy["backbone.fc.bias"] = torch.zeros(CLASSES, 512), torch.zeros(CLASSES)
+    new.load_state_dict(legacy, strict=True)
+    for key, value in old.state_dict().items():
+        assert torch.equal(new.state_dict()[key], value), key

@@ -14,11 +14,19 @@ import torch.nn.functional as F
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MultilabelAccuracy, MultilabelF1Score
 
+from cnnlab.models.networks import ClassificationNetwork
 from cnnlab.tasks.base import CNNTask, PredictionInput
 
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src" / "cnnlab"
 THRESHOLD = 0.5
+
+
+class PresenceNetwork(ClassificationNetwork):
+    """The backbone's logits, served as one independent probability per class."""
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self(images))
 
 
 class PresenceTask(CNNTask):
@@ -57,11 +65,8 @@ class PresenceTask(CNNTask):
         ids = torch.arange(1, self.hparams.num_classes + 1, device=masks.device)
         return (masks.flatten(1)[:, :, None] == ids).any(1).float()
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone(self.network_input(images))
-
-    def inference_output(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self(images))
+    def build_network(self) -> PresenceNetwork:
+        return PresenceNetwork(self.build_backbone())
 
     @classmethod
     def prediction_row(cls, output: np.ndarray, image: PredictionInput) -> dict[str, str]:

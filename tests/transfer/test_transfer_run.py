@@ -59,7 +59,7 @@ def test_pth_file_new_head_grey_rule_and_imagenet_normalisation(call_cli, tracki
     hp = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)["hyper_parameters"]
     assert hp["mean"] == [pytest.approx(0.449)] and hp["std"] == [pytest.approx(0.226)]  # ImageNet's, to grey
     frozen = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"][
-        "backbone.features.3.weight"
+        "network.backbone.features.3.weight"
     ]
     assert torch.equal(frozen, torch.load(simple_cnn_file)["features.3.weight"])  # frozen: not moved by training
 
@@ -149,7 +149,7 @@ def test_checkpoint_run_dir_and_mlflow_sources(call_cli, tracking_uri, tmp_path)
         params = run.data.params
         assert params["weights.source"] == source
         assert params["weights.new_tensors"] == "0", name  # same classes: the head is kept too
-        assert int(params["weights.loaded_tensors"]) == len([k for k in state if k.startswith("backbone.")])
+        assert int(params["weights.loaded_tensors"]) == len([k for k in state if k.startswith("network.backbone.")])
         assert len(params["weights.sha256"]) == 64
         if name in ("ckpt", "dir"):
             assert params["weights.kind"] == "checkpoint" and params["weights.sha256"] == _sha256(
@@ -159,9 +159,11 @@ def test_checkpoint_run_dir_and_mlflow_sources(call_cli, tracking_uri, tmp_path)
             assert params["weights.kind"] == "mlflow"
             assert run.data.tags["cnnlab.weights_run_id"] == source_run.info.run_id
         first = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"][
-            "backbone.features.0.weight"
+            "network.backbone.features.0.weight"
         ]
-        assert torch.equal(first, state["backbone.features.0.weight"]), name  # stage1 frozen at the pretrained values
+        assert torch.equal(first, state["network.backbone.features.0.weight"]), (
+            name
+        )  # stage1 frozen at the pretrained values
 
     done = call_cli(
         "cnnlab-train",

@@ -157,7 +157,7 @@ def randomisation_blocks(task, depth: int = 3) -> list[str]:
     """Blocks of modules with parameters (names cut to `depth` parts), output side first: the
     order in which the cascading randomisation test re-initialises them."""
     blocks: list[str] = []
-    for name, module in task.named_modules():
+    for name, module in task.network.named_modules():  # the network's names: backbone.*, head.*
         if name and any(True for _ in module.parameters(recurse=False)) and hasattr(module, "reset_parameters"):
             block = ".".join(name.split(".")[:depth])
             if block not in blocks:
@@ -184,7 +184,7 @@ def cascading_randomisation(
     torch.manual_seed(seed)
     results = []
     for block in randomisation_blocks(randomised, depth):
-        for name, module in randomised.named_modules():
+        for name, module in randomised.network.named_modules():
             if (name == block or name.startswith(block + ".")) and hasattr(module, "reset_parameters"):
                 module.reset_parameters()
         maps = class_maps(

@@ -19,7 +19,7 @@ from __future__ import annotations
 from torch import nn
 
 from cnnlab.models.base import SequentialBackbone, check_input_size
-from cnnlab.models.registry import register_model
+from cnnlab.models.registry import register_architecture
 
 
 class AlexNet(SequentialBackbone):
@@ -124,11 +124,11 @@ def _classifier(in_features: int, hidden: int, num_classes: int, dropout: float)
     )
 
 
-@register_model("alexnet", family="alexnet", min_input_size=AlexNet.MIN_INPUT_SIZE[True])
+@register_architecture()
 def alexnet(**kwargs) -> AlexNet:
     return AlexNet(**kwargs)
 
 
-@register_model("zfnet", family="alexnet", min_input_size=ZFNet.MIN_INPUT_SIZE[True])
+@register_architecture()
 def zfnet(**kwargs) -> ZFNet:
     return ZFNet(**kwargs)

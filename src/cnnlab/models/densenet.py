@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.models.base import Backbone, check_input_size
-from cnnlab.models.registry import register_model
+from cnnlab.models.registry import register_architecture
 
 _LEGACY_KEY = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
@@ -76,6 +76,9 @@ class _Transition(nn.Sequential):
 
 class DenseNet(Backbone):
     """Stem, dense blocks joined by compressing transitions, final BN, ReLU, global pool, linear."""
+
+    # DenseNet-121's stems: three 2x2 average pools in the transitions; the ImageNet stem divides by 4 first
+    MIN_INPUT_SIZE = {False: 29, True: 8}
 
     def __init__(
         self,
@@ -158,24 +161,24 @@ def _rename_legacy_keys(module, state_dict, prefix, *args) -> None:
             state_dict[match.group(1) + match.group(2)] = state_dict.pop(key)
 
 
-# Three 2x2 average pools in the transitions; the ImageNet stem divides by 4 first.
-_DENSENET121_MIN = {False: 29, True: 8}
-
-
-@register_model("densenet121", family="densenet", min_input_size=_DENSENET121_MIN[True])
+@register_architecture()
 def densenet121(small_input: bool = False, image_size: int = 224, **kwargs) -> DenseNet:
     """DenseNet-121: k=32, blocks (6, 12, 24, 16), 64 stem channels."""
-    check_input_size("densenet121", image_size, _DENSENET121_MIN, small_input)
+    check_input_size("densenet121", image_size, DenseNet.MIN_INPUT_SIZE, small_input)
     kwargs.setdefault("growth_rate", 32)
     kwargs.setdefault("block_config", (6, 12, 24, 16))
     kwargs.setdefault("num_init_features", 64)
     return DenseNet(image_size=image_size, stem="small" if small_input else "imagenet", **kwargs)
 
 
-@register_model("densenet_bc_100_k12", family="densenet", min_input_size=4)
+@register_architecture()
 def densenet_bc_100_k12(**kwargs) -> DenseNet:
     """DenseNet-BC, depth 100, k=12, for 32x32 inputs: about 0.8M parameters at 10 classes."""
     kwargs.setdefault("growth_rate", 12)
     kwargs.setdefault("block_config", (16, 16, 16))
     kwargs.setdefault("num_init_features", 24)
     return DenseNet(stem="cifar", **kwargs)
+
+
+# the CIFAR stem (no reduction) and two transitions: its own minimum, not DenseNet-121's
+densenet_bc_100_k12.MIN_INPUT_SIZE = {False: 4, True: 4}

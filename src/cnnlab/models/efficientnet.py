@@ -20,7 +20,7 @@ from torch import nn
 
 from cnnlab.models.base import SequentialBackbone
 from cnnlab.models.mobilenet import ConvNormActivation, make_divisible
-from cnnlab.models.registry import register_model
+from cnnlab.models.registry import register_architecture
 
 
 class StochasticDepth(nn.Module):
@@ -170,6 +170,6 @@ class EfficientNet(SequentialBackbone):
 
 
 # Every convolution is padded and pooling is global, so any input size from 1 px up works.
-@register_model("efficientnet_b0", family="efficientnet", min_input_size=1)
+@register_architecture()
 def efficientnet_b0(**kwargs) -> EfficientNet:
     return EfficientNet(B0_SETTING, **kwargs)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.models.base import Backbone, check_input_size
-from cnnlab.models.registry import register_model
+from cnnlab.models.registry import register_architecture
 
 
 class BasicConv2d(nn.Module):
@@ -76,6 +76,10 @@ class InceptionAux(nn.Module):
 
 class GoogLeNet(Backbone):
     """Stem, nine Inception modules in three resolution groups, global pool, dropout, fc."""
+
+    # Four unpadded 3x3/2 ceil-mode pools; the default stem divides by 4 before the first of them.
+    MIN_INPUT_SIZE = {False: 15, True: 4}
+    CLASSIFIER = ("fc", "aux1", "aux2")  # the auxiliary heads too: only a classification loss reads them
 
     def __init__(
         self,
@@ -175,11 +179,7 @@ def _drop_aux_keys(module, state_dict, prefix, *args) -> None:
         del state_dict[key]
 
 
-# Four unpadded 3x3/2 ceil-mode pools; the default stem divides by 4 before the first of them.
-_GOOGLENET_MIN = {False: 15, True: 4}
-
-
-@register_model("googlenet", family="googlenet", min_input_size=_GOOGLENET_MIN[True])
+@register_architecture()
 def googlenet(small_input: bool = False, image_size: int = 224, **kwargs) -> GoogLeNet:
-    check_input_size("googlenet", image_size, _GOOGLENET_MIN, small_input)
+    check_input_size("googlenet", image_size, GoogLeNet.MIN_INPUT_SIZE, small_input)
     return GoogLeNet(small_input=small_input, image_size=image_size, **kwargs)

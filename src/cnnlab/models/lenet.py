@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from cnnlab.models.base import Backbone, SequentialBackbone, conv_output_size
-from cnnlab.models.registry import register_model
+from cnnlab.models.registry import register_architecture
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 _POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
@@ -19,6 +19,8 @@ class LeNet5(Backbone):
     pool="avg"` is the closest plain-torch reading, ReLU + max pooling the modern default.
     Same parameter count either way: 61,706 at 32x32x1 and 10 classes.
     """
+
+    MIN_INPUT_SIZE = {False: 16, True: 16}  # two unpadded 5x5 convs and two 2x2 pools
 
     feature_strides = (2, 4)
 
@@ -64,6 +66,8 @@ class SimpleCNN(SequentialBackbone):
     images such as `shapes`, where normalised activations let it learn from the first epoch.
     """
 
+    MIN_INPUT_SIZE = {False: 18, True: 18}  # three unpadded 3x3 convs and two 2x2 pools
+
     feature_strides = (2, 4, 4)
 
     def __init__(self, num_classes=10, in_channels=1, image_size=28, dropout=0.0, batch_norm=False):
@@ -90,11 +94,11 @@ class SimpleCNN(SequentialBackbone):
         return self.classifier(features[-1])  # the book's Flatten + Dense: no pooling
 
 
-@register_model("lenet5", family="lenet", min_input_size=16)
+@register_architecture()
 def lenet5(**kwargs) -> LeNet5:
     return LeNet5(**kwargs)
 
 
-@register_model("simple_cnn", family="lenet", min_input_size=18)
+@register_architecture()
 def simple_cnn(**kwargs) -> SimpleCNN:
     return SimpleCNN(**kwargs)

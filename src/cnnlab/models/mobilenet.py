@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from cnnlab.models.base import SequentialBackbone
-from cnnlab.models.registry import register_model
+from cnnlab.models.registry import register_architecture
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -141,6 +141,6 @@ class MobileNetV2(SequentialBackbone):
 
 
 # Every convolution is padded and pooling is global, so any input size from 1 px up works.
-@register_model("mobilenet_v2", family="mobilenet", min_input_size=1)
+@register_architecture()
 def mobilenet_v2(**kwargs) -> MobileNetV2:
     return MobileNetV2(**kwargs)

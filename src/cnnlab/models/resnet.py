@@ -21,7 +21,7 @@ from torch import nn
 
 from cnnlab.config import ConfigError
 from cnnlab.models.base import Backbone
-from cnnlab.models.registry import register_model
+from cnnlab.models.registry import register_architecture
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
@@ -82,6 +82,9 @@ class Bottleneck(nn.Module):
 
 class ResNet(Backbone):
     """Stem, four stages of residual blocks (64/128/256/512 planes), global average pool, fc."""
+
+    CLASSIFIER = ("fc",)
+    # (MIN_INPUT_SIZE: the default 1 px) every convolution is padded and pooling is global
 
     def __init__(
         self,
@@ -168,8 +171,7 @@ class ResNet(Backbone):
 
 
 def _register(name: str, block, layers, **fixed):
-    # Every convolution is padded and pooling is global, so any input size from 1 px up works.
-    @register_model(name, family="resnet", min_input_size=1)
+    @register_architecture(name)
     def build(**kwargs) -> ResNet:
         return ResNet(block, layers, **{**fixed, **kwargs})
 

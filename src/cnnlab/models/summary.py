@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
+from hydra.utils import instantiate
 from torch import nn
+
+from cnnlab.config import ConfigError
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _TRANSPOSED_CONVS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -144,10 +147,6 @@ def _si(value: int) -> str:
 # ---- cnnlab-summary: a composed summary config (conf/summary.yaml) -> the table ---------------------
 def build_summary(cfg) -> ModelSummary:
     """Instantiate `cfg.model` for `cfg.data` inputs and `cfg.num_classes` on the meta device, and summarise it."""
-    from hydra.utils import instantiate
-
-    from cnnlab.config import ConfigError
-
     size, channels = int(cfg.data.image_size), int(cfg.data.channels)
     try:
         with torch.device("meta"):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from torch import nn
 
 from cnnlab.models.base import SequentialBackbone
-from cnnlab.models.registry import register_model
+from cnnlab.models.registry import register_architecture
 
 CONFIGS: dict[str, list[int | str]] = {
     "A": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -25,6 +25,8 @@ CONFIGS: dict[str, list[int | str]] = {
 
 class VGG(SequentialBackbone):
     """Stacks of 3x3 convs separated by 2x2 max-pools, adaptive pool, three fully connected layers."""
+
+    MIN_INPUT_SIZE = {False: 32, True: 32}  # five unpadded 2x2 pools: 32 px is the smallest that leaves a 1x1 map
 
     def __init__(
         self,
@@ -81,8 +83,7 @@ class VGG(SequentialBackbone):
 
 
 def _register(name: str, config: str, batch_norm: bool):
-    # Five unpadded 2x2 pools: 32 px is the smallest input that leaves a 1x1 map.
-    @register_model(name, family="vgg", min_input_size=32)
+    @register_architecture(name)
     def build(**kwargs) -> VGG:
         return VGG(config, batch_norm, **kwargs)
 

@@ -2,7 +2,7 @@
 
 Sources:
   a `.pth` / `.pt` file      a torchvision-format state dict (ImageNet files downloaded elsewhere)
-  a `.ckpt` file             a cnnlab (Lightning) checkpoint: its `backbone.*` tensors
+  a `.ckpt` file             a cnnlab (Lightning) checkpoint: its `network.backbone.*` tensors (older: `backbone.*`)
   a directory                a cnnlab-train output directory: its checkpoints/best.ckpt (else last.ckpt)
   runs:/<id>/model, models:/<name>@<alias>, models:/<name>/<version>   a cnnlab model in MLflow
 
@@ -32,11 +32,16 @@ from torch import nn
 
 from cnnlab.config import ConfigError
 from cnnlab.data.prepared import file_hash
+from cnnlab.models.registry import _REGISTRY, available_models
+from cnnlab.models.stages import body_state_keys
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 MLFLOW_SCHEMES = ("runs:/", "models:/")
 KEY = "model.weights"
+# where the backbone's tensors sit: a task's network (older cnnlab: on the task itself), a logged Predictor
+CHECKPOINT_PREFIXES = ("network.backbone.", "backbone.")
+MODEL_PREFIXES = ("network.backbone.", "task.backbone.")
 
 
 @dataclass
@@ -160,8 +165,17 @@ def _tensors_only(source: str, loaded) -> dict[str, torch.Tensor]:
     return {str(k).removeprefix("module."): v for k, v in loaded.items()}  # DataParallel's prefix
 
 
+def _prefixed(state: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The tensors under the first of `prefixes` that `state` has, with that prefix removed."""
+    for prefix in prefixes:
+        found = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if found:
+            return found
+    return {}
+
+
 def _from_checkpoint(source: str, path: Path, checkpoint: dict, digest: str) -> PretrainedWeights:
-    state = {k.removeprefix("backbone."): v for k, v in checkpoint["state_dict"].items() if k.startswith("backbone.")}
+    state = _prefixed(checkpoint["state_dict"], CHECKPOINT_PREFIXES)
     if not state:
         raise ConfigError(f"{KEY}={source!r}: the checkpoint {path} has no backbone.* tensors: not a cnnlab checkpoint")
     hp = checkpoint.get("hyper_parameters") or {}
@@ -188,10 +202,7 @@ def _read_mlflow(source: str, tracking_uri: Optional[str]) -> PretrainedWeights:
         )
     uri = _logged_model_uri(source, tracking_uri) if source.startswith("runs:/") else source
     with open_model(uri, tracking_uri, key=KEY) as model:
-        prefix = "task.backbone."
-        state = {
-            k[len(prefix) :]: v.detach().clone() for k, v in model.network.state_dict().items() if k.startswith(prefix)
-        }
+        state = {k: v.detach().clone() for k, v in _prefixed(model.network.state_dict(), MODEL_PREFIXES).items()}
         digest = file_hash(model.files / "data" / "model.pt2") if (model.files / "data" / "model.pt2").is_file() else ""
         info = model.info
         return PretrainedWeights(
@@ -254,8 +265,6 @@ def load_weights(backbone: nn.Module, weights: PretrainedWeights, example: torch
 
     `example`: a 1 x C x H x W input of the data's shape (finds which tensors are the body).
     """
-    from cnnlab.models.stages import body_state_keys
-
     target = backbone.state_dict()
     state = dict(weights.state_dict)
     channel_rule = None
@@ -314,8 +323,6 @@ def guess_architecture(state: dict[str, torch.Tensor]) -> Optional[tuple[str, in
     Each registered model is built at its reference settings on the meta device (no memory);
     a tensor matches when its name and shape do.
     """
-    from cnnlab.models.registry import _REGISTRY, available_models
-
     best: Optional[tuple[str, int, int]] = None
     for name in available_models():
         try:

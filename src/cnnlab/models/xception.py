@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.models.base import Backbone, check_input_size
-from cnnlab.models.registry import register_model
+from cnnlab.models.registry import register_architecture
 
 
 class SeparableConv2d(nn.Module):
@@ -74,6 +74,9 @@ def _relu_separable_bn(in_channels: int, out_channels: int) -> list[nn.Module]:
 
 class Xception(Backbone):
     """Entry, middle and exit flows of depthwise-separable convolutions with residual shortcuts."""
+
+    MIN_INPUT_SIZE = {False: 7, True: 1}  # two unpadded 3x3 stem convs, the first with stride 2
+    CLASSIFIER = ("fc",)
 
     def __init__(
         self,
@@ -139,10 +142,7 @@ class Xception(Backbone):
         return self.fc(self.dropout(x))
 
 
-_XCEPTION_MIN = {False: 7, True: 1}  # two unpadded 3x3 stem convs, the first with stride 2
-
-
-@register_model("xception", family="xception", min_input_size=_XCEPTION_MIN[True])
+@register_architecture()
 def xception(small_input: bool = False, image_size: int = 299, **kwargs) -> Xception:
-    check_input_size("xception", image_size, _XCEPTION_MIN, small_input)
+    check_input_size("xception", image_size, Xception.MIN_INPUT_SIZE, small_input)
     return Xception(small_input=small_input, image_size=image_size, **kwargs)

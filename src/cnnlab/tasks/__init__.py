@@ -11,9 +11,10 @@ import importlib
 import pkgutil
 from typing import Iterable, Optional
 
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cnnlab.config import ConfigError
+from cnnlab.config import ConfigError, backbone_lr
 from cnnlab.tasks.base import _TASKS, LABEL_KINDS, CNNTask
 
 __all__ = [
@@ -59,8 +60,6 @@ def task_class_for(cfg: DictConfig, provided: Optional[Iterable[str]] = None) ->
     `Source.label_kinds`). Raises ConfigError when the data cannot serve this task, when the target is
     not a cnnlab task, or when `task.name` disagrees with the class's declared name.
     """
-    from hydra.utils import get_class
-
     name = cfg.task.name
     if provided is not None:  # first: the cheapest check, and the one a user meets most
         served = served_tasks(provided)
@@ -100,10 +99,6 @@ def check_data_labels(task: type[CNNTask], provided: Iterable[str], where: str, 
 
 def build_task(cfg: DictConfig, meta: dict) -> CNNTask:
     """The configured task's LightningModule for a prepared dataset (raises ConfigError)."""
-    from hydra.utils import instantiate
-
-    from cnnlab.config import backbone_lr
-
     cls = task_class_for(cfg)
     classes = cls.output_classes(meta)
     try:

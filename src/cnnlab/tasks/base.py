@@ -7,10 +7,11 @@ task's name:
 
   name                   the task's name (conf/task/<name>.yaml, data.tasks, registry names)
   labels                 what each sample must carry: "label", "box" and/or "mask"
-  output                 what `inference_output` returns, in words: the logged model's contract
+  output                 what the network's `predict` returns, in words: the logged model's contract
   prediction_columns     the columns of cnnlab-predict's CSV between "file" and "error"
   output_classes(meta)   the classes the network outputs, for a prepared dataset's meta
-  inference_output(x)    one tensor per batch of images: what a logged model serves
+  build_network()        the task's plain network (cnnlab.models.networks): backbone + head, whose
+                         `forward` gives the loss its inputs and `predict` what a logged model serves
   prediction_row(...)    one CSV row (and any mask file) from one image's inference output
   write_test_report(dir) evaluation's pictures and tables
   cam_target(out, k)     per image, the score a class-activation map explains for class k (cnnlab-explain)
@@ -28,8 +29,14 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class, instantiate
+from torch import nn
+
+from cnnlab.models.base import Backbone
+from cnnlab.models.networks import ClassificationNetwork, TaskNetwork
+from cnnlab.models.stages import parameters_up_to
 
 LABEL_KINDS = {"label": "labels", "box": "boxes", "mask": "masks"}  # what a sample can carry (cnnlab.data.prepared)
+LEGACY_PREFIXES = ("backbone.", "head.", "box_head.")  # a task's own modules before they moved into `network`
 _TASKS: dict[str, type["CNNTask"]] = {}  # name -> class, filled as task classes are defined
 
 
@@ -58,7 +65,11 @@ class CamPrediction:
 
 
 class CNNTask(pl.LightningModule):
-    """Base LightningModule. Subclasses add heads, losses, metrics and the declarations above.
+    """Base LightningModule. Subclasses add their network's head, losses, metrics and the declarations above.
+
+    The trained weights live in `self.network` (a plain nn.Module, what is logged and exported); the task
+    adds what training needs around it. Checkpoints written before the network existed (`backbone.*`,
+    `head.*`, `box_head.*` keys) still load: their keys are moved under `network.` on load.
 
     Arguments are plain dicts and lists (saved as hyperparameters), so `load_from_checkpoint`
     rebuilds the exact network without the Hydra config. Shared by every task: `label_smoothing` of
@@ -99,7 +110,8 @@ class CNNTask(pl.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.backbone = self.build_backbone()
+        self.network = self.build_network()
+        self.register_load_state_dict_pre_hook(_move_legacy_keys)
         self.example_input_array = torch.zeros(1, in_channels, image_size, image_size)
         self.epoch_history: list[dict[str, float]] = []  # per-epoch metrics, written as history.csv
         self._train_sums: dict[str, torch.Tensor] = {}  # this epoch's batch-size-weighted sums (log_training)
@@ -151,7 +163,20 @@ class CNNTask(pl.LightningModule):
         # a resumed run's history.csv keeps the epochs before the interruption
         self.epoch_history = list(checkpoint.get("cnnlab_epoch_history", []))
 
-    def build_backbone(self, num_classes: Optional[int] = None) -> torch.nn.Module:
+    @property
+    def backbone(self) -> Backbone:
+        """The network's backbone (what weights, freezing, per-group learning rates and explain/ act on)."""
+        return self.network.backbone
+
+    def build_network(self) -> TaskNetwork:
+        """The task's network; by default the backbone with its classifier (logits, softmax probabilities)."""
+        return ClassificationNetwork(self.build_backbone())
+
+    def forward(self, images: torch.Tensor) -> Any:
+        """The network's output for a batch of normalised images (what the loss takes)."""
+        return self.network(self.network_input(images))
+
+    def build_backbone(self, num_classes: Optional[int] = None) -> nn.Module:
         hp = self.hparams
         # model.weights says where training starts from (cnnlab.models.weights), not how to build
         spec = {k: v for k, v in hp.model.items() if k != "weights"}
@@ -173,9 +198,7 @@ class CNNTask(pl.LightningModule):
         backbone_lr = self.hparams.get("backbone_lr")
         if backbone_lr is None:
             return [{"params": list(self.parameters())}]
-        from cnnlab.models.stages import parameters_up_to
-
-        body = {f"backbone.{n}" for n in parameters_up_to(self.backbone, -1, self.example_input_array)}
+        body = {f"network.backbone.{n}" for n in parameters_up_to(self.backbone, -1, self.example_input_array)}
         named = list(self.named_parameters())
         return [
             {"params": [p for n, p in named if n not in body], "name": "head"},
@@ -220,17 +243,13 @@ class CNNTask(pl.LightningModule):
     def class_names(self) -> list[str]:
         return list(self.hparams.class_names or [str(i) for i in range(self.hparams.num_classes)])
 
-    def inference_output(self, images: torch.Tensor) -> torch.Tensor:
-        """One tensor per batch of normalised images (see `output`): what a logged model returns."""
-        raise NotImplementedError
-
     def model_metadata(self) -> dict:
         """Task-specific entries of a logged model's cnnlab metadata (beyond the common ones)."""
         return {}
 
     @classmethod
     def prediction_row(cls, output: np.ndarray, image: PredictionInput) -> dict[str, str]:
-        """The `prediction_columns` of one image from its `inference_output` row."""
+        """The `prediction_columns` of one image from its row of the network's `predict` output."""
         raise NotImplementedError
 
     def write_test_report(self, directory: Path) -> dict[str, Path]:
@@ -247,6 +266,14 @@ class CNNTask(pl.LightningModule):
     def cam_prediction(self, output: Any) -> CamPrediction:
         """What the network predicted for each image (`output`: this task's forward output)."""
         raise NotImplementedError(f"{type(self).__name__} declares no cam_prediction")
+
+
+def _move_legacy_keys(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """`backbone.*` -> `network.backbone.*` (likewise `head.*`, `box_head.*`): checkpoints from before `network`."""
+    for key in list(state_dict):
+        local = key[len(prefix) :]
+        if key.startswith(prefix) and local.startswith(LEGACY_PREFIXES):
+            state_dict[f"{prefix}network.{local}"] = state_dict.pop(key)
 
 
 def class_prediction(probabilities: np.ndarray, image: PredictionInput) -> dict[str, str]:

@@ -54,9 +54,3 @@ def box_loss(predicted: torch.Tensor, target: torch.Tensor, kind: str) -> torch.
     if kind == "giou":
         return (1 - generalized_box_iou(predicted, target)).mean()
     raise ValueError(f"box_loss={kind!r}; expected one of: {', '.join(BOX_LOSSES)}")
-
-
-def center_size_to_corners(boxes: torch.Tensor) -> torch.Tensor:
-    """(cx, cy, w, h) -> (x_min, y_min, x_max, y_max)."""
-    center, size = boxes[..., :2], boxes[..., 2:]
-    return torch.cat([center - size / 2, center + size / 2], dim=-1)

@@ -23,7 +23,9 @@ from torchmetrics.classification import (
 )
 
 from cnnlab.config import ConfigError
+from cnnlab.models.networks import ClassificationNetwork
 from cnnlab.tasks.base import CamPrediction, CNNTask, PredictionInput, class_prediction
+from cnnlab.viz.classification import plot_confusion_matrix, plot_prediction_grid
 
 GRID_IMAGES = 32  # test images kept for the prediction grid
 BINARY_MODES = ("softmax", "sigmoid")
@@ -61,6 +63,9 @@ class ClassificationTask(CNNTask):
     def sigmoid(self) -> bool:
         return self.hparams.get("binary_mode", "softmax") == "sigmoid"
 
+    def build_network(self) -> ClassificationNetwork:
+        return ClassificationNetwork(self.build_backbone(), sigmoid=self.sigmoid)
+
     def build_backbone(self, num_classes: Optional[int] = None) -> torch.nn.Module:
         mode = self.hparams.get("binary_mode", "softmax")
         if mode not in BINARY_MODES:
@@ -76,9 +81,6 @@ class ClassificationTask(CNNTask):
             num_classes = 1
         return super().build_backbone(num_classes)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone(self.network_input(images))
-
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         smoothing = self.hparams.label_smoothing
         if self.sigmoid:
@@ -88,13 +90,7 @@ class ClassificationTask(CNNTask):
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """N x classes probabilities in either mode (sigmoid: [1 - p, p])."""
-        if self.sigmoid:
-            positive = torch.sigmoid(logits[:, 0])
-            return torch.stack([1 - positive, positive], dim=1)
-        return logits.softmax(1)
-
-    def inference_output(self, images: torch.Tensor) -> torch.Tensor:
-        return self.probabilities(self(images))
+        return self.network.probabilities(logits)
 
     @classmethod
     def prediction_row(cls, output: np.ndarray, image: PredictionInput) -> dict[str, str]:
@@ -166,8 +162,6 @@ class ClassificationTask(CNNTask):
             self.log(f"test/acc_class/{name}", value)
 
     def write_test_report(self, directory: Path) -> dict[str, Path]:
-        from cnnlab.viz.classification import plot_confusion_matrix, plot_prediction_grid
-
         directory.mkdir(parents=True, exist_ok=True)
         names = self.class_names
         confusion = self.test_confusion.compute().cpu().numpy()

@@ -7,41 +7,19 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from cnnlab.config import ConfigError
+from cnnlab.models.networks import LocalizationNetwork
 from cnnlab.tasks.base import CamPrediction, CNNTask, PredictionInput, class_prediction
-from cnnlab.tasks.boxes import BOX_LOSSES, box_iou, box_loss, center_size_to_corners
+from cnnlab.tasks.boxes import BOX_LOSSES, box_iou, box_loss
+from cnnlab.viz.classification import plot_confusion_matrix
+from cnnlab.viz.localization import plot_box_grid
 
 GRID_IMAGES = 32  # test images kept for the box grid
 LOC_IOU_THRESHOLD = 0.5  # a localisation counts as right at IoU >= 0.5 (ILSVRC, PASCAL VOC)
-MEAN_BOX = (0.5, 0.5, 0.4, 0.4)  # (cx, cy, w, h) the box head predicts before training
-
-
-class BoxHead(nn.Module):
-    """4 box coordinates from the deepest feature map, normalised to the image.
-
-    The map is average-pooled to a small fixed grid (not to 1x1: a global average forgets where
-    things are), then an MLP predicts (cx, cy, w, h) through a sigmoid, converted to
-    (x_min, y_min, x_max, y_max). Centre and size keep every prediction a valid box (x_max >=
-    x_min), which GIoU needs, and the sigmoid keeps the centre and size inside the image.
-    """
-
-    def __init__(self, channels: int, pool_size: int = 4, hidden: int = 256):
-        super().__init__()
-        self.pool = nn.AdaptiveAvgPool2d(pool_size)
-        self.mlp = nn.Sequential(
-            nn.Flatten(), nn.Linear(channels * pool_size * pool_size, hidden), nn.ReLU(), nn.Linear(hidden, 4)
-        )
-        with torch.no_grad():  # start at the typical box, not at random corners
-            self.mlp[-1].weight.mul_(0.1)
-            self.mlp[-1].bias.copy_(torch.logit(torch.tensor(MEAN_BOX)))
-
-    def forward(self, feature: torch.Tensor) -> torch.Tensor:
-        return center_size_to_corners(torch.sigmoid(self.mlp(self.pool(feature)))).clamp(0, 1)
 
 
 def localization_accuracy(logits: torch.Tensor, labels: torch.Tensor, ious: torch.Tensor) -> torch.Tensor:
@@ -50,7 +28,8 @@ def localization_accuracy(logits: torch.Tensor, labels: torch.Tensor, ious: torc
 
 
 class LocalizationTask(CNNTask):
-    """Class logits from the backbone's own classifier, a box from `BoxHead` on the same features.
+    """Class logits from the backbone's own classifier, a box from `BoxHead` on the same features
+    (`LocalizationNetwork`).
 
     Loss = cross-entropy + box_weight x box loss (l2: squared error on the corners, the classic
     formulation; smooth_l1; or giou: 1 - GIoU).
@@ -76,7 +55,6 @@ class LocalizationTask(CNNTask):
                 f"task.module.box_loss={box_loss!r} is not valid; expected one of: {', '.join(BOX_LOSSES)}"
             )
         n = self.hparams.num_classes
-        self.box_head = BoxHead(self.backbone.num_features, box_pool_size, box_hidden)
         self.val_metrics = MetricCollection({"acc": MulticlassAccuracy(n, average="micro")}, prefix="val/")
         self.test_metrics = self.val_metrics.clone(prefix="test/")
         self.val_box_iou, self.val_loc_acc = MeanMetric(), MeanMetric()
@@ -84,14 +62,9 @@ class LocalizationTask(CNNTask):
         self._test_rows: list[tuple[np.ndarray, ...]] = []
         self._grid: list[tuple[np.ndarray, ...]] = []
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N x classes logits, N x 4 boxes as normalised x_min, y_min, x_max, y_max)."""
-        features = self.backbone.forward_features(self.network_input(images))
-        return self.backbone.forward_head(features), self.box_head(features[-1])
-
-    def inference_output(self, images: torch.Tensor) -> torch.Tensor:
-        logits, boxes = self(images)
-        return torch.cat([logits.softmax(1), boxes], dim=1)
+    def build_network(self) -> LocalizationNetwork:
+        hp = self.hparams
+        return LocalizationNetwork(self.build_backbone(), hp.get("box_pool_size", 4), hp.get("box_hidden", 256))
 
     @classmethod
     def prediction_row(cls, output: np.ndarray, image: PredictionInput) -> dict[str, str]:
@@ -174,9 +147,6 @@ class LocalizationTask(CNNTask):
             self._grid.append((self.denormalize(batch["image"]), *self._test_rows[-1]))
 
     def write_test_report(self, directory: Path) -> dict[str, Path]:
-        from cnnlab.viz.classification import plot_confusion_matrix
-        from cnnlab.viz.localization import plot_box_grid
-
         directory.mkdir(parents=True, exist_ok=True)
         names = self.class_names
         files: dict[str, Path] = {}

@@ -5,13 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from cnnlab.config import ConfigError
+from cnnlab.models.networks import SegmentationNetwork
 from cnnlab.tasks.base import CamPrediction, CNNTask, PredictionInput
-from cnnlab.tasks.fcn import FCNHead
+from cnnlab.viz.classification import plot_confusion_matrix
+from cnnlab.viz.segmentation import plot_mask_grid
 
 GRID_IMAGES = 16  # test images kept for the overlay grid
 
@@ -40,7 +44,7 @@ def segmentation_scores(confusion: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 class SegmentationTask(CNNTask):
-    """Backbone features -> FCN-32s/16s/8s -> per-pixel class logits at input resolution.
+    """Backbone features -> FCN-32s/16s/8s -> per-pixel class logits at input resolution (`SegmentationNetwork`).
 
     `num_classes` counts the mask classes including background; pixels labelled `ignore_index`
     (object boundaries in VOC and Oxford-IIIT Pet trimaps) carry no loss and no metric.
@@ -67,19 +71,10 @@ class SegmentationTask(CNNTask):
         super().__init__(*args, **kwargs)
         n = self.hparams.num_classes
         if class_weights is not None and len(class_weights) != n:
-            from cnnlab.config import ConfigError
-
             raise ConfigError(
                 f"task.module.class_weights has {len(class_weights)} entries but the data has {n} mask classes "
                 f"({', '.join(self.class_names)}); give one weight per class or null"
             )
-        self.head = FCNHead(
-            self.backbone.feature_channels,
-            self.backbone.feature_strides,
-            n,
-            variant,
-            self.hparams.model.get("name", "backbone"),
-        )
         self.register_buffer(
             "class_weights", None if class_weights is None else torch.tensor(class_weights, dtype=torch.float)
         )
@@ -87,11 +82,11 @@ class SegmentationTask(CNNTask):
         self.test_confusion = MulticlassConfusionMatrix(n, ignore_index=ignore_index)
         self._grid: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone.forward_features(self.network_input(images)), images.shape[-2:])
-
-    def inference_output(self, images: torch.Tensor) -> torch.Tensor:
-        return self(images).softmax(1)
+    def build_network(self) -> SegmentationNetwork:
+        hp = self.hparams
+        return SegmentationNetwork(
+            self.build_backbone(), hp.num_classes, hp.get("variant", "fcn8s"), hp.model.get("name", "backbone")
+        )
 
     def model_metadata(self) -> dict:
         return {"mask_class_names": self.class_names}
@@ -99,8 +94,6 @@ class SegmentationTask(CNNTask):
     @classmethod
     def prediction_row(cls, output: np.ndarray, image: PredictionInput) -> dict[str, str]:
         """The mask at the input image's size (nearest), saved as a PNG, and each class's share of it."""
-        import cv2
-
         names = image.class_names
         classes = np.argmax(output, axis=0).astype(np.uint8)
         mask = cv2.resize(classes, (image.width, image.height), interpolation=cv2.INTER_NEAREST)
@@ -171,9 +164,6 @@ class SegmentationTask(CNNTask):
             confusion_metric.reset()
 
     def write_test_report(self, directory: Path) -> dict[str, Path]:
-        from cnnlab.viz.classification import plot_confusion_matrix
-        from cnnlab.viz.segmentation import plot_mask_grid
-
         directory.mkdir(parents=True, exist_ok=True)
         names = self.class_names
         confusion = getattr(self, "_test_confusion_matrix", None)

@@ -1,8 +1,9 @@
 """The model registry: a run's best network as an MLflow model, its registered versions and aliases.
 
-A cnnlab model is the task's network in eval mode behind `InferenceNetwork`, which gives every task
-one output tensor, the task's `inference_output` (what MLflow's pyfunc serves; each task declares
-it in words as `output`, e.g. "N x K class probabilities").
+A cnnlab model is the task's plain network (`task.network`, backbone + head, cnnlab.models.networks)
+in eval mode behind `Predictor`, which gives every task one output tensor, the network's `predict`
+(what MLflow's pyfunc serves; each task declares it in words as `output`, e.g. "N x K class
+probabilities"). Nothing of the LightningModule (metrics, hyperparameters) is in it.
 
 It is saved with torch.export (MLflow's "pt2" format: a traced graph, no pickle, loadable without
 cnnlab) and carries what prediction needs in its MLmodel metadata under "cnnlab": the task (its name
@@ -39,15 +40,15 @@ def registered_model_name(task: str, model: str) -> str:
     return f"cnnlab-{task}-{model}"
 
 
-class InferenceNetwork(nn.Module):
-    """A task's network with one output tensor per batch: the task's `inference_output`."""
+class Predictor(nn.Module):
+    """A task network's `predict` as its `forward`: what torch.export (the pt2 format) records and serves."""
 
-    def __init__(self, task: nn.Module):
+    def __init__(self, network: nn.Module):
         super().__init__()
-        self.task = task
+        self.network = network
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.task.inference_output(images)
+        return self.network.predict(images)
 
 
 def model_metadata(task: nn.Module) -> dict:
@@ -115,7 +116,7 @@ def log_model(
     register_name: Optional[str] = None,
     example: Optional[torch.Tensor] = None,
 ) -> str:
-    """Log `task_module` as the MLflow model "model" of run `run_id`; returns the model URI.
+    """Log `task_module`'s network as the MLflow model "model" of run `run_id`; returns the model URI.
 
     `example` is a batch of normalised network inputs (N x C x H x W); its first two images become
     the input example the signature is inferred from. Without it, a batch of zeros (the training
@@ -126,7 +127,7 @@ def log_model(
     from mlflow.models import infer_signature
 
     task_module = task_module.cpu().eval()
-    network = InferenceNetwork(task_module).eval()
+    network = Predictor(task_module.network).eval()
     metadata = model_metadata(task_module)
     if example is None:
         example = torch.zeros(EXAMPLE_BATCH, metadata["channels"], metadata["image_size"], metadata["image_size"])
