@@ -32,6 +32,7 @@ from torch import nn
 
 from cnnlab.config import ConfigError
 from cnnlab.data.prepared import file_hash
+from cnnlab.tracking.model_files import open_model_files
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -179,15 +180,13 @@ def _from_checkpoint(source: str, path: Path, checkpoint: dict, digest: str) -> 
 
 
 def _read_mlflow(source: str, tracking_uri: Optional[str]) -> PretrainedWeights:
-    from cnnlab.prediction import open_model
-
     if not tracking_uri:
         raise ConfigError(
             f"{KEY}={source!r} is an MLflow URI but there is no tracking store (logger=none): "
             "set logger.tracking_uri, or give a file"
         )
     uri = _logged_model_uri(source, tracking_uri) if source.startswith("runs:/") else source
-    with open_model(uri, tracking_uri, key=KEY) as model:
+    with open_model_files(uri, tracking_uri, key=KEY) as model:
         prefix = "task.backbone."
         state = {
             k[len(prefix) :]: v.detach().clone() for k, v in model.network.state_dict().items() if k.startswith(prefix)
