@@ -4,45 +4,40 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+import pytorch_lightning as pl
+from omegaconf import DictConfig
 
 from cnnlab.config import ConfigError
+from cnnlab.restore import MissingTrainingFile, TrainingDirectory
+from cnnlab.tracking.model_registry import held_out_metric, promote_run_model
+from cnnlab.tracking.run import TrackedRun
+from cnnlab.tracking.store import redact, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 
 
-def resolve_checkpoint(train_dir: Path, checkpoint: str) -> Path:
-    """best / last -> train_dir/checkpoints/<name>.ckpt; anything else is a path."""
-    path = train_dir / "checkpoints" / f"{checkpoint}.ckpt" if checkpoint in ("best", "last") else Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no checkpoint at {path} (evaluate.checkpoint={checkpoint}, evaluate.train_dir={train_dir}); "
-            f"train first (`dvc repro train` or cnnlab-train hydra.run.dir={train_dir})"
-        )
-    return path
-
-
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test metrics of the checkpoint in evaluate.train_dir; writes metrics.json, plots, MLflow."""
-    import pytorch_lightning as pl
-    from hydra.utils import get_class
-
-    from cnnlab.data.datamodule import datamodule_from_config, network_normalization
-    from cnnlab.tracking.run import log_evaluation, read_run_record
-
     train_dir, output_dir = Path(cfg.evaluate.train_dir), Path(cfg.evaluate.output_dir)
-    config_file = train_dir / "config.yaml"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{config_file} not found: evaluate.train_dir must be a cnnlab-train output directory")
-    train_cfg = OmegaConf.load(config_file)
-    run_info = read_run_record(train_dir)
-    checkpoint = resolve_checkpoint(train_dir, cfg.evaluate.checkpoint)
-
-    task_class = get_class(train_cfg.task.module._target_)
-    task = task_class.load_from_checkpoint(checkpoint, map_location="cpu")
-    datamodule = datamodule_from_config(train_cfg, task_class.labels, normalization=network_normalization(task))
+    try:
+        training = TrainingDirectory.open(train_dir)
+    except MissingTrainingFile as err:
+        raise FileNotFoundError(
+            f"{err.path} not found: evaluate.train_dir must be a cnnlab-train output directory"
+        ) from None
+    train_cfg, run_info = training.config, training.record
+    try:
+        task = training.load_task(cfg.evaluate.checkpoint)
+    except MissingTrainingFile as err:
+        raise FileNotFoundError(
+            f"no checkpoint at {err.path} (evaluate.checkpoint={cfg.evaluate.checkpoint}, "
+            f"evaluate.train_dir={train_dir}); train first (`dvc repro train` or cnnlab-train "
+            f"hydra.run.dir={train_dir})"
+        ) from None
+    datamodule = training.datamodule(task)
     if datamodule.meta["content_hash"] != run_info.get("data_hash", datamodule.meta["content_hash"]):
         raise ConfigError(
             f"the prepared data at {train_cfg.data.prepared_dir} changed since training "
@@ -65,21 +60,51 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         predictions.write_text("actual,predicted\n")
     explained: list[Path] = []
     if cfg.evaluate.get("explain"):  # off by default: seconds to a minute more (gradient ascent, CAMs)
-        from cnnlab.explain.report import explain_evaluation
+        # imported only when asked for: Captum and SciPy add seconds to every cnnlab-evaluate's start
+        from cnnlab.explain.report import explain_evaluation, log_pictures
 
         explained = explain_evaluation(task, train_cfg, cfg.evaluate, output_dir / "plots" / "explain")
     elif (output_dir / "plots" / "explain").is_dir():  # pictures of an earlier evaluation with explain on
-        import shutil
-
         shutil.rmtree(output_dir / "plots" / "explain")
     if cfg.logger.enabled:
         log_evaluation(cfg, run_info, metrics, [output_dir / "metrics.json", *files.values()], datamodule.prepared)
         if explained:
-            from cnnlab.explain.report import log_pictures
-            from cnnlab.tracking.run import TrackedRun
-            from cnnlab.tracking.store import resolve_tracking_uri
-
             run = TrackedRun.find(resolve_tracking_uri(cfg.logger.tracking_uri), run_info.get("run_id"))
             if run is not None:
                 log_pictures(run, output_dir / "plots" / "explain", explained)
     return metrics
+
+
+def log_evaluation(cfg, run_info: dict, metrics: dict[str, float], files: list[Path], prepared=None) -> None:
+    """Test metrics and plots go into the training's run, so one run holds the whole result; a
+    training whose run is not in this store gets a small "evaluate" run of its own instead.
+    `prepared` (the PreparedDataset evaluated on) becomes the run's "evaluation" dataset input."""
+    uri = resolve_tracking_uri(cfg.logger.tracking_uri)
+    run = TrackedRun.find(uri, run_info.get("run_id"))
+    if run is None:
+        if run_info.get("run_id"):
+            log.warning(
+                "training run %s is not in %s; logging the evaluation to a new run", run_info["run_id"], redact(uri)
+            )
+        run = TrackedRun.start(
+            uri,
+            cfg.logger.experiment_name,
+            "evaluate",
+            {"cnnlab.role": "evaluate", "cnnlab.train_run_id": run_info.get("run_id") or "unknown"},
+        )
+        run.end()
+    run.log_metrics(metrics)
+    if prepared is not None:
+        run.log_dataset(prepared.directory, prepared.meta, "evaluation", splits=("test",))
+    if cfg.evaluate.checkpoint == "best":  # the registered model is the best checkpoint
+        promote_run_model(
+            uri,
+            run.run_id,
+            metrics,
+            held_out_metric(run_info.get("monitor")),
+            run_info.get("mode", "max"),
+            cfg.promote_alias,
+        )
+    for path in files:
+        run.log_artifact(path, "evaluation")
+    log.info("test metrics logged to MLflow run %s", run.run_id)

@@ -14,18 +14,27 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import os
+import json
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
+import matplotlib
 import numpy as np
+import torch
+from hydra.utils import get_class
+from PIL import Image
 
+from cnnlab import tasks
 from cnnlab.config import ConfigError
-from cnnlab.data.inputs import IMAGE_SUFFIXES, InputReader
+from cnnlab.data.inputs import IMAGE_SUFFIXES, InputReader, all_suffixes, input_reader
+from cnnlab.data.preprocess import BatchNormalizer, resize_sample
+from cnnlab.data.sources.base import BadSampleError, Sample
+from cnnlab.tasks.base import PredictionInput
+from cnnlab.tracking.model_files import ModelFiles, open_model_files
+from cnnlab.tracking.store import resolve_tracking_uri
 
 PREDICTIONS_FILE = "predictions.csv"
 MASKS_DIR = "masks"
@@ -35,15 +44,9 @@ class UnreadableImage(ValueError):
     """An input file that is not a decodable image; the message names it."""
 
 
-@dataclass
-class LoadedModel:
-    """A cnnlab model ready to run: the network (normalised N x C x H x W -> one tensor) and its metadata."""
-
-    uri: str
-    network: Callable
-    info: dict
-    run_id: Optional[str] = None  # the MLflow run that logged it
-    files: Optional[Path] = None  # the model's directory, while `open_model` is open
+class LoadedModel(ModelFiles):
+    """A cnnlab model ready to run: the network (normalised N x C x H x W -> one tensor), its metadata,
+    and what its metadata means here (its task's CSV rows, its input reader, its normalisation)."""
 
     @property
     def task(self) -> str:
@@ -56,25 +59,19 @@ class LoadedModel:
     @cached_property
     def task_class(self):
         """The task's class, which turns outputs into CSV rows: the metadata's task_class, or its task name."""
-        from cnnlab.tasks import task_class
-
         target = self.info.get("task_class")
         if target:
-            from hydra.utils import get_class
-
             try:
                 return get_class(target)
             except Exception as err:
                 raise ConfigError(
                     f"model_uri={self.uri!r} was made by the task {target}, which cannot be imported here: {err}"
                 ) from None
-        return task_class(self.task)
+        return tasks.task_class(self.task)
 
     @cached_property
     def reader(self) -> InputReader:
         """How this model's input files become images: its metadata's "input" spec (images when absent)."""
-        from cnnlab.data.inputs import input_reader
-
         try:
             return input_reader(self.info.get("input"))
         except (ValueError, TypeError) as err:
@@ -83,8 +80,6 @@ class LoadedModel:
     @cached_property
     def normalize(self):
         """Evaluation's normalisation: the training split's statistics, a batch at a time."""
-        from cnnlab.data.preprocess import BatchNormalizer
-
         return BatchNormalizer(self.info["mean"], self.info["std"])
 
 
@@ -99,52 +94,12 @@ class PredictionResult:
 
 
 # ---- the model ------------------------------------------------------------------------------------
-def _registered_models(tracking_uri: str) -> str:
-    """'name (@alias, ...)' of the store's registered models, for error messages."""
-    from cnnlab.tracking.store import client
-
-    try:
-        models = client(tracking_uri).search_registered_models(max_results=50)
-    except Exception:  # the message is a hint; never let it hide the real error
-        return "unknown"
-    names = [m.name + (f" (@{', @'.join(sorted(m.aliases))})" if m.aliases else "") for m in models]
-    return ", ".join(names) or "none"
-
-
 @contextlib.contextmanager
 def open_model(model_uri: str, tracking_uri: str, key: str = "model_uri") -> Iterator[LoadedModel]:
     """Download and load a cnnlab model (models:/name@alias, models:/name/version, models:/<id>, or a local
     model directory); ConfigError naming the URI when it cannot be found or is not a cnnlab model."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.models import Model
-
-    from cnnlab.tracking.model_files import load_network
-    from cnnlab.tracking.model_registry import METADATA_KEY, use_tracking_uri
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    with tempfile.TemporaryDirectory(prefix="cnnlab-model-") as scratch:
-        local = Path(model_uri)
-        if not (local.is_dir() and (local / "MLmodel").is_file()):
-            try:
-                with use_tracking_uri(tracking_uri):
-                    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=scratch))
-            except (MlflowException, OSError, ValueError) as err:
-                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise ConfigError(
-                    f"{key}={model_uri!r} was not found in the MLflow store {tracking_uri} ({reason}). "
-                    f"Registered models there: {_registered_models(tracking_uri)}"
-                ) from None
-        if not (local / "MLmodel").is_file():
-            raise ConfigError(f"{key}={model_uri!r} is not an MLflow model (no MLmodel file in it)")
-        mlmodel = Model.load(str(local))
-        info = (mlmodel.metadata or {}).get(METADATA_KEY)
-        if not info:
-            raise ConfigError(
-                f"{key}={model_uri!r} is an MLflow model without cnnlab metadata; "
-                "log it with cnnlab.tracking.models.log_model (cnnlab-train does)"
-            )
-        yield LoadedModel(uri=model_uri, network=load_network(local), info=info, run_id=mlmodel.run_id, files=local)
+    with open_model_files(model_uri, tracking_uri, key) as model:
+        yield LoadedModel(model.uri, model.network, model.info, model.run_id, model.files)
 
 
 # ---- the images -----------------------------------------------------------------------------------
@@ -181,9 +136,6 @@ def read_image(path: Path, model: Optional[LoadedModel] = None) -> np.ndarray:
     The reader of the model's input kind (an image decoder by default), the same as `prepare`'s, so
     a model sees new files exactly as it saw its training data.
     """
-    from cnnlab.data.inputs import input_reader
-    from cnnlab.data.sources.base import BadSampleError
-
     read = model.reader.read if model is not None else input_reader(None).read
     try:
         return read(path)
@@ -195,9 +147,6 @@ def preprocess(image: np.ndarray, model: LoadedModel, name: str):
     """H x W x C uint8 -> the network's C x S x S float tensor: channels and resize as `prepare`, normalise as
     evaluation.
     """
-    from cnnlab.data.preprocess import resize_sample
-    from cnnlab.data.sources.base import BadSampleError, Sample
-
     try:
         resized = resize_sample(
             Sample(image=image, label=0, name=name), model.info["image_size"], model.info["channels"]
@@ -210,8 +159,6 @@ def preprocess(image: np.ndarray, model: LoadedModel, name: str):
 # ---- outputs --------------------------------------------------------------------------------------
 def mask_palette() -> list[int]:
     """A flat RGB palette: class ids stay the pixel values (VOC's convention), with colours to look at."""
-    import matplotlib
-
     colours = matplotlib.colormaps["tab20"].resampled(20)
     palette = [0, 0, 0]  # background
     for index in range(1, 256):
@@ -240,12 +187,9 @@ def _rows_for_batch(
     taken: set[Path],
 ) -> list[dict]:
     """One CSV row per image, made by the model's task from the image's output."""
-    from cnnlab.tasks.base import PredictionInput
 
     def mask_saver(file: Path) -> Callable[[np.ndarray], str]:
         def save(mask: np.ndarray) -> str:
-            from PIL import Image
-
             path = _mask_path(output_dir, base, file, taken)
             path.parent.mkdir(parents=True, exist_ok=True)
             picture = Image.fromarray(mask, mode="P")
@@ -273,8 +217,6 @@ def predict_files(
     warn: Callable[[str], None] | None = None,
 ) -> PredictionResult:
     """Predict every file, in batches; write output_dir/predictions.csv (and masks/) and return the rows."""
-    import torch
-
     if batch_size < 1 or top_k < 1:
         raise ConfigError(f"batch_size={batch_size} and top_k={top_k} must be at least 1")
     warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
@@ -324,14 +266,10 @@ def predict(
     Raises FileNotFoundError for a missing input and ConfigError for an unknown model; when every
     image is unreadable, ConfigError after the CSV listing them is written.
     """
-    from cnnlab.tracking.store import resolve_tracking_uri
-
     if not model_uri or not str(model_uri).strip():
         raise ConfigError(
             "model_uri is empty: give models:/<name>@<alias>, models:/<name>/<version> or models:/<model id>"
         )
-    from cnnlab.data.inputs import all_suffixes
-
     list_images(input_path, all_suffixes(), "image or audio")  # before loading: a typo in input fails at once
     uri = resolve_tracking_uri(tracking_uri)
     with open_model(str(model_uri), uri) as model:
@@ -347,15 +285,10 @@ def predict(
 def serving_request(model_uri: str, input_path: str | Path, tracking_uri: Optional[str] = None) -> dict:
     """The JSON body for `mlflow models serve`'s /invocations that asks what cnnlab-predict would for
     the images at `input_path`: {"inputs": N x C x S x S}, read, resized and normalised the same way."""
-    from cnnlab.tracking.store import resolve_tracking_uri
-
     with open_model(str(model_uri), resolve_tracking_uri(tracking_uri)) as model:
         _, files = list_images(input_path, model.reader.suffixes, model.reader.kind)
         return {"inputs": [preprocess(read_image(path, model), model, path.name).tolist() for path in files]}
 
 
 if __name__ == "__main__":  # python -m cnnlab.prediction <model_uri> <input> > request.json
-    import json
-    import sys
-
     json.dump(serving_request(sys.argv[1], sys.argv[2]), sys.stdout)

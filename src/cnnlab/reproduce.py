@@ -9,6 +9,7 @@ metric that differs. A sweep's parent re-runs as a whole: the same overrides and
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -18,8 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from cnnlab.config import ConfigError
-from cnnlab.paths import project_root
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from cnnlab.config import ConfigError, register_configs
+from cnnlab.data.prepare import ensure_prepared
+from cnnlab.paths import config_dir, project_root
+from cnnlab.sweep import PARENT_RUN_FILE
 from cnnlab.tracking.run import RERUN_OF_ENV, git_state, read_run_record
 from cnnlab.tracking.store import client, redact, resolve_tracking_uri
 
@@ -140,13 +146,6 @@ def _overrides(tag: str) -> list[str]:
 def check_data(run, overrides: list[str], force: bool) -> Optional[str]:
     """Prepare the run's data if it is missing (from its recorded source) and refuse when its content
     hash differs from the run's `cnnlab.data_hash`; returns the prepared directory."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from cnnlab.config import register_configs
-    from cnnlab.data.prepare import ensure_prepared
-    from cnnlab.paths import config_dir
-
     recorded = run.data.tags.get("cnnlab.data_hash")
     register_configs()
     GlobalHydra.instance().clear()
@@ -229,9 +228,6 @@ def _rerun_sweep(original, uri: str, env: dict, stamp: str) -> Comparison:
     sweep_dir = project_root() / "multirun" / f"rerun-{original.info.run_id[:8]}-{stamp}"
     overrides = _overrides(tags["cnnlab.overrides"]) + _overrides(tags.get("cnnlab.hydra_overrides", ""))
     _run([_command("cnnlab-train"), "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"], env, "sweep")
-    import json
-
-    from cnnlab.tracking.run import PARENT_RUN_FILE
 
     new_parent = json.loads((sweep_dir / PARENT_RUN_FILE).read_text())["run_id"]
     return compare_runs(original, new_parent, uri)

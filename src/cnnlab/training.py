@@ -6,16 +6,30 @@ import contextlib
 import json
 import logging
 import math
-import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from cnnlab import slurm
 from cnnlab.config import validate_config
+from cnnlab.data.datamodule import datamodule_from_config, network_normalization
+from cnnlab.data.prepare import declared_label_kinds, ensure_prepared
+from cnnlab.data.prepared import label_kinds
+from cnnlab.finetune import Finetuning, frozen_parameter_names
+from cnnlab.models.weights import load_weights, read_weights
+from cnnlab.stopping import stop_on_sigterm
+from cnnlab.tasks import build_task, check_data_labels, task_class_for
+from cnnlab.tracking.lightning_logger import UnsentMetrics
+from cnnlab.tracking.run import read_run_record, redact_saved_config, write_run_record
+from cnnlab.tracking.store import check_reachable, redact, resolve_tracking_uri
+from cnnlab.training_run import finish_training_run, open_training_run
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +45,6 @@ class HydraJob:
 
     @classmethod
     def current(cls) -> "HydraJob":
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
         hc = HydraConfig.get()
         multirun = hc.mode == RunMode.MULTIRUN
         return cls(
@@ -46,17 +57,6 @@ class HydraJob:
 
 def train(cfg: DictConfig) -> float:
     """Train, log and save; returns the best value of task.monitor (what sweepers optimise)."""
-    import pytorch_lightning as pl
-    from hydra.utils import instantiate
-
-    from cnnlab import slurm
-    from cnnlab.data.datamodule import datamodule_from_config, network_normalization
-    from cnnlab.data.prepare import declared_label_kinds, ensure_prepared
-    from cnnlab.data.prepared import label_kinds
-    from cnnlab.tasks import build_task, check_data_labels, task_class_for
-    from cnnlab.tracking.run import finish_training_run, open_training_run, read_run_record
-    from cnnlab.tracking.store import check_reachable, resolve_tracking_uri
-
     validate_config(cfg)
     slurm.check_allocation(cfg.trainer)
     task_class = task_class_for(cfg, declared_label_kinds(cfg.data))
@@ -110,7 +110,7 @@ def train(cfg: DictConfig) -> float:
     else:  # logger=none, or a DDP rank other than 0: nothing to monitor the LR into
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
 
-    with run.failed_on_error(job.output_dir) if run else contextlib.nullcontext(), _stop_on_sigterm() as sigterm:
+    with run.failed_on_error(job.output_dir) if run else contextlib.nullcontext(), stop_on_sigterm() as sigterm:
         with (
             run.system_metrics(cfg.logger.system_metrics_interval, resuming)
             if run and cfg.logger.system_metrics
@@ -118,8 +118,6 @@ def train(cfg: DictConfig) -> float:
         ):
             logger = run.lightning_logger(cfg.logger.experiment_name) if run else None
             if logger is not None:  # checkpoints carry the points not yet sent (a killed run loses none)
-                from cnnlab.tracking.lightning_logger import UnsentMetrics
-
                 callbacks.append(UnsentMetrics(logger))
             trainer = pl.Trainer(
                 **_trainer_arguments(cfg, job),
@@ -158,8 +156,6 @@ def _read_weights(cfg: DictConfig):
     source = OmegaConf.select(cfg, "model.weights")
     if not source:
         return None
-    from cnnlab.models.weights import read_weights
-    from cnnlab.tracking.store import resolve_tracking_uri
 
     needs_store = str(source).startswith(("runs:/", "models:/"))
     return read_weights(str(source), resolve_tracking_uri(cfg.logger.tracking_uri) if needs_store else None)
@@ -171,9 +167,6 @@ def _transfer(cfg: DictConfig, task, weights) -> tuple[dict, dict, list]:
     Runs before the MLflow run opens, so weights of another architecture or an unknown stage name
     leave no run behind.
     """
-    from cnnlab.finetune import Finetuning, frozen_parameter_names
-    from cnnlab.models.weights import load_weights
-
     params, tags = {}, {}
     if weights is not None:
         report = load_weights(task.backbone, weights, task.example_input_array, cfg.model.name)
@@ -197,36 +190,8 @@ def _transfer(cfg: DictConfig, task, weights) -> tuple[dict, dict, list]:
     return params, tags, callbacks
 
 
-class _SigtermOutsideFit:
-    """SIGTERM before or after fit (while preparing, logging outputs) stops the job at once, as
-    Lightning's SIGTERMException, so the run ends KILLED and the exit code says so; inside fit
-    Lightning's own handler (which calls this one too) stops it at the next batch."""
-
-    fitting = False
-
-    def __call__(self, signum, frame) -> None:
-        if not self.fitting:
-            from pytorch_lightning.utilities.exceptions import SIGTERMException
-
-            raise SIGTERMException()
-
-
-@contextlib.contextmanager
-def _stop_on_sigterm():
-    handler = _SigtermOutsideFit()
-    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
-        yield handler
-        return
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield handler
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _trainer_arguments(cfg: DictConfig, job: HydraJob) -> dict:
     arguments = OmegaConf.to_container(cfg.trainer, resolve=True)
-    from cnnlab import slurm
 
     if job.sweep_dir is not None and arguments.get("strategy") == "ddp" and not slurm.manages_tasks():
         # Lightning's ddp relaunches the script with its argv: inside a multirun that would start
@@ -267,9 +232,6 @@ def _existing(path: Path) -> Optional[str]:
 
 def _write_outputs(cfg: DictConfig, output_dir: Path, summary: dict, trainer) -> None:
     """run.json (for evaluate), metrics.json and history.csv (for DVC), config.yaml (resolved)."""
-    from cnnlab.tracking.run import redact_saved_config, write_run_record
-    from cnnlab.tracking.store import redact
-
     write_run_record(output_dir, {**summary, "status": "finished"})
     (output_dir / "config.yaml").write_text(redact(OmegaConf.to_yaml(cfg, resolve=True)))
     redact_saved_config(output_dir)

@@ -4,6 +4,7 @@ MLflow and in run.json, and `resume=true` continues the same run to FINISHED."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -26,7 +27,8 @@ RUN = (
 
 
 def _train(root, *args: str) -> subprocess.CompletedProcess:
-    env = cli_env(root, PYTHONPATH=str(REPO))  # the SIGTERM callback is importable
+    # the SIGTERM callback is importable, and the checkout's own src/ comes first (not another installed cnnlab)
+    env = cli_env(root, PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]))
     return subprocess.run(
         [str(BIN / "cnnlab-train"), *RUN, *args], cwd=root, env=env, capture_output=True, text=True, timeout=600
     )

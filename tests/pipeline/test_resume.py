@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -27,7 +28,8 @@ RUN = (
 
 def _train_process(project, *args: str) -> subprocess.CompletedProcess:
     """A real cnnlab-train process: the one that gets killed."""
-    env = cli_env(project, PYTHONPATH=str(REPO))  # the test's crash callback is importable
+    # the test's crash callback is importable, and the checkout's own src/ comes first (not another installed cnnlab)
+    env = cli_env(project, PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]))
     return subprocess.run(
         [str(BIN / "cnnlab-train"), *RUN, *args], cwd=project, env=env, capture_output=True, text=True, timeout=600
     )

@@ -71,22 +71,26 @@ def exit_on_user_error():
     A job stopped by SIGTERM (a scheduler, `docker stop`, `kill`) or Ctrl-C exits 143 or 130, never 0:
     Lightning turns SIGTERM into a SystemExit without a code.
     """
+    # imported here, not at the top: every cnnlab-* command imports this module before answering --help
     from cnnlab.data.prepared import PreparedDataChanged
     from cnnlab.data.sources.base import BadSampleError
 
     try:
         yield
     except (ConfigError, BadSampleError, PreparedDataChanged, FileNotFoundError) as err:
-        from cnnlab.tracking.store import redact
+        from cnnlab.tracking.store import redact  # MLflow: only on the way out with an error
 
         message = redact(str(err))  # messages may name a tracking URI
         log.error("%s", message)
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     except (SystemExit, KeyboardInterrupt) as err:
-        if not (isinstance(err, KeyboardInterrupt) or type(err).__name__ == "SIGTERMException"):
+        from cnnlab.stopping import stop_signal  # Lightning: only on the way out of a stopped job
+
+        signal_name = stop_signal(err)
+        if signal_name is None:
             raise
-        signal_name, code = ("SIGINT", 130) if isinstance(err, KeyboardInterrupt) else ("SIGTERM", 143)
+        code = {"SIGINT": 130, "SIGTERM": 143}[signal_name]
         message = (
             f"stopped by {signal_name}; an MLflow run it had opened is marked KILLED. Continue a training "
             f"with cnnlab-train resume=true hydra.run.dir=<its output directory>"

@@ -60,6 +60,7 @@ store_configs()
 
 @hydra.main(version_base="1.3", config_path=None, config_name="compare")
 def _compare(cfg: DictConfig) -> None:
+    # the work is imported when the command runs: --help stays instant without MLflow and matplotlib
     from cnnlab.cli.app import exit_on_user_error
     from cnnlab.tracking.comparison import compare, fetch_runs, format_table, plot_metric_against_param
     from cnnlab.tracking.store import resolve_tracking_uri

@@ -26,6 +26,7 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def _evaluate(cfg: DictConfig) -> None:
+    # the work is imported when the command runs: --help stays instant without torch, Lightning and MLflow
     from cnnlab.cli.app import exit_on_user_error
     from cnnlab.evaluation import evaluate
 

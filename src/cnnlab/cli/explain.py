@@ -80,6 +80,7 @@ ConfigStore.instance().store(name="explain_schema", node=ExplainConfig)
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="explain")
 def _explain(cfg: DictConfig) -> None:
+    # the work is imported when the command runs: --help stays instant without torch, Captum and MLflow
     from cnnlab.cli.app import exit_on_user_error
     from cnnlab.config import ConfigError
     from cnnlab.explain.report import explain_run

@@ -48,6 +48,7 @@ ConfigStore.instance().store(name="predict_schema", node=PredictConfig)
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")
 def _predict(cfg: DictConfig) -> None:
+    # the work is imported when the command runs: --help stays instant without torch and MLflow
     from cnnlab.cli.app import exit_on_user_error
     from cnnlab.config import ConfigError
     from cnnlab.prediction import predict

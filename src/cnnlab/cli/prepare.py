@@ -27,6 +27,7 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def _prepare(cfg: DictConfig) -> None:
+    # the work is imported when the command runs: --help stays instant without the readers and scikit-learn
     from cnnlab.cli.app import exit_on_user_error
     from cnnlab.data.prepare import prepare_from_config
 

@@ -32,6 +32,7 @@ def main() -> None:
         "--force", action="store_true", help="re-run from another commit or a dirty checkout, or on changed data"
     )
     args = parser.parse_args()
+    # imported after parsing: --help answers without loading MLflow
     from cnnlab.cli.app import exit_on_user_error
     from cnnlab.reproduce import rerun
 

@@ -27,6 +27,7 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="summary")
 def _summary(cfg: DictConfig) -> None:
+    # the work is imported when the command runs: --help stays instant without torch
     from cnnlab.cli.app import exit_on_user_error
     from cnnlab.models.summary import summary_text
 

@@ -23,8 +23,9 @@ def main() -> None:
     parser.add_argument("output_dir", help="the cnnlab-train output directory holding run.json and mlflow_pending.json")
     parser.add_argument("--tracking-uri", default=None, help="the MLflow store the training logged to")
     args = parser.parse_args()
+    # imported after parsing: --help answers without loading MLflow and Lightning
     from cnnlab.cli.app import exit_on_user_error
-    from cnnlab.tracking.run import sync_training_run
+    from cnnlab.training_run import sync_training_run
 
     with exit_on_user_error():
         run_id = sync_training_run(args.output_dir, args.tracking_uri)

@@ -30,11 +30,14 @@ import functools
 import io
 import re
 import struct
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
+import librosa
 import numpy as np
+import soundfile
 
 from cnnlab.data.sources.base import BadSampleError
 
@@ -145,8 +148,6 @@ def _is_number(value) -> bool:
 
 @functools.lru_cache(maxsize=8)
 def _mel_basis(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: Optional[float]) -> np.ndarray:
-    import librosa
-
     return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max, norm=None).astype(
         np.float32
     )
@@ -154,8 +155,6 @@ def _mel_basis(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: O
 
 def mel_basis(settings: SpectrogramSettings) -> np.ndarray:
     """n_mels x (1 + n_fft // 2) triangular filters with peak 1 (librosa.filters.mel, norm=None)."""
-    import warnings
-
     with warnings.catch_warnings():  # empty filters are reported by SpectrogramSettings as a config error
         warnings.simplefilter("ignore", UserWarning)
         return _mel_basis(
@@ -170,8 +169,6 @@ def mel_basis(settings: SpectrogramSettings) -> np.ndarray:
 # ---- reading --------------------------------------------------------------------------------------
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """(samples x channels float32 in [-1, 1], sample rate) of an audio file; BadSampleError naming it otherwise."""
-    import soundfile
-
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -249,8 +246,6 @@ def to_clip(samples: np.ndarray, rate: int, settings: SpectrogramSettings, name:
     """samples (x channels) at `rate` -> mono float32 at settings.sample_rate, cut or padded to clip_seconds."""
     mono = samples.mean(axis=1, dtype=np.float32) if samples.ndim == 2 else samples.astype(np.float32)
     if rate != settings.sample_rate:
-        import librosa
-
         mono = librosa.resample(mono, orig_sr=rate, target_sr=settings.sample_rate, res_type="soxr_hq").astype(
             np.float32
         )
@@ -267,8 +262,6 @@ def to_clip(samples: np.ndarray, rate: int, settings: SpectrogramSettings, name:
 
 def log_mel(clip: np.ndarray, settings: SpectrogramSettings) -> np.ndarray:
     """A clip of settings.clip_samples samples -> n_mels x frames log-mel levels in dB (see the module docstring)."""
-    import librosa
-
     stft = librosa.stft(
         clip,
         n_fft=settings.n_fft,

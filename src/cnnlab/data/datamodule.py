@@ -7,8 +7,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
+from cnnlab.data.augment import build_augmentation
 from cnnlab.data.prepared import PreparedDataset
 from cnnlab.data.preprocess import BatchNormalizer
 from cnnlab.seeding import epoch_seed
@@ -175,8 +177,6 @@ class CNNDataModule(pl.LightningDataModule):
         self.setup()
         pipeline = None
         if augment:  # imported here: evaluation and prediction never augment, and albumentations takes 0.2 s to import
-            from cnnlab.data.augment import build_augmentation
-
             pipeline = build_augmentation(self.train_transforms, with_boxes=self.boxes)
         fraction = self.train_fraction if split == "train" else 1.0
         return PreparedSplit(
@@ -218,8 +218,6 @@ def datamodule_from_config(cfg, labels: Sequence[str], normalization=None) -> CN
 
     `normalization`: the (mean, std) the network expects (its hparams: pretrained weights may declare
     their own); None: the prepared data's statistics."""
-    from omegaconf import OmegaConf
-
     return CNNDataModule(
         prepared_dir=cfg.data.prepared_dir,
         train_transforms=OmegaConf.to_container(cfg.augment.train, resolve=True),

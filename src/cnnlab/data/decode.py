@@ -15,6 +15,7 @@ from typing import Optional
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from cnnlab.data.sources.base import BadSampleError
 
@@ -136,8 +137,6 @@ def decode_image_bytes(data: bytes, name: str, min_side: Optional[int] = None) -
 
 def _check_pixel_count(data: bytes, name: str, kind: str) -> None:
     """BadSampleError if the header declares more pixels than allowed (read without decoding)."""
-    from PIL import Image
-
     limit = _limits["max_image_pixels"]
     Image.MAX_IMAGE_PIXELS = None  # Pillow's own bomb check would stop the header read; this is cnnlab's
     try:
@@ -187,8 +186,6 @@ def _from_cv2(image: np.ndarray, name: str) -> np.ndarray:
 
 
 def _decode_with_pillow(data: bytes, name: str, kind: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()  # decodes now: a truncated file raises here
@@ -217,8 +214,6 @@ def _decode_with_pillow(data: bytes, name: str, kind: str) -> np.ndarray:
 def decode_mask(path: str | Path) -> np.ndarray:
     """A mask file to H x W uint8 class ids: palette indices of a mode "P" PNG (VOC's format), or the
     values of a single-channel image. A colour (RGB) mask is an error: colours are not class ids."""
-    from PIL import Image, UnidentifiedImageError
-
     data = read_bytes(path)
     if not data:
         raise BadSampleError(f"{path}: empty mask file (0 bytes)")

@@ -14,6 +14,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from cnnlab.data.audio import AUDIO_SUFFIXES, SpectrogramSettings, read_spectrogram
+from cnnlab.data.decode import decode_image
+
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm", ".pnm"})
 
 
@@ -28,14 +31,10 @@ class InputReader:
 
 
 def _image_reader(spec: dict) -> InputReader:
-    from cnnlab.data.decode import decode_image
-
     return InputReader("image", IMAGE_SUFFIXES, decode_image)
 
 
 def _audio_reader(spec: dict) -> InputReader:
-    from cnnlab.data.audio import AUDIO_SUFFIXES, SpectrogramSettings, read_spectrogram
-
     settings = SpectrogramSettings.from_spec(spec)
     return InputReader("audio", frozenset(AUDIO_SUFFIXES), lambda path: read_spectrogram(path, settings))
 
@@ -45,8 +44,6 @@ READERS: dict[str, Callable[[dict], InputReader]] = {"image": _image_reader, "au
 
 def all_suffixes() -> frozenset[str]:
     """Every suffix some reader lists (what an input directory is checked for before a model is loaded)."""
-    from cnnlab.data.audio import AUDIO_SUFFIXES
-
     return IMAGE_SUFFIXES | frozenset(AUDIO_SUFFIXES)
 
 

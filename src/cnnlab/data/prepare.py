@@ -1,10 +1,18 @@
-"""The prepare step: turn a raw `Source` into the prepared format (validate, resize, split, statistics)."""
+"""The prepare step: turn a raw `Source` into the prepared format (validate, resize, split, statistics).
+
+Decode workers are spawned processes that import this module to run `_prepare_in_worker`: scikit-learn,
+Hydra and the config schema (a second or more per worker) are imported inside the functions that only
+the main process runs.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import multiprocessing
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
@@ -126,9 +134,6 @@ def load_samples(source: Source, image_size: int, channels: int, on_bad_sample: 
     items = source.items()
     workers = prepare_workers(source, len(items)) if workers is None else workers
     if workers > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
         # spawn, not fork: the caller may hold torch or OpenCV thread pools that a fork would copy half-alive
         executor = ProcessPoolExecutor(
             workers,
@@ -306,8 +311,6 @@ def prepare_from_config(data_cfg, workers: Optional[int] = None) -> dict:
 
 def ensure_prepared(data_cfg) -> dict:
     """The prepared meta for this data config, preparing first if it is missing or was built differently."""
-    import json
-
     meta_path = Path(data_cfg.prepared_dir) / "meta.json"
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())

@@ -77,7 +77,7 @@ class BatchNormalizer:
         self.shift = torch.tensor(mean / std, dtype=torch.float32).view(1, -1, 1, 1)
 
     def __call__(self, images: np.ndarray) -> torch.Tensor:
-        import torch
+        import torch  # see __init__
 
         pixels = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
         out = torch.empty(pixels.shape, dtype=torch.float32)  # contiguous N x C x H x W

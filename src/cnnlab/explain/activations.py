@@ -12,6 +12,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from matplotlib import colormaps
+from PIL import Image
 
 
 def standardise_channels(maps: np.ndarray) -> np.ndarray:
@@ -44,8 +46,6 @@ def upscale(image: np.ndarray, factor: int) -> np.ndarray:
 
 def colormap(gray: np.ndarray, name: str = "viridis") -> np.ndarray:
     """H x W uint8 -> H x W x 3 uint8 through a matplotlib colour map."""
-    from matplotlib import colormaps
-
     table = (colormaps[name](np.arange(256))[:, :3] * 255).astype(np.uint8)
     return table[gray]
 
@@ -68,8 +68,6 @@ def write_activations(
     max_channels: int,
 ) -> list[Path]:
     """For each image and stage, `<image>_<stage>.png`: the image, then its channels in that stage."""
-    from PIL import Image
-
     directory.mkdir(parents=True, exist_ok=True)
     files = []
     for i, name in enumerate(image_names):

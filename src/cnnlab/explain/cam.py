@@ -39,8 +39,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from captum.attr import LayerActivation, LayerAttribution, LayerGradCam, LayerGradientXActivation
+from matplotlib import colormaps
+from matplotlib.patches import Rectangle
+from scipy.stats import rankdata
 
-from cnnlab.explain.layers import LayerRef, hooked_module
+from cnnlab.explain.layers import LayerRef, hooked_module, resolve_layer
+from cnnlab.viz.figures import pyplot, save
 
 CAM_METHODS = ("gradcam", "gradcampp", "hirescam")
 DEFAULT_CAM_METHODS = ("gradcam", "gradcampp")
@@ -84,8 +89,6 @@ def _accepts(task, images: torch.Tensor, scale: float) -> bool:
 
 
 def _view_maps(task, images: torch.Tensor, ref: LayerRef, classes: torch.Tensor, method: str) -> np.ndarray:
-    from captum.attr import LayerActivation, LayerAttribution, LayerGradCam, LayerGradientXActivation
-
     def forward(x: torch.Tensor, class_index: torch.Tensor) -> torch.Tensor:
         return task.cam_target(task(x), class_index)
 
@@ -141,8 +144,6 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     A flat map (Grad-CAM's ReLU can zero a whole map) has no ranks: two equal flat maps count as
     1, a flat map against a varied one as 0.
     """
-    from scipy.stats import rankdata
-
     out = []
     for x, y in zip(a.reshape(len(a), -1), b.reshape(len(b), -1)):
         rx, ry = rankdata(x), rankdata(y)
@@ -177,8 +178,6 @@ def cascading_randomisation(
 ) -> list[tuple[str, float]]:
     """Adebayo et al.'s model randomisation test: re-initialise blocks from the output side, one more
     each step, and give the mean rank correlation of each step's maps with the trained model's."""
-    from cnnlab.explain.layers import resolve_layer
-
     trained = class_maps(task, images, resolve_layer(task.backbone, ref_name, "layer"), classes, method, smooth)
     randomised = copy.deepcopy(task).eval()
     torch.manual_seed(seed)
@@ -197,16 +196,12 @@ def cascading_randomisation(
 # ---- pictures ---------------------------------------------------------------------------------------
 def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """H x W x C uint8 image with an H x W [0, 1] map in the jet colour map blended over it."""
-    from matplotlib import colormaps
-
     rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
     heat = colormaps["jet"](cam)[..., :3] * 255
     return (rgb * (1 - alpha) + heat * alpha).round().clip(0, 255).astype(np.uint8)
 
 
 def _draw_box(axis, box: Sequence[float], size: tuple[int, int], color: str) -> None:
-    from matplotlib.patches import Rectangle
-
     height, width = size
     x_min, y_min, x_max, y_max = (float(v) for v in box)
     axis.add_patch(
@@ -237,8 +232,6 @@ def plot_class_cams(
     Boxes (normalised corners), where given, are drawn on every panel: predicted red, true green;
     `outlines` (N x H x W bool, the true objects of a mask) are drawn in white on every panel.
     """
-    from cnnlab.viz.figures import pyplot, save
-
     plt = pyplot()
     rows, cols = len(images), 1 + len(columns)
     figure, axes = plt.subplots(rows, cols, figsize=(1.45 * cols, 1.75 * rows + 0.3), squeeze=False)

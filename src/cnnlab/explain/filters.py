@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from cnnlab.explain.activations import tile, upscale
 from cnnlab.explain.layers import LayerRef, capture_output
+from cnnlab.viz.figures import pyplot, save
 
 
 def kernel_tiles(weight: torch.Tensor) -> np.ndarray:
@@ -35,8 +36,6 @@ def kernel_tiles(weight: torch.Tensor) -> np.ndarray:
 
 def write_first_conv(weight: torch.Tensor, layer_name: str, path: Path) -> Path:
     """The first convolution's kernels as tiles, 8 per row, enlarged to about 32 px each."""
-    from cnnlab.viz.figures import pyplot, save
-
     tiles = kernel_tiles(weight)
     factor = max(1, 32 // tiles.shape[1])
     mosaic = tile(np.stack([upscale(t, factor) for t in tiles]), columns=min(16, len(tiles)), gap=2)
@@ -153,8 +152,6 @@ def layer_patterns(task, refs: Sequence[LayerRef], filters: int, steps: int, see
 
 def write_patterns(rows: Sequence[tuple[str, np.ndarray, int]], path: Path) -> Path:
     """One row per layer: (title, N x H x W x C patterns, channels of the layer) -> a labelled figure."""
-    from cnnlab.viz.figures import pyplot, save
-
     plt = pyplot()
     columns = max(len(patterns) for _, patterns, _ in rows)
     figure, axes = plt.subplots(len(rows), columns, figsize=(1.1 * columns, 1.25 * len(rows)), squeeze=False)

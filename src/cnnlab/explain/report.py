@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +22,13 @@ import numpy as np
 import torch
 
 from cnnlab.config import ConfigError
+from cnnlab.explain.activations import write_activations
 from cnnlab.explain.cam import CAM_METHODS, DEFAULT_CAM_METHODS, class_maps, plot_class_cams
+from cnnlab.explain.filters import layer_patterns, write_first_conv, write_patterns
 from cnnlab.explain.layers import LayerRef, first_conv, resolve_layer, stage_names
-from cnnlab.explain.source import ImageBatch
+from cnnlab.explain.source import ExplainSource, ImageBatch, file_images, open_source, test_images
+from cnnlab.tracking.run import TrackedRun
+from cnnlab.tracking.store import resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +99,6 @@ def make_pictures(task, batch: ImageBatch, checked: Plan, directory: Path) -> li
 
 
 def _activations(task, batch: ImageBatch, settings: PictureSettings, directory: Path) -> list[Path]:
-    from cnnlab.explain.activations import write_activations
-
     backbone = task.backbone
     with torch.no_grad():
         maps = backbone.forward_features(task.network_input(batch.inputs))
@@ -111,8 +114,6 @@ def _activations(task, batch: ImageBatch, settings: PictureSettings, directory: 
 
 
 def _filters(task, checked: Plan, directory: Path) -> list[Path]:
-    from cnnlab.explain.filters import layer_patterns, write_first_conv, write_patterns
-
     settings = checked.settings
     name, conv = first_conv(task.backbone)
     files = [write_first_conv(conv.weight, name, directory / "first_conv.png")]
@@ -197,7 +198,7 @@ def write_pictures(task, batch: ImageBatch, checked: Plan, output_dir: Path) -> 
         return [output_dir / path.relative_to(scratch) for path in made]
 
 
-def log_pictures(run, output_dir: Path, files: Sequence[Path], artifact_dir: str = ARTIFACT_DIR) -> None:
+def log_pictures(run: TrackedRun, output_dir: Path, files: Sequence[Path], artifact_dir: str = ARTIFACT_DIR) -> None:
     """Log pictures made by `write_pictures` into `run` (a TrackedRun) under `artifact_dir`/, keeping their folders."""
     for path in files:
         folder = Path(path).parent.relative_to(output_dir).as_posix()
@@ -232,11 +233,6 @@ def settings_from_config(cfg) -> PictureSettings:
 
 def explain_run(cfg) -> ExplainResult:
     """cnnlab-explain: load the run, check every name, make the pictures, keep and log them."""
-    import sys
-
-    from cnnlab.explain.source import file_images, open_source, test_images
-    from cnnlab.tracking.store import resolve_tracking_uri
-
     uri = resolve_tracking_uri(cfg.tracking_uri)
     with open_source(str(cfg.run), uri, cfg.checkpoint) as source:
         checked = plan(source.task, settings_from_config(cfg))
@@ -265,8 +261,6 @@ def explain_run(cfg) -> ExplainResult:
 def explain_evaluation(task, train_cfg, evaluate_cfg, directory: Path) -> list[Path]:
     """cnnlab-evaluate with evaluate.explain=true: the default pictures of the first
     evaluate.explain_images test images, written under `directory` (the evaluation's plots)."""
-    from cnnlab.explain.source import ExplainSource, test_images
-
     checked = plan(task, PictureSettings(), prefix="evaluate.explain: ")
     batch = test_images(
         ExplainSource(task=task, train_cfg=train_cfg, run=None, description="evaluation"),

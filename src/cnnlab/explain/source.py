@@ -16,11 +16,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
+import mlflow
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from mlflow.exceptions import MlflowException
+from omegaconf import DictConfig
 
 from cnnlab.config import ConfigError
+from cnnlab.data.datamodule import PreparedSplit, network_normalization
+from cnnlab.data.decode import decode_image
+from cnnlab.data.prepared import PreparedDataset
+from cnnlab.data.preprocess import BatchNormalizer, resize_sample
+from cnnlab.data.sources.base import Sample
+from cnnlab.restore import MissingTrainingFile, TrainingDirectory
+from cnnlab.tracking.run import TrackedRun, read_run_record
+from cnnlab.tracking.store import client
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +44,7 @@ class ExplainSource:
 
     task: torch.nn.Module
     train_cfg: DictConfig
-    run: Optional[object]  # TrackedRun
+    run: Optional[TrackedRun]
     description: str
 
 
@@ -55,8 +65,6 @@ class ImageBatch:
 @contextlib.contextmanager
 def open_source(target: str, tracking_uri: str, checkpoint: str = "best") -> Iterator[ExplainSource]:
     """The run `target` names, loaded; downloaded artifacts live in a scratch directory while open."""
-    from cnnlab.tracking.run import TrackedRun, read_run_record
-
     if not target:
         raise ConfigError(
             "run is required: cnnlab-explain run=<training output dir | MLflow run id | models:/name@alias>"
@@ -85,10 +93,6 @@ def open_source(target: str, tracking_uri: str, checkpoint: str = "best") -> Ite
 
 def _model_run_id(uri: str, tracking_uri: str) -> str:
     """The run that logged the model a models:/ URI names."""
-    from mlflow.exceptions import MlflowException
-
-    from cnnlab.tracking.store import client
-
     mlflow_client = client(tracking_uri)
     reference = uri[len("models:/") :].strip("/")
     try:
@@ -110,12 +114,8 @@ def _model_run_id(uri: str, tracking_uri: str) -> str:
     return version.run_id
 
 
-def _run_directory(run, scratch: Path) -> Path:
+def _run_directory(run: TrackedRun, scratch: Path) -> Path:
     """The run's training directory if it is still on this disk, else its logged config and checkpoint."""
-    import mlflow
-
-    from cnnlab.tracking.store import client
-
     tags = client(run.uri).get_run(run.run_id).data.tags
     local = Path(tags.get("cnnlab.output_dir", ""))
     if tags.get("cnnlab.output_dir") and (local / "config.yaml").is_file() and (local / "checkpoints").is_dir():
@@ -138,24 +138,19 @@ def _run_directory(run, scratch: Path) -> Path:
 
 
 def _load(directory: Path, checkpoint: str, target: str):
-    from hydra.utils import get_class
-
-    from cnnlab.evaluation import resolve_checkpoint
-
-    config_file = directory / "config.yaml"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"run={target}: {config_file} not found; give a cnnlab-train output directory")
-    train_cfg = OmegaConf.load(config_file)
     try:
-        path = resolve_checkpoint(directory, checkpoint)
-    except FileNotFoundError:
-        where = directory / "checkpoints" / f"{checkpoint}.ckpt" if checkpoint in ("best", "last") else Path(checkpoint)
+        training = TrainingDirectory.open(directory)
+    except MissingTrainingFile as err:
+        raise FileNotFoundError(f"run={target}: {err.path} not found; give a cnnlab-train output directory") from None
+    try:
+        task = training.load_task(checkpoint)
+    except MissingTrainingFile as err:
         raise FileNotFoundError(
-            f"run={target}: no checkpoint at {where} (checkpoint={checkpoint}); explain needs a run that saved one "
-            f"(cnnlab-train writes checkpoints/best.ckpt, and logs it unless logger.log_checkpoint=false)"
+            f"run={target}: no checkpoint at {err.path} (checkpoint={checkpoint}); "
+            "explain needs a run that saved one (cnnlab-train writes checkpoints/best.ckpt, and logs it unless "
+            "logger.log_checkpoint=false)"
         ) from None
-    task = get_class(train_cfg.task.module._target_).load_from_checkpoint(path, map_location="cpu")
-    return train_cfg, task.eval()
+    return training.config, task.eval()
 
 
 # ---- the images -----------------------------------------------------------------------------------
@@ -163,9 +158,6 @@ def test_images(source: ExplainSource, count: int, indices: Optional[Sequence[in
     """The first `count` test images of the data the run was trained on (or those at `indices`), with every label the
     data has.
     """
-    from cnnlab.data.datamodule import PreparedSplit, network_normalization
-    from cnnlab.data.prepared import PreparedDataset
-
     prepared = PreparedDataset(source.train_cfg.data.prepared_dir)
     split = PreparedSplit(
         prepared, "test", None, boxes=True, masks=True, normalization=network_normalization(source.task)
@@ -188,10 +180,6 @@ def test_images(source: ExplainSource, count: int, indices: Optional[Sequence[in
 
 def file_images(task, path: str, count: int) -> ImageBatch:
     """Image files (one, or the first `count` under a directory), decoded, converted and resized as `prepare` did."""
-    from cnnlab.data.decode import decode_image
-    from cnnlab.data.preprocess import BatchNormalizer, resize_sample
-    from cnnlab.data.sources.base import Sample
-
     root = Path(path).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"images={path} does not exist: give an image file, a directory of images, or 'test'")

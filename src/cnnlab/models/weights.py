@@ -28,12 +28,15 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from mlflow.exceptions import MlflowException
 from torch import nn
 
 from cnnlab.config import ConfigError
 from cnnlab.data.prepared import file_hash
 from cnnlab.models.registry import _REGISTRY, available_models
 from cnnlab.models.stages import body_state_keys
+from cnnlab.tracking.model_files import open_model_files
+from cnnlab.tracking.store import client
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -193,15 +196,13 @@ def _from_checkpoint(source: str, path: Path, checkpoint: dict, digest: str) -> 
 
 
 def _read_mlflow(source: str, tracking_uri: Optional[str]) -> PretrainedWeights:
-    from cnnlab.prediction import open_model
-
     if not tracking_uri:
         raise ConfigError(
             f"{KEY}={source!r} is an MLflow URI but there is no tracking store (logger=none): "
             "set logger.tracking_uri, or give a file"
         )
     uri = _logged_model_uri(source, tracking_uri) if source.startswith("runs:/") else source
-    with open_model(uri, tracking_uri, key=KEY) as model:
+    with open_model_files(uri, tracking_uri, key=KEY) as model:
         state = {k: v.detach().clone() for k, v in _prefixed(model.network.state_dict(), MODEL_PREFIXES).items()}
         digest = file_hash(model.files / "data" / "model.pt2") if (model.files / "data" / "model.pt2").is_file() else ""
         info = model.info
@@ -221,10 +222,6 @@ def _logged_model_uri(source: str, tracking_uri: str) -> str:
     """runs:/<run id>/<name> -> models:/<model id> of the LoggedModel that run logged under that name.
 
     MLflow 3 keeps logged models apart from a run's artifacts, so the runs:/ path cannot be downloaded as is."""
-    from mlflow.exceptions import MlflowException
-
-    from cnnlab.tracking.store import client
-
     run_id, _, name = source.removeprefix("runs:/").partition("/")
     name = name.strip("/") or "model"
     store = client(tracking_uri)

@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+import matplotlib
+import matplotlib.pyplot as plt
+
 from cnnlab.config import ConfigError
+from cnnlab.tracking.store import client, with_retry
 
 DEFAULT_METRIC = "best/val/acc"
 LOG_SCALE_SPAN = 10.0  # numeric params whose values span more than this factor get a log axis
@@ -48,8 +52,6 @@ def fetch_runs(
     tracking_uri: str, experiment: str, include_children: bool = True, include_sweeps: bool = False
 ) -> tuple[list[RunRow], int]:
     """(runs of `experiment`, number of sweep parent runs left out); ConfigError for an unknown experiment."""
-    from cnnlab.tracking.store import client, with_retry
-
     mlflow_client = client(tracking_uri)
     found = with_retry(lambda: mlflow_client.get_experiment_by_name(experiment), what="get experiment")
     if found is None:
@@ -187,11 +189,7 @@ def _numeric(values: Sequence[str]) -> Optional[list[float]]:
 
 def plot_metric_against_param(comparison: Comparison, param: str, output: Path) -> Path:
     """A PNG of the ranking metric against `param` (log x axis when its values span more than 10x)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    matplotlib.use("Agg")  # pyplot picks its backend at the first figure: a headless one
     runs = [r for r in comparison.ranked if param in r.params]
     if not runs:
         available = sorted({key for r in comparison.ranked for key in r.params})

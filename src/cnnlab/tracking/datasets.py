@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
+from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 
 from cnnlab.paths import project_root
@@ -41,8 +42,6 @@ def prepared_dataset(
     prepared_dir: Path, meta: dict, splits: tuple[str, ...] = ("train", "val", "test")
 ) -> ProfiledDataset:
     """The dataset input of the prepared data in `prepared_dir` (its meta.json as `meta`), limited to `splits`."""
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-
     prepared_dir = Path(prepared_dir).resolve()
     try:  # a path in the project, as DVC tracks it: the same on every team member's checkout
         location = str(prepared_dir.relative_to(project_root().resolve()))

@@ -14,6 +14,8 @@ import sys
 from functools import lru_cache
 from importlib import metadata
 
+import torch
+
 KEY_PACKAGES = {
     "torch": "torch",
     "lightning": "pytorch-lightning",
@@ -48,8 +50,6 @@ def cpu_model() -> str:
 
 def _gpu() -> dict[str, str]:
     """GPU model, CUDA version and driver when a GPU is visible; nothing otherwise (no CUDA initialised otherwise)."""
-    import torch
-
     if not torch.cuda.is_available():
         return {}
     facts = {
@@ -73,8 +73,6 @@ def _gpu() -> dict[str, str]:
 
 def environment_tags() -> dict[str, str]:
     """`cnnlab.env.*` tags: versions of Python and the key packages, CPU, threads, GPU, determinism."""
-    import torch
-
     tags = {
         "python": platform.python_version(),
         **{name: _version(dist) for name, dist in KEY_PACKAGES.items()},

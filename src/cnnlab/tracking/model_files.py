@@ -5,23 +5,85 @@ of the archive (sample inputs, constants) and falls back to full unpickling when
 refuses, so a crafted file could run code. Here every pickle in the archive is held to
 `weights_only` (tensors and plain containers) and raw `pickle.loads` refuses any global; a pickled
 model (MLflow's other PyTorch format) is refused outright.
+
+`open_model_files` downloads a logged or registered model and loads it this way: what prediction
+runs, and what `model.weights=models:/...` reads its backbone from.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import os
 import pickle
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
+
+import mlflow
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model
+from torch.export.pt2_archive import _package
 
 from cnnlab.config import ConfigError
+from cnnlab.tracking.model_registry import METADATA_KEY, use_tracking_uri
+from cnnlab.tracking.store import client
+
+
+@dataclass
+class ModelFiles:
+    """A downloaded cnnlab model: its network (normalised N x C x H x W -> one tensor) and its metadata."""
+
+    uri: str
+    network: Callable
+    info: dict  # the MLmodel metadata under "cnnlab" (see tracking.model_registry.model_metadata)
+    run_id: Optional[str] = None  # the MLflow run that logged it
+    files: Optional[Path] = None  # the model's directory, while `open_model_files` is open
+
+
+def _registered_models(tracking_uri: str) -> str:
+    """'name (@alias, ...)' of the store's registered models, for error messages."""
+    try:
+        models = client(tracking_uri).search_registered_models(max_results=50)
+    except Exception:  # the message is a hint; never let it hide the real error
+        return "unknown"
+    names = [m.name + (f" (@{', @'.join(sorted(m.aliases))})" if m.aliases else "") for m in models]
+    return ", ".join(names) or "none"
+
+
+@contextlib.contextmanager
+def open_model_files(model_uri: str, tracking_uri: str, key: str = "model_uri") -> Iterator[ModelFiles]:
+    """Download and load a cnnlab model (models:/name@alias, models:/name/version, models:/<id>, or a local
+    model directory); ConfigError naming the URI when it cannot be found or is not a cnnlab model."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with tempfile.TemporaryDirectory(prefix="cnnlab-model-") as scratch:
+        local = Path(model_uri)
+        if not (local.is_dir() and (local / "MLmodel").is_file()):
+            try:
+                with use_tracking_uri(tracking_uri):
+                    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=scratch))
+            except (MlflowException, OSError, ValueError) as err:
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise ConfigError(
+                    f"{key}={model_uri!r} was not found in the MLflow store {tracking_uri} ({reason}). "
+                    f"Registered models there: {_registered_models(tracking_uri)}"
+                ) from None
+        if not (local / "MLmodel").is_file():
+            raise ConfigError(f"{key}={model_uri!r} is not an MLflow model (no MLmodel file in it)")
+        mlmodel = Model.load(str(local))
+        info = (mlmodel.metadata or {}).get(METADATA_KEY)
+        if not info:
+            raise ConfigError(
+                f"{key}={model_uri!r} is an MLflow model without cnnlab metadata; "
+                "log it with cnnlab.tracking.models.log_model (cnnlab-train does)"
+            )
+        yield ModelFiles(uri=model_uri, network=load_network(local), info=info, run_id=mlmodel.run_id, files=local)
 
 
 def load_network(model_dir: Path) -> Callable:
     """The network of a downloaded MLflow PyTorch model directory, on the CPU; ConfigError if it is not a pt2 model."""
-    from mlflow.models import Model
-
     flavor = Model.load(str(model_dir)).flavors.get("pytorch") or {}
     exported = Path(model_dir) / flavor.get("model_data", "data") / "model.pt2"
     if not exported.is_file():
@@ -35,8 +97,6 @@ def load_network(model_dir: Path) -> Callable:
 
 def load_exported_program(path: Path):
     """torch.export.load with every pickle in the archive held to data; ConfigError naming the file otherwise."""
-    import torch
-
     with _pickles_hold_data_only():
         try:
             return torch.export.load(str(path))
@@ -67,9 +127,6 @@ class _DataOnlyPickle:
 @contextlib.contextmanager
 def _pickles_hold_data_only() -> Iterator[None]:
     """While torch.export.load runs: torch.load always with weights_only=True, and no raw pickle.loads of code."""
-    import torch
-    from torch.export.pt2_archive import _package
-
     original_load = torch.load
 
     def weights_only_load(*args, **kwargs):

@@ -16,15 +16,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 from typing import Iterator, Optional
 
+import mlflow
 import torch
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.tracking._model_registry import utils as registry_utils
+from mlflow.tracking._tracking_service import utils as tracking_utils
 from torch import nn
 
 from cnnlab.tracking.run import TrackedRun
 from cnnlab.tracking.store import client as tracking_client
-from cnnlab.tracking.store import with_retry
+from cnnlab.tracking.store import restored_environment, with_retry
 
 log = logging.getLogger(__name__)
 
@@ -81,24 +85,15 @@ def use_tracking_uri(uri: str) -> Iterator[None]:
     $MLFLOW_TRACKING_URI (and unsetting clears it), so the variables are restored by hand: cnnlab
     reads them to find the store.
     """
-    import mlflow
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
     saved = (tracking_utils._tracking_uri, registry_utils._registry_uri)
-    saved_env = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(saved[0])
-        registry_utils._registry_uri = saved[1]
-        for name, value in saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with restored_environment("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(saved[0])
+            registry_utils._registry_uri = saved[1]
 
 
 def example_inputs(dataset, count: int = EXAMPLE_BATCH) -> Optional[torch.Tensor]:
@@ -123,9 +118,6 @@ def log_model(
     mean after normalisation) stands in. With `register_name`, the model is also registered under
     that name (a new version) and the run is tagged `cnnlab.registered_model` / `cnnlab.model_version`.
     """
-    import mlflow
-    from mlflow.models import infer_signature
-
     task_module = task_module.cpu().eval()
     network = Predictor(task_module.network).eval()
     metadata = model_metadata(task_module)
@@ -172,15 +164,13 @@ def log_model(
         )
     log.info("logged model %s (run %s)", info.model_uri, run_id)
     if register_name:
-        version = register_model(uri, info.model_uri, register_name, run_id, info.model_id, metadata)
+        version = register_version(uri, info.model_uri, register_name, run_id, info.model_id, metadata)
         log.info("registered %s version %s", register_name, version)
     return info.model_uri
 
 
-def register_model(uri: str, model_uri: str, name: str, run_id: str, model_id: Optional[str], metadata: dict) -> str:
-    """A new version of registered model `name` from `model_uri`; returns the version number."""
-    from mlflow.exceptions import MlflowException
-
+def register_version(uri: str, model_uri: str, name: str, run_id: str, model_id: Optional[str], metadata: dict) -> str:
+    """A new version of registered model `name` (created if new) from `model_uri`; returns the version number."""
     mlflow_client = tracking_client(uri)
     try:
         with_retry(
@@ -236,8 +226,6 @@ def promote_if_better(
     new value is strictly better (mode max: higher, min: lower); a tie keeps the incumbent. A holder
     without the tag (an alias set by hand) is kept, with a warning that says which tag to set.
     """
-    from mlflow.exceptions import MlflowException
-
     if mode not in ("max", "min"):
         raise ValueError(f"mode={mode!r} is not valid; expected one of: min, max")
     version = str(version)

@@ -1,10 +1,11 @@
 """The one owner of an MLflow run's lifecycle.
 
 Opening (a new run, a sweep's child, or an interrupted run reopened to resume), tags, params,
-the outputs logged at the end, and the final status (FINISHED, or FAILED when anything raised:
-a run is never left RUNNING). Training, evaluation and sweeps go through `TrackedRun`; nothing else
-sets a run's state. The run record `run.json` in a training output directory ties the directory
-to its run, so resume and evaluate find it again.
+artifacts, and the final status (FINISHED, or FAILED when anything raised: a run is never left
+RUNNING). Training, evaluation and sweeps go through `TrackedRun`; nothing else sets a run's state.
+What each of them logs lives with it (training_run.py, evaluation.py, sweep.py). The run record
+`run.json` in a training output directory ties the directory to its run, so resume and evaluate
+find it again.
 """
 
 from __future__ import annotations
@@ -15,17 +16,25 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
+from mlflow.entities import DatasetInput, InputTag, Metric, Param
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
 from cnnlab.paths import project_root
-from cnnlab.tracking.store import client, flatten, get_or_create_experiment, redact, with_retry
+from cnnlab.stopping import stop_signal
+from cnnlab.tracking.datasets import prepared_dataset
+from cnnlab.tracking.environment import environment_record, environment_tags
+from cnnlab.tracking.lightning_logger import OutboxLogger, metric_outbox
+from cnnlab.tracking.store import client, get_or_create_experiment, redact, restored_environment, with_retry
 
 log = logging.getLogger(__name__)
 
 RUN_RECORD = "run.json"  # in a training output directory: the run id, store and summary
 PENDING_FILE = "mlflow_pending.json"  # beside it: what an unreachable store could not take, for cnnlab-sync
-PARENT_RUN_FILE = "mlflow_parent_run.json"  # in a Hydra sweep dir: the sweep's parent run
 RERUN_OF_ENV = "CNNLAB_RERUN_OF"  # set by cnnlab-rerun for the sweep it re-runs
 
 
@@ -63,8 +72,6 @@ class TrackedRun:
         cls, uri: str, experiment_name: str, run_name: str, tags: dict[str, str], parent_run_id: Optional[str] = None
     ) -> "TrackedRun":
         """A new RUNNING run with cnnlab's standard tags (git state, command line, user, environment) and `tags`."""
-        from cnnlab.tracking.environment import environment_tags
-
         experiment_id = get_or_create_experiment(uri, experiment_name)
         all_tags = {
             **git_state(project_root()),
@@ -114,21 +121,21 @@ class TrackedRun:
             with_retry(lambda: self._client.set_tag(self.run_id, key, redact(str(value))), what="tag run")
 
     def log_params(self, params: dict[str, str]) -> None:
-        from mlflow.entities import Param
-
         items = [Param(k, redact(str(v))) for k, v in params.items()]
         for start in range(0, len(items), 100):  # MLflow's batch limit
             batch = items[start : start + 100]
             with_retry(lambda: self._client.log_batch(self.run_id, params=batch), what="log params")
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
-        import time
-
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         with_retry(lambda: self._client.log_batch(self.run_id, metrics=items), what="log metrics")
+
+    def log_metric_points(self, points: list[Metric]) -> None:
+        """Metric points as they were recorded (their own timestamps and steps), a thousand at a time."""
+        for start in range(0, len(points), 1000):
+            batch = points[start : start + 1000]
+            with_retry(lambda: self._client.log_batch(self.run_id, metrics=batch), what="log metrics")
 
     def log_artifact(self, path: Path, artifact_path: Optional[str] = None) -> None:
         with_retry(lambda: self._client.log_artifact(self.run_id, str(path), artifact_path), what="log artifact")
@@ -137,19 +144,12 @@ class TrackedRun:
         self, prepared_dir: Path, meta: dict, context: str, splits: tuple[str, ...] = ("train", "val", "test")
     ) -> None:
         """The prepared data in `prepared_dir` as this run's dataset input, with context "training" or "evaluation"."""
-        from mlflow.entities import DatasetInput, InputTag
-        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-
-        from cnnlab.tracking.datasets import prepared_dataset
-
         dataset = prepared_dataset(prepared_dir, meta, splits)._to_mlflow_entity()
         inputs = [DatasetInput(dataset, [InputTag(MLFLOW_DATASET_CONTEXT, context)])]
         with_retry(lambda: self._client.log_inputs(self.run_id, datasets=inputs), what="log dataset input")
 
     def log_environment(self, directory: Path) -> None:
         """environment.json (every installed package, the env tags, thread settings) as an artifact."""
-        from cnnlab.tracking.environment import environment_record
-
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "environment.json"
         path.write_text(json.dumps(environment_record(), indent=2) + "\n")
@@ -166,7 +166,7 @@ class TrackedRun:
             with_retry(lambda: self._client.set_terminated(self.run_id, status=status), what="end run")
             return
         # MLflow prints "View run ... at <server URL>" with the URL's password in it: print it redacted instead
-        with _environment(MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true"):
+        with restored_environment(MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true"):
             with_retry(lambda: self._client.set_terminated(self.run_id, status=status), what="end run")
         print(f"View run {self.run_id} ({status}) at: {redact(self.uri).rstrip('/')}/#/runs/{self.run_id}")
 
@@ -179,7 +179,7 @@ class TrackedRun:
         try:
             yield self
         except BaseException as err:
-            status = "KILLED" if is_termination(err) else "FAILED"
+            status = "KILLED" if stop_signal(err) else "FAILED"
             if record_dir is None:
                 self.end(status)
                 raise
@@ -238,8 +238,6 @@ class TrackedRun:
     def lightning_logger(self, experiment_name: str):
         """Lightning's MLflow logger for this run: metrics through the run's outbox (batched, sent from a
         background thread, kept while the store is away); the run's status stays TrackedRun's."""
-        from cnnlab.tracking.lightning_logger import OutboxLogger, metric_outbox
-
         self.outbox = metric_outbox(self.uri, self.run_id)
         return OutboxLogger(
             experiment_name=experiment_name,
@@ -252,8 +250,6 @@ class TrackedRun:
     @contextlib.contextmanager
     def system_metrics(self, interval: float, resume: bool) -> Iterator[None]:
         """MLflow's sampler of CPU, memory (and GPU with pynvml) into this run while the block runs."""
-        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
         monitor = SystemMetricsMonitor(
             self.run_id, sampling_interval=interval, tracking_uri=self.uri, resume_logging=resume
         )
@@ -262,25 +258,6 @@ class TrackedRun:
             yield
         finally:
             monitor.finish()
-
-
-@contextlib.contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def is_termination(err: BaseException) -> bool:
-    """The process was asked to stop: Ctrl-C, or SIGTERM (Lightning raises SIGTERMException, a SystemExit)."""
-    return isinstance(err, KeyboardInterrupt) or type(err).__name__ == "SIGTERMException"
 
 
 # ---- the run record of a training output directory -----------------------------------------------
@@ -311,203 +288,3 @@ def read_run_record(directory: Path) -> dict:
     """run.json of a training output directory ({} when there is none)."""
     path = Path(directory) / RUN_RECORD
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-# ---- training -----------------------------------------------------------------------------------
-def training_run_name(cfg, job_num: Optional[int]) -> str:
-    """logger.run_name, else the DVC experiment's name, else <model>-<data>[-<job number in a sweep>]."""
-    if cfg.logger.get("run_name"):
-        return cfg.logger.run_name
-    if os.environ.get("DVC_EXP_NAME") and job_num is None:
-        return os.environ["DVC_EXP_NAME"]
-    name = f"{cfg.model.name}-{cfg.data.name}"
-    return name if job_num is None else f"{name}-{job_num}"
-
-
-def find_parent_run(sweep_dir: Path) -> Optional[str]:
-    """The parent run a Hydra sweep created (see sweep.MLflowSweepCallback), if any."""
-    marker = Path(sweep_dir) / PARENT_RUN_FILE
-    if marker.is_file():
-        return json.loads(marker.read_text())["run_id"]
-    return os.environ.get("CNNLAB_PARENT_RUN_ID")
-
-
-def open_training_run(
-    cfg,
-    uri: str,
-    meta: dict,
-    output_dir: Path,
-    sweep_dir: Optional[Path],
-    job_num: Optional[int],
-    overrides: list[str],
-    resuming: bool,
-    params: Optional[dict] = None,
-    tags: Optional[dict] = None,
-) -> TrackedRun:
-    """The run of one training job: the interrupted one named in run.json when resuming, else a new
-    run (a child of the sweep's parent inside a multirun) holding the flattened config as params.
-
-    run.json is written at once, not at the end, so a killed job can be resumed into this run.
-    `params` and `tags` are more of a new run's (where its weights came from, what is frozen).
-    """
-    from omegaconf import OmegaConf
-
-    from cnnlab import slurm
-
-    if resuming:
-        run_id = read_run_record(output_dir).get("run_id")
-        if not run_id:
-            raise FileNotFoundError(f"resume=true: {output_dir / RUN_RECORD} names no MLflow run to continue")
-        run = TrackedRun.reopen(uri, run_id)
-        run.set_tags(slurm.tags())  # a requeued job: its restart count
-    else:
-        tags = {
-            "cnnlab.task": cfg.task.name,
-            "cnnlab.model": cfg.model.name,
-            "cnnlab.data": cfg.data.name,
-            "cnnlab.data_hash": meta["content_hash"],
-            "cnnlab.overrides": " ".join(overrides),
-            "cnnlab.output_dir": str(output_dir),
-            **slurm.tags(),
-            **(tags or {}),
-            **dict(cfg.logger.get("tags") or {}),
-        }
-        parent = find_parent_run(sweep_dir) if sweep_dir else None
-        run = TrackedRun.start(uri, cfg.logger.experiment_name, training_run_name(cfg, job_num), tags, parent)
-        with run.failed_on_error():
-            run.log_params({**flatten(OmegaConf.to_container(cfg, resolve=True)), **(params or {})})
-            run.log_dataset(Path(cfg.data.prepared_dir), meta, "training")
-            run.log_environment(output_dir)
-    run.files_at_end = slurm.log_files
-    write_run_record(output_dir, {"run_id": run.run_id, "tracking_uri": uri, "status": "running"})
-    log.info("MLflow run %s in %s", run.run_id, redact(uri))
-    return run
-
-
-def finish_training_run(run: TrackedRun, cfg, output_dir: Path, summary: dict, datamodule, task) -> bool:
-    """After fit: the last metrics, the outputs, then FINISHED. A store away for longer than
-    logger.unreachable_wait leaves all of it saved in output_dir for `cnnlab-sync`; returns whether it all went out."""
-    return run.close(
-        output_dir,
-        "FINISHED",
-        wait=cfg.logger.unreachable_wait,
-        before_end=lambda: log_training_outputs(run, cfg, output_dir, summary, datamodule, task),
-    )
-
-
-def sync_training_run(output_dir: Path, uri: Optional[str] = None) -> str:
-    """Send what `save_pending` kept in output_dir to its run (`cnnlab-sync`); returns the run id.
-
-    The store is `uri`, else $MLFLOW_TRACKING_URI, else the one in config.yaml (whose credentials,
-    if any, were redacted: pass those through the environment).
-    """
-    from omegaconf import OmegaConf
-
-    from cnnlab.config import ConfigError
-    from cnnlab.tracking.store import resolve_tracking_uri
-
-    output_dir = Path(output_dir)
-    pending_path, record = output_dir / PENDING_FILE, read_run_record(output_dir)
-    if not record.get("run_id"):
-        raise FileNotFoundError(
-            f"{output_dir / RUN_RECORD} names no MLflow run: is {output_dir} a cnnlab-train output directory?"
-        )
-    if not pending_path.is_file():
-        raise FileNotFoundError(f"nothing to sync in {output_dir}: no {PENDING_FILE} (everything reached MLflow)")
-    pending = json.loads(pending_path.read_text())
-    cfg = OmegaConf.load(output_dir / "config.yaml")
-    uri = uri or resolve_tracking_uri(None if "***@" in str(cfg.logger.tracking_uri) else cfg.logger.tracking_uri)
-    run = TrackedRun.find(uri, record["run_id"])
-    if run is None:
-        raise ConfigError(
-            f"MLflow at {redact(uri)} has no run {record['run_id']} (or does not answer); it must be the store the "
-            "training logged to"
-        )
-    from mlflow.entities import Metric
-
-    points = [Metric(m["key"], m["value"], m["timestamp"], m["step"]) for m in pending["metrics"]]
-    for start in range(0, len(points), 1000):
-        with_retry(lambda: run._client.log_batch(run.run_id, metrics=points[start : start + 1000]), what="log metrics")
-    pending_path.write_text(json.dumps({**pending, "metrics": []}) + "\n")  # sent: never twice
-    before_end = None
-    if not pending.get("outputs_logged", True):
-        from hydra.utils import get_class
-
-        from cnnlab.data.datamodule import datamodule_from_config, network_normalization
-
-        task_class = get_class(cfg.task.module._target_)
-        task = task_class.load_from_checkpoint(record["best_checkpoint"], map_location="cpu")
-        datamodule = datamodule_from_config(cfg, task_class.labels, normalization=network_normalization(task))
-        before_end = lambda: log_training_outputs(run, cfg, output_dir, record, datamodule, task)  # noqa: E731
-    if not run.close(output_dir, pending["status"], wait=0, before_end=before_end):
-        raise ConfigError(
-            f"MLflow at {redact(uri)} stopped answering while syncing; run cnnlab-sync {output_dir} again"
-        )
-    return run.run_id
-
-
-def log_training_outputs(run: TrackedRun, cfg, output_dir: Path, summary: dict, datamodule, task) -> None:
-    """What a finished training adds to its run: config, record, history, best checkpoint, preview, model."""
-    run.log_artifact(output_dir / "config.yaml")
-    run.log_artifact(output_dir / RUN_RECORD)
-    if (output_dir / "history.csv").exists():
-        run.log_artifact(output_dir / "history.csv")
-    if cfg.logger.log_checkpoint and summary["best_checkpoint"]:
-        run.log_artifact(Path(summary["best_checkpoint"]), "checkpoints")
-    run.log_metrics({f"best/{summary['monitor']}": summary["best_score"], "train_seconds": summary["train_seconds"]})
-    if cfg.augment.get("preview") and cfg.augment.train:
-        from cnnlab.viz.augment import plot_augmentation_preview
-
-        run.log_artifact(
-            plot_augmentation_preview(
-                datamodule.dataset("train", augment=True), task, output_dir / "augmentation_preview.png"
-            )
-        )
-    if cfg.logger.log_model and summary["best_checkpoint"]:
-        from cnnlab.tracking.model_registry import example_inputs, log_model, registered_model_name
-
-        best = type(task).load_from_checkpoint(summary["best_checkpoint"], map_location="cpu")
-        register_name = registered_model_name(task.name, cfg.model.name) if cfg.register else None
-        log_model(
-            run.uri, run.run_id, best, register_name, example=example_inputs(datamodule.dataset("val", augment=False))
-        )
-
-
-# ---- evaluation ---------------------------------------------------------------------------------
-def log_evaluation(cfg, run_info: dict, metrics: dict[str, float], files: list[Path], prepared=None) -> None:
-    """Test metrics and plots go into the training's run, so one run holds the whole result; a
-    training whose run is not in this store gets a small "evaluate" run of its own instead.
-    `prepared` (the PreparedDataset evaluated on) becomes the run's "evaluation" dataset input."""
-    from cnnlab.tracking.store import resolve_tracking_uri
-
-    uri = resolve_tracking_uri(cfg.logger.tracking_uri)
-    run = TrackedRun.find(uri, run_info.get("run_id"))
-    if run is None:
-        if run_info.get("run_id"):
-            log.warning(
-                "training run %s is not in %s; logging the evaluation to a new run", run_info["run_id"], redact(uri)
-            )
-        run = TrackedRun.start(
-            uri,
-            cfg.logger.experiment_name,
-            "evaluate",
-            {"cnnlab.role": "evaluate", "cnnlab.train_run_id": run_info.get("run_id") or "unknown"},
-        )
-        run.end()
-    run.log_metrics(metrics)
-    if prepared is not None:
-        run.log_dataset(prepared.directory, prepared.meta, "evaluation", splits=("test",))
-    if cfg.evaluate.checkpoint == "best":  # the registered model is the best checkpoint
-        from cnnlab.tracking.model_registry import held_out_metric, promote_run_model
-
-        promote_run_model(
-            uri,
-            run.run_id,
-            metrics,
-            held_out_metric(run_info.get("monitor")),
-            run_info.get("mode", "max"),
-            cfg.promote_alias,
-        )
-    for path in files:
-        run.log_artifact(path, "evaluation")
-    log.info("test metrics logged to MLflow run %s", run.run_id)

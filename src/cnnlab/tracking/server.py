@@ -31,7 +31,7 @@ ARTIFACT_PREFIX = "mlflow"  # s3://<bucket>/mlflow: the server's artifacts; s3:/
 
 def load_settings(env_file: Optional[Path], environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """The server's settings: DEFAULTS < the env file < the environment; ConfigError naming what is missing."""
-    from dotenv import dotenv_values
+    from dotenv import dotenv_values  # here and below: the team set-up's own packages, imported by its commands
 
     settings = dict(DEFAULTS)
     if env_file is not None:
@@ -61,7 +61,7 @@ def artifacts_destination(settings: Mapping[str, str]) -> str:
 
 def check_database(settings: Mapping[str, str], timeout: int = 5) -> None:
     """ConfigError (no password in it) unless PostgreSQL answers and takes these credentials."""
-    import psycopg2
+    import psycopg2  # cnnlab[server]: installed only for the team set-up
 
     where = (
         f"PostgreSQL at {settings['POSTGRES_HOST']}:{settings['POSTGRES_PORT']} "
@@ -82,7 +82,7 @@ def check_database(settings: Mapping[str, str], timeout: int = 5) -> None:
 
 
 def s3_client(settings: Mapping[str, str]):
-    import boto3
+    import boto3  # cnnlab[server]
     from botocore.config import Config
 
     return boto3.client(
@@ -96,7 +96,7 @@ def s3_client(settings: Mapping[str, str]):
 
 def check_bucket(settings: Mapping[str, str], create: bool = False) -> None:
     """ConfigError unless the bucket exists (created first with `create`) and takes these credentials."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError, ClientError  # cnnlab[server]
 
     bucket, endpoint = settings["CNNLAB_BUCKET"], settings.get("MLFLOW_S3_ENDPOINT_URL") or "AWS S3"
     client = s3_client(settings)

@@ -1,16 +1,23 @@
 """The MLflow store: which one (the tracking URI), a client for it, retries on a locked SQLite file,
-experiments, and the flattening of a config into params. Runs themselves live in tracking/run.py."""
+experiments, the flattening of a config into params, and MLflow's environment variables set for a
+moment. Runs themselves live in tracking/run.py."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import re
 import time
 from pathlib import Path
-from typing import Callable, Optional, TypeVar
+from typing import Callable, Iterator, Optional, TypeVar
 
+import requests  # MLflow's own HTTP client: it takes user:password@ in the URL as basic auth
+from mlflow.tracking import MlflowClient
+
+from cnnlab.config import ConfigError
 from cnnlab.paths import default_tracking_uri
 
 log = logging.getLogger(__name__)
@@ -46,10 +53,6 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """
     if not uri.startswith(("http://", "https://")):
         return
-    import requests  # MLflow's own HTTP client: it takes user:password@ in the URL as basic auth
-
-    from cnnlab.config import ConfigError
-
     for name, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(name, value)
     try:
@@ -77,12 +80,8 @@ def client(uri: str):
     doing that at once collide ("duplicate column name", "table ... already exists"). One process
     at a time initialises it, holding `<db>.lock`; the others then find the tables made.
     """
-    from mlflow.tracking import MlflowClient
-
     if not uri.startswith("sqlite:") or uri in _initialised:
         return MlflowClient(tracking_uri=uri)
-    import fcntl
-
     db_path = Path(uri.split("sqlite:///", 1)[-1].split("?", 1)[0])
     db_path.parent.mkdir(parents=True, exist_ok=True)
     with open(db_path.with_name(db_path.name + ".lock"), "w") as lock:
@@ -161,3 +160,22 @@ def flatten(config: dict, prefix: str = "") -> dict[str, str]:
             text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
             flat[name] = redact(text)[:MAX_PARAM_LENGTH]
     return flat
+
+
+@contextlib.contextmanager
+def restored_environment(*names: str, **values: str) -> Iterator[None]:
+    """Set `values` in os.environ for the block; afterwards they and `names` are exactly as before (unset ones unset).
+
+    `names` are variables something inside the block writes (mlflow.set_tracking_uri writes
+    $MLFLOW_TRACKING_URI) that cnnlab reads later to find the store.
+    """
+    saved = {name: os.environ.get(name) for name in (*names, *values)}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -17,6 +17,9 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from cnnlab.paths import default_tracking_uri
+from cnnlab.tracking.store import client
+
 TRAINING_VIEW = "workflowType=machine_learning"
 
 
@@ -27,8 +30,6 @@ def runs_link(base_url: str, experiment_id: str) -> str:
 
 def training_links(uri: str, base_url: str) -> list[tuple[str, str]]:
     """(experiment name, runs link) of every experiment in the store that holds runs."""
-    from cnnlab.tracking.store import client
-
     mlflow_client = client(uri)
     links = []
     for experiment in mlflow_client.search_experiments():
@@ -38,8 +39,6 @@ def training_links(uri: str, base_url: str) -> list[tuple[str, str]]:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    from cnnlab.paths import default_tracking_uri
-
     parser = argparse.ArgumentParser(prog="make ui", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)

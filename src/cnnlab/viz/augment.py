@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import torch
 
@@ -16,8 +17,6 @@ COLOUR_MAPS = {"audio": "magma"}
 
 def colour_mapped(images: np.ndarray, cmap: str) -> np.ndarray:
     """N x H x W x 1 uint8 -> N x H x W x 3 uint8 through a matplotlib colour map (0..255 over the map)."""
-    import matplotlib
-
     lookup = (matplotlib.colormaps[cmap](np.arange(256))[:, :3] * 255).round().astype(np.uint8)
     return lookup[images[..., 0]]
 

@@ -5,16 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 
 
 def pyplot():
     """matplotlib.pyplot on the headless Agg backend (servers, CI, DDP ranks have no display)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
+    matplotlib.use("Agg", force=True)  # pyplot picks its backend at the first figure: this one, set here
     return plt
 
 

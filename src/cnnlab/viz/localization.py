@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from matplotlib.patches import Rectangle
 
 from cnnlab.viz.figures import image_grid
 
@@ -24,8 +25,6 @@ def plot_box_grid(
 
     Boxes are normalised (x_min, y_min, x_max, y_max) and drawn on the pixel grid of the image.
     """
-    from matplotlib.patches import Rectangle
-
     height, width = images.shape[1:3]
 
     def draw(axis, i: int) -> None:

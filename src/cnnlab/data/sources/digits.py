@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 
 import numpy as np
+from sklearn.datasets import load_digits
 
 from cnnlab.data.sources.base import Sample, Source
 
@@ -16,8 +17,6 @@ class DigitsSource(Source):
 
     @cached_property
     def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        from sklearn.datasets import load_digits
-
         digits = load_digits()
         # 0..16 ink levels -> 0..255 so every source shares one pixel range
         return np.round(digits.images * (255.0 / 16.0)).astype(np.uint8), digits.target

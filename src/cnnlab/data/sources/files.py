@@ -3,6 +3,7 @@ and mask ids, parsing Pascal VOC annotation XML. Every problem raises `BadSample
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Optional
 
@@ -64,8 +65,6 @@ def parse_voc_boxes(
     VOC stores 1-based inclusive pixel indices, so a box xmin=1..xmax=W covers the whole
     width: it becomes (xmin - 1, ymin - 1, xmax, ymax).
     """
-    import xml.etree.ElementTree as ET
-
     data = read_bytes(xml_path)
     try:
         root = ET.fromstring(data)

@@ -24,6 +24,7 @@ labels, so prepare carves the test split from train by data.split_seed.
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Optional, Union
 
@@ -164,7 +165,6 @@ class VOCSource(Source):
     def _image_path(self, item: Item) -> Path:
         if self.subset != "folder":
             return self._dir / "JPEGImages" / f"{item[0]}.jpg"
-        import xml.etree.ElementTree as ET
 
         xml_path = Path(item[0])
         try:

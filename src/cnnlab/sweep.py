@@ -1,4 +1,10 @@
-"""A Hydra callback that gives every multirun one MLflow parent run over its jobs' runs."""
+"""What a sweep logs: a Hydra callback that gives every multirun one MLflow parent run over its jobs' runs,
+and the marker in the sweep directory through which each job finds that parent.
+
+Hydra instantiates this callback when any cnnlab-* command composed from conf/config.yaml starts
+(cnnlab-prepare too), so MLflow, Lightning and matplotlib are imported inside the functions that
+use them: a command that never sweeps does not pay seconds for them.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +15,23 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from cnnlab.tracking.run import PARENT_RUN_FILE, TrackedRun
-from cnnlab.tracking.store import check_reachable, client, redact, resolve_tracking_uri, with_retry
-
 log = logging.getLogger(__name__)
+
+PARENT_RUN_FILE = "mlflow_parent_run.json"  # in a Hydra sweep dir: the sweep's parent run
+PARENT_RUN_ENV = "CNNLAB_PARENT_RUN_ID"  # the same, for jobs launched in this process
+
+
+def find_parent_run(sweep_dir: Path) -> Optional[str]:
+    """The parent run a Hydra sweep created (see MLflowSweepCallback), if any."""
+    marker = Path(sweep_dir) / PARENT_RUN_FILE
+    if marker.is_file():
+        return json.loads(marker.read_text())["run_id"]
+    return os.environ.get(PARENT_RUN_ENV)
 
 
 class MLflowSweepCallback(Callback):
@@ -33,6 +47,9 @@ class MLflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.logger.enabled:
             return
+        from cnnlab.tracking.run import TrackedRun  # lazy: see the module's docstring
+        from cnnlab.tracking.store import check_reachable, redact, resolve_tracking_uri
+
         uri = resolve_tracking_uri(config.logger.tracking_uri)
         check_reachable(uri)  # before any job is launched or submitted: not minutes of retries
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -61,7 +78,7 @@ class MLflowSweepCallback(Callback):
             )
             sweep_dir.mkdir(parents=True, exist_ok=True)
             (sweep_dir / PARENT_RUN_FILE).write_text(json.dumps({"run_id": run.run_id, "tracking_uri": redact(uri)}))
-        os.environ["CNNLAB_PARENT_RUN_ID"] = run.run_id
+        os.environ[PARENT_RUN_ENV] = run.run_id
         if not self._open:
             atexit.register(self._close_aborted)
         self._open[run.run_id] = (uri, config.task.monitor, config.task.mode)
@@ -73,8 +90,10 @@ class MLflowSweepCallback(Callback):
         marker = Path(config.hydra.sweep.dir) / PARENT_RUN_FILE
         if not marker.is_file():
             return
+        from cnnlab.tracking.store import resolve_tracking_uri  # lazy: see the module's docstring
+
         parent = json.loads(marker.read_text())
-        os.environ.pop("CNNLAB_PARENT_RUN_ID", None)
+        os.environ.pop(PARENT_RUN_ENV, None)
         uri = resolve_tracking_uri(config.logger.tracking_uri)  # the marker's copy is redacted
         self._open.pop(parent["run_id"], None)
         record_best_child(uri, parent["run_id"], config.task.monitor, config.task.mode)
@@ -96,6 +115,10 @@ def record_best_child(uri: str, parent_run_id: str, metric: str, mode: str, abor
     Children are ranked by `best/<metric>`, the best value over each job's epochs: what a job
     returns to the sweeper, so the parent agrees with Optuna's objective.
     """
+    from cnnlab.tracking.run import TrackedRun  # lazy: see the module's docstring
+    from cnnlab.tracking.store import client, with_retry
+    from cnnlab.viz.sweep import plot_optimization_history
+
     mlflow_client = client(uri)
     parent = TrackedRun(uri, parent_run_id)
     metric = f"best/{metric}"
@@ -126,24 +149,3 @@ def record_best_child(uri: str, parent_run_id: str, metric: str, mode: str, abor
             parent.log_artifact(plot)
         log.info("sweep best: %s = %.4f (run %s)", metric, value, best.info.run_id)
     parent.end("FINISHED" if scored and not aborted else "FAILED")
-
-
-def plot_optimization_history(values: list[float], metric: str, mode: str, path: Path) -> Path:
-    """Each trial's value in start order, and the best so far (Optuna's history plot, for any sweeper)."""
-    import numpy as np
-
-    from cnnlab.viz.figures import pyplot, save
-
-    plt = pyplot()
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    trials = np.arange(len(values))
-    array = np.array(values, dtype=float)
-    filled = np.where(np.isnan(array), -np.inf if mode == "max" else np.inf, array)
-    best = np.maximum.accumulate(filled) if mode == "max" else np.minimum.accumulate(filled)
-    axis.plot(trials, array, "o", label="trial")
-    axis.step(trials, np.where(np.isinf(best), np.nan, best), where="post", label=f"best ({mode})")
-    axis.set_xlabel("trial (start order)")
-    axis.set_ylabel(metric)
-    axis.set_title("optimisation history")
-    axis.legend()
-    return save(figure, path)
