@@ -60,7 +60,9 @@ def test_the_train_stage_trains_what_cnnlab_train_composes_for_the_recipe():
     stage = composed(*stage_arguments("train"))
     assert training_part(stage) == training_part(composed(f"experiment={PARAMS['experiment']}"))
     # the config the configure stage writes, and prepare reads, is the one train runs
-    assert stage_arguments("configure") == stage_arguments("prepare") == stage_arguments("train")
+    assert stage_arguments("configure") == stage_arguments("train")
+    assert STAGES["prepare"]["cmd"].split()[1:] == ["--config-dir", "artifacts/configure", "--config-name", "train"]
+    assert STAGES["configure"]["outs"] == [{"artifacts/configure/train.yaml": {"cache": False}}]
 
 
 def test_cnnlab_train_without_arguments_composes_the_pipelines_recipe():
