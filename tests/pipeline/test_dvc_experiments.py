@@ -137,7 +137,7 @@ def test_workspace_queued_parallel_and_temp_experiments_land_in_the_projects_sto
 def test_another_recipe_and_free_overrides_on_top_of_it(repo: Path):
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     git(repo, "checkout", "--", ".")
-    shapes = f"{QUICK} data.source.num_samples=300"  # the recipe's data, fewer of them
+    shapes = f"{QUICK} data.source.num_samples=600"  # the recipe's data, fewer (the 5 batches of trainer=debug)
     dvc(repo, "exp", "run", "-n", "shapes", "-S", "experiment=shapes_classification", "-S", f"overrides='{shapes}'")
     (run,) = client.search_runs(
         [e.experiment_id for e in client.search_experiments()], "tags.`cnnlab.dvc_experiment` = 'shapes'"
