@@ -1,5 +1,5 @@
 # cnnlab: every target creates the environment it needs (a .venv here), so each works on a fresh clone.
-#   make run    the DVC pipeline (prepare -> train -> evaluate) on the embedded defaults of params.yaml
+#   make run    the DVC pipeline (configure -> prepare -> train -> evaluate) on params.yaml's recipe
 #   make test   the test suite without the end-to-end runs (minutes); make test-slow: those; CI runs both
 #   make lint   ruff format --check and ruff check (CI runs it first)
 #   make ui     the MLflow UI on 127.0.0.1 over the project's store

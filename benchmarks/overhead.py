@@ -21,7 +21,7 @@ Three measurements, each next to its baseline in the same run (issue 14):
    and the cost per image of each stage of `augment=strong`, next to albumentations' per-sample
    namesakes of its batch transforms.
 
-Recipes: `default` is params.yaml's (LeNet-5 on digits at 32 px, batch 64, AdamW + one-cycle,
+Recipes: `default` is params.yaml's, experiment=digits_lenet5 (LeNet-5 on digits at 32 px, batch 64, AdamW + one-cycle,
 label smoothing, augment=affine); `resnet` is experiment=shapes_classification (ResNet-18, width 0.25).
 
     .venv/bin/python benchmarks/overhead.py [--recipes default,resnet] [--rounds 3] [--epochs N]
@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -47,26 +48,11 @@ from tests.conftest import BIN, cli_env, copy_project  # noqa: E402
 
 
 def recipe_overrides(name: str, epochs: int | None) -> list[str]:
-    """The Hydra overrides of a recipe (default: what dvc.yaml passes from params.yaml)."""
+    """The Hydra overrides of a recipe (default: params.yaml's recipe and overrides, as dvc.yaml passes them)."""
     if name == "default":
         p = yaml.safe_load((ROOT / "params.yaml").read_text())
-        t = p["train"]
-        overrides = [
-            f"data={p['data']['name']}",
-            f"data.image_size={p['data']['image_size']}",
-            f"task={p['task']}",
-            f"model={p['model']}",
-            f"augment={p['augment']}",
-            f"optimizer={p['optimizer']}",
-            f"scheduler={p['scheduler']}",
-            f"trainer={p['trainer']}",
-            f"trainer.max_epochs={epochs or t['max_epochs']}",
-            f"data.batch_size={t['batch_size']}",
-            f"optimizer.lr={t['lr']}",
-            f"optimizer.weight_decay={t['weight_decay']}",
-            f"task.module.label_smoothing={t['label_smoothing']}",
-            f"seed={t['seed']}",
-        ]
+        overrides = [f"experiment={p['experiment']}", *shlex.split(p["overrides"])]
+        overrides += [f"trainer.max_epochs={epochs}"] if epochs else []
     elif name == "resnet":
         overrides = ["experiment=shapes_classification"] + ([f"trainer.max_epochs={epochs}"] if epochs else [])
     else:

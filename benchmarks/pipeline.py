@@ -4,7 +4,7 @@ Each figure sits next to a baseline measured in the same run:
 - `dvc repro` on the embedded defaults (LeNet-5 on digits with normalisation, light affine
   augmentation, a one-cycle schedule, weight decay and label smoothing) vs. the same pipeline with
   `augment=none scheduler=none` and neither regulariser (what a plain LeNet-5 reaches in the same
-  epochs); `--seeds` repeats the default pipeline with other `train.seed` values, since one 360-image
+  epochs); `--seeds` repeats the default pipeline with other `seed` values, since one 360-image
   test split moves by 0.28% per image;
 - with `--stages`, where the default pipeline's time goes: each stage's command (from dvc.lock) run
   again on its own, wall and CPU (user + sys) seconds, training's fit apart from the rest of
@@ -132,16 +132,12 @@ def stage_breakdown(root: Path, repeats: int) -> list[tuple[str, float, float]]:
     return medians + [("floor of train + evaluate as two processes: 2 x start-up + plain fit", floor, float("nan"))]
 
 
-def pipeline(root: Path, overrides: dict) -> tuple[float, float]:
-    """(seconds for dvc repro from scratch, test accuracy) in a fresh project copy."""
+def pipeline(root: Path, overrides: str = "") -> tuple[float, float]:
+    """(seconds for dvc repro from scratch, test accuracy) in a fresh project copy, `overrides` (Hydra's)
+    added to params.yaml's."""
     copy_project(root)
     params = yaml.safe_load((root / "params.yaml").read_text())
-    for key, value in overrides.items():  # "train.seed" -> params["train"]["seed"]
-        *parents, leaf = key.split(".")
-        node = params
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
+    params["overrides"] = f"{params['overrides']} {overrides}".strip()
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = cli_env(root, **EXTRA_ENV)
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
@@ -151,7 +147,7 @@ def pipeline(root: Path, overrides: dict) -> tuple[float, float]:
 
 
 def accuracy_over_seeds(first: int, last: int) -> None:
-    """The default pipeline (dvc repro, from scratch) for each train.seed; min / mean / max test accuracy."""
+    """The default pipeline (dvc repro, from scratch) for each seed; min / mean / max test accuracy."""
     import platform
 
     cpu = next(
@@ -165,9 +161,9 @@ def accuracy_over_seeds(first: int, last: int) -> None:
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
         for seed in range(first, last + 1):
-            seconds, accuracy = pipeline(Path(scratch) / f"seed{seed}", {"train.seed": seed})
+            seconds, accuracy = pipeline(Path(scratch) / f"seed{seed}", f"seed={seed}")
             results[seed] = accuracy
-            print(f"train.seed={seed}: test accuracy {accuracy:.2%} ({seconds:.0f} s)", flush=True)
+            print(f"seed={seed}: test accuracy {accuracy:.2%} ({seconds:.0f} s)", flush=True)
     values = list(results.values())
     print(
         f"\n{len(values)} seeds on {cpu}, {os.cpu_count()} CPUs: min {min(values):.2%}, "
@@ -179,7 +175,7 @@ def accuracy_over_seeds(first: int, last: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="start-up timings per command (median reported)")
-    parser.add_argument("--seeds", default="", help="comma-separated extra train.seed values for the default pipeline")
+    parser.add_argument("--seeds", default="", help="comma-separated extra seed values for the default pipeline")
     parser.add_argument(
         "--stages", type=int, default=0, help="rounds of the per-stage breakdown of the default pipeline (0: none)"
     )
@@ -192,7 +188,7 @@ def main() -> None:
         help="run the cnnlab commands from this src/ directory (PYTHONPATH), e.g. an older checkout's, as a baseline",
     )
     parser.add_argument(
-        "--accuracy-seeds", default="", help="a-b: only the default pipeline's test accuracy for train.seed a..b"
+        "--accuracy-seeds", default="", help="a-b: only the default pipeline's test accuracy for seed a..b"
     )
     args = parser.parse_args()
     if args.src:
@@ -202,26 +198,24 @@ def main() -> None:
         return
     if args.stages_only:
         with tempfile.TemporaryDirectory() as scratch:
-            seconds, accuracy = pipeline(Path(scratch) / "default", {})
+            seconds, accuracy = pipeline(Path(scratch) / "default")
             print(
                 f"dvc repro from scratch: {seconds:.1f} s, test accuracy {accuracy:.2%}; load average {os.getloadavg()}"
             )
             print_breakdown(stage_breakdown(Path(scratch) / "default", max(args.stages, 1)))
         return
-    plain = {"augment": "none", "scheduler": "none", "train.weight_decay": 0.0, "train.label_smoothing": 0.0}
+    plain = "augment=none scheduler=none optimizer.weight_decay=0.0 task.module.label_smoothing=0.0"
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         rows = [
-            ("default pipeline (augment=affine, scheduler=onecycle)", *pipeline(scratch / "default", {})),
+            ("default pipeline (augment=affine, scheduler=onecycle)", *pipeline(scratch / "default")),
             (
                 "baseline: augment=none scheduler=none, no weight decay or label smoothing",
                 *pipeline(scratch / "plain", plain),
             ),
         ]
         for seed in filter(None, args.seeds.split(",")):
-            rows.append(
-                (f"default pipeline, train.seed={seed}", *pipeline(scratch / f"seed{seed}", {"train.seed": int(seed)}))
-            )
+            rows.append((f"default pipeline, seed={seed}", *pipeline(scratch / f"seed{seed}", f"seed={int(seed)}")))
         env = cli_env(scratch / "default")
         startup = {
             "cnnlab-train --help": [str(BIN / "cnnlab-train"), "--help"],

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MODEL = ("model=simple_cnn", "model.batch_norm=true")
 COMMON = (
+    "experiment=none",  # the plain defaults of conf/, as the transfer pipeline trains
     "logger=none",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",

@@ -257,6 +257,7 @@ QUICK = (
     "trainer.max_epochs=2",
     "trainer.log_every_n_steps=2",
     "logger.log_model=false",
+    "experiment=none",  # the plain defaults of conf/, not the default recipe (last: QUICK[1:] drops trainer=debug)
 )
 
 

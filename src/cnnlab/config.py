@@ -216,60 +216,6 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError("trainer.max_epochs=-1 trains forever: set trainer.max_steps or trainer.max_time too")
 
 
-def recipe_settings(recipe: dict) -> dict[str, Any]:
-    """What a conf/experiment/<name>.yaml sets: its group choices ("model": "resnet18") and values ("model.width_mult":
-    0.25).
-    """
-    settings: dict[str, Any] = {}
-    for entry in recipe.get("defaults") or []:
-        if isinstance(entry, dict):
-            for key, value in entry.items():
-                settings[str(key).replace("override ", "").strip().lstrip("/")] = value
-
-    def walk(node: dict, prefix: str) -> None:
-        for key, value in node.items():
-            if isinstance(value, dict) and value:
-                walk(value, f"{prefix}{key}.")
-            else:
-                settings[f"{prefix}{key}"] = value
-
-    walk({k: v for k, v in recipe.items() if k != "defaults"}, "")
-    return settings
-
-
-def check_pipeline_against_recipe(experiment: Optional[str], overrides: list[str], free: list[str], conf_dir) -> None:
-    """In the DVC pipeline: params.yaml's knobs must agree with the named experiment recipe.
-
-    The pipeline passes every knob of params.yaml as a command-line override, and Hydra lets the
-    command line win over a recipe; a knob left at its default would overrule the recipe without
-    anyone choosing to. ConfigError listing each disagreement; `free` (params.yaml's `overrides`)
-    are the user's explicit choices and win over both.
-    """
-    from pathlib import Path
-
-    import yaml
-
-    recipe_file = Path(conf_dir) / "experiment" / f"{experiment}.yaml"
-    if (
-        not experiment or experiment == "none" or not recipe_file.is_file()
-    ):  # an unknown name: Hydra's error lists the choices
-        return
-    recipe = recipe_settings(yaml.safe_load(recipe_file.read_text()) or {})
-    chosen = {item.split("=", 1)[0].lstrip("+~") for item in free if "=" in item}
-    clashes = []
-    for item in overrides:
-        key, _, value = item.partition("=")
-        key = key.lstrip("+~")
-        if key in recipe and key not in chosen and yaml.safe_load(value) != recipe[key]:
-            clashes.append(f"{key}={value} (the recipe: {recipe[key]})")
-    if clashes:
-        raise ConfigError(
-            f"params.yaml selects experiment={experiment} but its knobs say otherwise: {'; '.join(clashes)}. "
-            "Set those knobs to the recipe's values, or list your values in params.yaml's `overrides` to overrule "
-            "the recipe on purpose"
-        )
-
-
 def validate_transfer_config(cfg: DictConfig) -> None:
     """model.weights and finetune.*, as far as they can be checked without the model (stage names are checked when it
     is built).

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.slow  # end to end: run by `make test-slow` and CI, not
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 QUICK = [  # 300 shapes at 32 px, 5 epochs of the Keras-book CNN with BatchNorm: a few seconds
+    "experiment=none",  # on the plain defaults of conf/
     "task=classification",
     "data=shapes",
     "model=simple_cnn",

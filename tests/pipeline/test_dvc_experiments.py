@@ -18,6 +18,8 @@ from tests.conftest import BIN, dvc_project
 
 pytestmark = pytest.mark.slow
 
+# a few batches of one epoch, through params.yaml's free overrides
+QUICK = "trainer=debug trainer.max_epochs=1 logger.log_model=false logger.system_metrics=false"
 GIT = {
     "GIT_AUTHOR_NAME": "t",
     "GIT_AUTHOR_EMAIL": "t@example.com",
@@ -56,9 +58,7 @@ def repo(tmp_path_factory) -> Path:
     """A committed project whose pipeline trains a few batches, with its baseline results committed."""
 
     def quick(params: dict) -> None:
-        params["trainer"] = "debug"
-        params["train"]["max_epochs"] = 1
-        params["overrides"] = "logger.log_model=false logger.system_metrics=false"
+        params["overrides"] = QUICK
 
     root = dvc_project(tmp_path_factory.mktemp("dvcexp"), quick)
     git(root, "add", "-A")
@@ -89,13 +89,13 @@ def wait_for_queue(root: Path, timeout: float = 900) -> str:
 
 
 def test_workspace_queued_parallel_and_temp_experiments_land_in_the_projects_store(repo: Path):
-    dvc(repo, "exp", "run", "-n", "ws-lr", "-S", "train.lr=0.002")
-    dvc(repo, "exp", "run", "--queue", "-n", "q-seed1", "-S", "train.seed=1")
-    dvc(repo, "exp", "run", "--queue", "-n", "q-seed2", "-S", "train.seed=2")
+    dvc(repo, "exp", "run", "-n", "ws-lr", "-S", f"overrides='{QUICK} optimizer.lr=0.002'")
+    dvc(repo, "exp", "run", "--queue", "-n", "q-seed1", "-S", f"overrides='{QUICK} seed=1'")
+    dvc(repo, "exp", "run", "--queue", "-n", "q-seed2", "-S", f"overrides='{QUICK} seed=2'")
     dvc(repo, "queue", "start", "-j", "2")  # two workers: the queued experiments run in parallel
     status = wait_for_queue(repo)
     assert status.count("Success") == 2, status
-    dvc(repo, "exp", "run", "--temp", "-n", "tmp-seed3", "-S", "train.seed=3")
+    dvc(repo, "exp", "run", "--temp", "-n", "tmp-seed3", "-S", f"overrides='{QUICK} seed=3'")
 
     names = {"ws-lr", "q-seed1", "q-seed2", "tmp-seed3"}
     assert not list((repo / ".dvc").rglob("mlflow.db"))  # nothing logged into DVC's temporary copies
@@ -134,18 +134,17 @@ def test_workspace_queued_parallel_and_temp_experiments_land_in_the_projects_sto
     assert (repo / "plots-html" / "index.html").is_file()
 
 
-def test_a_recipe_and_its_knobs_must_agree_and_free_overrides_win(repo: Path):
-    clash = dvc(repo, "exp", "run", "-n", "clash", "-S", "experiment=shapes_classification", check=False)
-    assert clash.returncode != 0
-    output = clash.stdout + clash.stderr
-    assert "params.yaml selects experiment=shapes_classification but its knobs say otherwise" in output
-    assert "data=digits (the recipe: shapes)" in output  # the prepare stage, first: the data knobs it passes
+def test_another_recipe_and_free_overrides_on_top_of_it(repo: Path):
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    every = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert not [
-        r for r in every if r.data.tags.get("cnnlab.dvc_experiment") == "clash"
-    ]  # refused before any run opened
-    assert all(r.info.status != "RUNNING" for r in every)
+    git(repo, "checkout", "--", ".")
+    shapes = f"{QUICK} data.source.num_samples=600"  # the recipe's data, fewer (the 5 batches of trainer=debug)
+    dvc(repo, "exp", "run", "-n", "shapes", "-S", "experiment=shapes_classification", "-S", f"overrides='{shapes}'")
+    (run,) = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "tags.`cnnlab.dvc_experiment` = 'shapes'"
+    )
+    assert (run.data.params["data.name"], run.data.params["model.name"]) == ("shapes", "resnet18")
+    assert run.data.params["model.width_mult"] == "0.25"  # the recipe's own value
+    assert run.data.params["trainer.max_epochs"] == "1" and run.info.status == "FINISHED"  # the overrides win
 
     git(repo, "checkout", "--", ".")
     params = yaml.safe_load((repo / "params.yaml").read_text())

@@ -23,14 +23,14 @@ def _digest(path: Path) -> str:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     def one_epoch(params: dict) -> None:
-        params["train"]["max_epochs"] = 1  # the pipeline's shape, not its accuracy, is under test
+        params["overrides"] = "trainer.max_epochs=1"  # the pipeline's shape, not its accuracy, is under test
 
     return dvc_project(tmp_path_factory.mktemp("dvcrepo"), one_epoch)
 
 
 def test_repro_builds_then_skips_then_reruns_only_dependants(repo: Path, tmp_path: Path):
     first = run_dvc(repo, "repro")
-    assert stages_ran(first) == {"prepare", "train", "evaluate"}
+    assert stages_ran(first) == {"configure", "prepare", "train", "evaluate"}
     test_metrics = json.loads((repo / "artifacts/evaluate/metrics.json").read_text())
     assert 0.0 <= test_metrics["test/acc"] <= 1.0
     assert (repo / "artifacts/evaluate/plots/confusion_matrix.png").is_file()
@@ -41,21 +41,26 @@ def test_repro_builds_then_skips_then_reruns_only_dependants(repo: Path, tmp_pat
     assert "Data and pipelines are up to date" in second
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["train"]["lr"] = 0.002
+    params["overrides"] += " optimizer.lr=0.002 data.batch_size=32"  # the loader's batch size: not prepare's
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     third = run_dvc(repo, "repro")
-    assert stages_ran(third) == {"train", "evaluate"}
+    assert stages_ran(third) == {"configure", "train", "evaluate"}
     assert json.loads((repo / "artifacts/train/run.json").read_text())["run_id"] != run_id  # a new MLflow run
 
-    # a conf file the train stage reads re-runs it too; one it does not read changes nothing
+    # a conf file the train stage reads re-runs it too; one it does not read re-runs only the composing
+    # stage (a fraction of a second), which writes the same config: nothing after it runs
     model_conf = repo / "conf/model/lenet5.yaml"
     model_conf.write_text(model_conf.read_text().replace("dropout: 0.0", "dropout: 0.1"))
-    assert stages_ran(run_dvc(repo, "repro")) == {"train", "evaluate"}
+    assert stages_ran(run_dvc(repo, "repro")) == {"configure", "train", "evaluate"}
     (repo / "conf/model/simple_cnn.yaml").write_text((repo / "conf/model/simple_cnn.yaml").read_text() + "\n# note\n")
-    assert stages_ran(run_dvc(repo, "repro")) == set()
+    assert stages_ran(run_dvc(repo, "repro")) == {"configure"}
+    # a data key prepare reads re-runs it and what follows
+    digits_conf = repo / "conf/data/digits.yaml"
+    digits_conf.write_text(digits_conf.read_text().replace("val_fraction: 0.1", "val_fraction: 0.15"))
+    assert stages_ran(run_dvc(repo, "repro")) == {"configure", "prepare", "train", "evaluate"}
 
     # push to a local remote, lose the outputs and the cache, pull them back identical
-    prepared, checkpoints = repo / "data/prepared/digits-32", repo / "artifacts/train/checkpoints"
+    prepared, checkpoints = repo / "data/prepared/pipeline", repo / "artifacts/train/checkpoints"
     before = (_digest(prepared), _digest(checkpoints))
     run_dvc(repo, "remote", "add", "-d", "local", str(tmp_path / "remote"))
     run_dvc(repo, "push")

@@ -27,8 +27,7 @@ def write_pictures(root: Path) -> None:
 
 def test_changing_one_raw_image_reruns_prepare_and_what_follows(tmp_path):
     def raw_pictures(params: dict) -> None:
-        params["data"].update(name="image_folder", image_size=16, root="data/raw/pictures")
-        params["train"]["max_epochs"] = 1
+        params["overrides"] = "data=image_folder data.image_size=16 data.root=data/raw/pictures trainer.max_epochs=1"
 
     repo = dvc_project(tmp_path / "repo", raw_pictures)
     write_pictures(repo / "data" / "raw" / "pictures")
@@ -36,15 +35,15 @@ def test_changing_one_raw_image_reruns_prepare_and_what_follows(tmp_path):
     assert (repo / "data" / "raw" / "pictures.dvc").is_file()
     assert "/pictures" in (repo / "data" / "raw" / ".gitignore").read_text()  # git keeps the .dvc, not the files
 
-    assert stages_ran(run_dvc(repo, "repro")) == {"prepare", "train", "evaluate"}
-    hash_before = json.loads((repo / "data/prepared/image_folder-16/meta.json").read_text())["content_hash"]
+    assert stages_ran(run_dvc(repo, "repro")) == {"configure", "prepare", "train", "evaluate"}
+    hash_before = json.loads((repo / "data/prepared/pipeline/meta.json").read_text())["content_hash"]
     assert stages_ran(run_dvc(repo, "repro")) == set()
 
     changed = repo / "data" / "raw" / "pictures" / "red" / "3.png"
     Image.fromarray(np.full((20, 20, 3), 255, np.uint8)).save(changed)
     assert "data/raw" in run_dvc(repo, "status", "prepare")  # DVC sees the raw change before anything runs
     assert stages_ran(run_dvc(repo, "repro")) == {"prepare", "train", "evaluate"}
-    assert json.loads((repo / "data/prepared/image_folder-16/meta.json").read_text())["content_hash"] != hash_before
+    assert json.loads((repo / "data/prepared/pipeline/meta.json").read_text())["content_hash"] != hash_before
 
     run_dvc(repo, "add", "data/raw/pictures")  # the new version of the dataset, as a user would commit it
     (repo / "data" / "raw" / "pictures" / "blue" / "9.png").unlink()  # removing one re-runs it too

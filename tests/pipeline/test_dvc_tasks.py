@@ -17,18 +17,19 @@ pytestmark = pytest.mark.slow
 
 def test_params_select_the_task_and_dvc_repro_trains_evaluates_and_logs_it(tmp_path: Path):
     def segmentation_on_shapes(params: dict) -> None:
-        params["data"].update(name="shapes", image_size=32)
-        params.update(task="segmentation", model="simple_cnn", augment="shapes")
-        params["train"].update(max_epochs=1, label_smoothing=0.0)
+        params["overrides"] = (
+            "task=segmentation data=shapes data.image_size=32 model=simple_cnn augment=shapes "
+            "trainer.max_epochs=1 task.module.label_smoothing=0.0"
+        )
 
     repo = dvc_project(tmp_path / "repo", segmentation_on_shapes)
-    # 500 shapes instead of 3,000: the stages' shape, not the model's skill, is under test. The data
-    # config is a dependency of prepare, so the copy's own edit is what dvc repro sees.
+    # 500 shapes instead of 3,000: the stages' shape, not the model's skill, is under test. The
+    # composed data config is what prepare depends on, so the copy's own edit is what dvc repro sees.
     shapes_conf = repo / "conf/data/shapes.yaml"
     shapes_conf.write_text(shapes_conf.read_text().replace("num_samples: 3000", "num_samples: 500"))
     assert "num_samples: 500" in shapes_conf.read_text()
 
-    assert stages_ran(run_dvc(repo, "repro")) == {"prepare", "train", "evaluate"}
+    assert stages_ran(run_dvc(repo, "repro")) == {"configure", "prepare", "train", "evaluate"}
     metrics = json.loads((repo / "artifacts/evaluate/metrics.json").read_text())
     assert {"test/miou", "test/pixel_acc", "test/dice", "test/iou_class/background"} <= set(metrics)
     plots = repo / "artifacts/evaluate/plots"
@@ -52,9 +53,9 @@ def test_params_select_the_task_and_dvc_repro_trains_evaluates_and_logs_it(tmp_p
 
     # another task on the same prepared data: train and evaluate re-run, prepare does not
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["task"] = "localization"
+    params["overrides"] = params["overrides"].replace("task=segmentation", "task=localization")
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert stages_ran(run_dvc(repo, "repro")) == {"train", "evaluate"}
+    assert stages_ran(run_dvc(repo, "repro")) == {"configure", "train", "evaluate"}
     metrics = json.loads((repo / "artifacts/evaluate/metrics.json").read_text())
     assert {"test/acc", "test/box_iou", "test/loc_acc"} <= set(metrics)
     rows = list(csv.DictReader(open(plots / "predictions.csv")))

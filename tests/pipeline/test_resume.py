@@ -14,6 +14,7 @@ from tests.conftest import BIN, REPO, call_in_process, cli_env
 pytestmark = pytest.mark.slow
 
 RUN = (
+    "experiment=none",  # on the plain defaults of conf/
     "trainer.max_epochs=3",
     "trainer.limit_train_batches=8",
     "trainer.limit_val_batches=3",

@@ -17,6 +17,7 @@ from tests.conftest import BIN, call_in_process, cli_env, copy_project
 pytestmark = pytest.mark.slow
 
 RUN = (
+    "experiment=none",  # on the plain defaults of conf/
     "trainer=debug",
     "trainer.limit_train_batches=6",
     "trainer.limit_val_batches=2",

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.slow
 
 # a run long enough to interrupt in the middle (3 epochs of 8 steps), as tests/pipeline/test_resume.py
 RUN = (
+    "experiment=none",  # on the plain defaults of conf/
     "trainer.max_epochs=3",
     "trainer.limit_train_batches=8",
     "trainer.limit_val_batches=3",

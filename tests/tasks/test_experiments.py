@@ -13,7 +13,7 @@ from cnnlab.config import register_configs, validate_config
 CONF = Path(__file__).resolve().parents[2] / "conf"
 EXPERIMENTS = sorted(
     p for p in (CONF / "experiment").glob("*.yaml") if p.stem != "none"
-)  # none: no recipe (params.yaml)
+)  # none: no recipe, the plain defaults of conf/
 SHAPES_META = {
     "classes": ["circle", "square", "triangle", "diamond", "cross", "star"],
     "channels": 3,
@@ -28,11 +28,26 @@ SOUNDS_META = {
     "mean": [0.3],
     "std": [0.2],
 }
-DATA_META = {"shapes": SHAPES_META, "sounds": SOUNDS_META}  # both 6 classes at 64 px
+DIGITS_META = {
+    "classes": [str(digit) for digit in range(10)],
+    "channels": 1,
+    "image_size": 32,
+    "mean": [0.3],
+    "std": [0.4],
+}
+DATA_META = {"shapes": SHAPES_META, "sounds": SOUNDS_META, "digits": DIGITS_META}  # 6, 6 and 10 classes
 
 
 def test_the_three_task_experiments_exist():
     assert {p.stem for p in EXPERIMENTS} >= {"shapes_classification", "shapes_localization", "shapes_segmentation"}
+
+
+def test_the_default_recipe_is_one_of_them():
+    """conf/config.yaml's default recipe (what cnnlab-train and dvc repro train) is a named experiment."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", return_hydra_config=True)
+    assert cfg.hydra.runtime.choices.experiment in {p.stem for p in EXPERIMENTS}
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
@@ -43,11 +58,17 @@ def test_experiment_composes_validates_and_builds(path):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={path.stem}"])
     validate_config(cfg)
-    assert cfg.data.name in DATA_META and cfg.data.image_size == 64
+    assert cfg.data.name in DATA_META
     data_meta = DATA_META[cfg.data.name]
+    size, classes = data_meta["image_size"], len(data_meta["classes"])
+    assert cfg.data.image_size == size
     meta = dict(data_meta, mask_classes=["background", *data_meta["classes"]])
     task = build_task(cfg, meta)
     with torch.no_grad():
-        output = task.eval()(torch.zeros(2, data_meta["channels"], 64, 64))
-    expected = {"classification": (2, 6), "localization": (2, 6), "segmentation": (2, 7, 64, 64)}[cfg.task.name]
+        output = task.eval()(torch.zeros(2, data_meta["channels"], size, size))
+    expected = {
+        "classification": (2, classes),
+        "localization": (2, classes),
+        "segmentation": (2, classes + 1, size, size),
+    }[cfg.task.name]
     assert tuple((output[0] if isinstance(output, tuple) else output).shape) == expected

@@ -128,6 +128,7 @@ def test_a_task_defined_outside_src_runs_prepare_train_evaluate_predict(tmp_path
     monkeypatch.setenv("CNNLAB_ROOT", str(root))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     overrides = [
+        "experiment=none",  # the plain defaults: the default recipe sets classification keys (label_smoothing)
         "task=presence",
         "data=shapes",
         "data.source.num_samples=300",

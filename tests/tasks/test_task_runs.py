@@ -18,6 +18,7 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 
 # 300 shapes at 32 px: 210 training images, 7 batches an epoch, 4 epochs
 QUICK = [
+    "experiment=none",  # on the plain defaults of conf/
     "data=shapes",
     "model=simple_cnn",
     "model.batch_norm=true",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 from typing import Callable
 
@@ -20,8 +19,8 @@ Overrides are Hydra's: group=option picks a config file, key=value sets a value,
 
 MLflow store: $MLFLOW_TRACKING_URI, else sqlite:///<project root>/mlflow.db (`make ui` browses it;
 DVC's queued and --temp experiments use the original repository's, from $DVC_ROOT). A team server:
-`make server` (README: "Working as a team"). Under dvc repro / dvc exp run, params.yaml's knobs must
-agree with the `experiment` recipe it names; its `overrides` win over both.
+`make server` (README: "Working as a team"). With no experiment=..., the default recipe
+(conf/config.yaml) is what dvc repro trains; experiment=none leaves the plain defaults of conf/.
 """
 
 
@@ -42,26 +41,7 @@ def run_app(hydra_main: Callable[[], object], usage: str) -> None:
         groups = "\n".join(f"  {name}: {', '.join(options)}" for name, options in config_groups().items())
         print(f"{usage.rstrip()}\n\nConfig groups (pick one with group=option):\n{groups}\n\n{COMMON_HELP}")
         return
-    if os.environ.get("DVC_STAGE"):  # a stage of dvc.yaml: params.yaml's knobs must not overrule its recipe silently
-        with exit_on_user_error():
-            check_pipeline_recipe(sys.argv[1:])
     hydra_main()
-
-
-def check_pipeline_recipe(overrides: list[str]) -> None:
-    """Before Hydra composes (a knob can make a recipe fail to compose): the stage's command line
-    against the experiment recipe it names; params.yaml's `overrides` are exempt (see
-    config.check_pipeline_against_recipe)."""
-    import yaml
-
-    from cnnlab.config import check_pipeline_against_recipe
-    from cnnlab.paths import project_root
-
-    params_file = project_root() / "params.yaml"
-    params = (yaml.safe_load(params_file.read_text()) or {}) if params_file.is_file() else {}
-    free = str(params.get("overrides") or "").split()
-    experiment = next((o.split("=", 1)[1] for o in reversed(overrides) if o.startswith("experiment=")), None)
-    check_pipeline_against_recipe(experiment, overrides, free, config_dir())
 
 
 @contextlib.contextmanager
