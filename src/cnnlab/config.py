@@ -8,11 +8,14 @@ instantiating them before training starts (see `check_buildable`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+from cnnlab.paths import project_root
 
 
 class ConfigError(ValueError):
@@ -159,8 +162,6 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="cnnlab_schema", node=CnnlabConfig)
     if not OmegaConf.has_resolver("cnnlab.root"):
-        from cnnlab.paths import project_root
-
         OmegaConf.register_new_resolver("cnnlab.root", lambda: str(project_root()))
 
 
@@ -191,9 +192,6 @@ def validate_data_config(data: DictConfig) -> None:
 
 def validate_config(cfg: DictConfig) -> None:
     """Checks that span keys or need the allowed values named, run before any MLflow run opens; raises ConfigError."""
-    import difflib
-    from dataclasses import fields
-
     for key, allowed in CHOICES.items():
         _check_choice(key, OmegaConf.select(cfg, key), allowed)
     validate_data_config(cfg.data)

@@ -11,6 +11,8 @@ import subprocess
 from pathlib import Path
 from typing import Optional
 
+from cnnlab.config import ConfigError
+
 
 def job_id() -> Optional[str]:
     """This job's id as `squeue` shows it (<array job>_<task> inside an array), None outside SLURM."""
@@ -27,6 +29,7 @@ def restarts() -> int:
 def manages_tasks() -> bool:
     """Whether SLURM launched this process as one task of a job (Lightning's SLURMEnvironment then
     takes ranks from it and launches no processes of its own)."""
+    # lazy: Lightning's import costs a second, and this runs only when a job starts
     from lightning_fabric.plugins.environments import SLURMEnvironment
 
     return SLURMEnvironment.detect()
@@ -50,7 +53,6 @@ def check_allocation(trainer_cfg) -> None:
     """ConfigError naming both sides when the trainer's ranks (devices x num_nodes) are not the
     SLURM tasks this job was given: checked before any work, where Lightning would check after the
     run opened (or, with a launcher of its own, start ranks SLURM never allocated)."""
-    from cnnlab.config import ConfigError
 
     if not manages_tasks():
         return
