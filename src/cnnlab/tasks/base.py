@@ -5,8 +5,9 @@ hooks it declares, as class attributes and methods, everything that is particula
 evaluation, the model registry and prediction read those declarations and never branch on a
 task's name:
 
-  name                   the task's name (conf/task/<name>.yaml, data.tasks, registry names)
-  labels                 what each sample must carry: "label", "box" and/or "mask"
+  name                   the task's name (conf/task/<name>.yaml, registry names)
+  labels                 what each sample must carry: "label", "box" and/or "mask" (a dataset serves
+                         the task when its reader carries them)
   output                 what the network's `predict` returns, in words: the logged model's contract
   prediction_columns     the columns of cnnlab-predict's CSV between "file" and "error"
   output_classes(meta)   the classes the network outputs, for a prepared dataset's meta
