@@ -70,3 +70,17 @@ def test_training_and_evaluation_log_the_prepared_dataset(trained_and_evaluated)
 def test_experiment_declares_model_training_so_the_ui_opens_on_runs(trained_and_evaluated):
     _, client, run, _ = trained_and_evaluated
     assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_a_dataset_is_named_by_what_it_holds_not_by_its_folder(tmp_path):
+    """The pipeline prepares into data/prepared/pipeline; the runs table still says digits-32."""
+    from cnnlab.tracking.datasets import prepared_dataset
+
+    meta = {
+        "name": "digits",
+        "image_size": 32,
+        "split_sizes": {"train": 3, "val": 1, "test": 1},
+        "content_hash": "ab" * 32,
+    }
+    assert prepared_dataset(tmp_path / "pipeline", meta).name == "digits-32"
+    assert prepared_dataset(tmp_path / "pipeline", meta, ("test",)).name == "digits-32/test"

@@ -218,7 +218,7 @@ def test_dvc_remote_in_the_same_storage_restores_byte_identical_data(team, tmp_p
     ):
         done = dvc(*args)
         assert done.returncode == 0, done.stderr[-3000:]
-    prepared = root / "data/prepared/digits-32"
+    prepared = root / "data/prepared/pipeline"
     before = {p.name: p.read_bytes() for p in prepared.iterdir()}
     # a remote whose bucket does not exist: a clear failure, nothing lost locally
     for args in (
@@ -277,7 +277,7 @@ def test_a_read_only_dvc_remote_fails_the_push_clearly_and_keeps_local_data(tmp_
         ):
             done = dvc(*args)
             assert done.returncode == 0, done.stderr[-3000:]
-        prepared = root / "data/prepared/digits-32"
+        prepared = root / "data/prepared/pipeline"
         before = {p.name: p.read_bytes() for p in prepared.iterdir()}
         started = time.time()
         failed = dvc("push")

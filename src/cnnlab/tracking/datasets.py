@@ -1,8 +1,9 @@
 """The prepared dataset as an MLflow dataset input: what the runs table's Dataset column shows.
 
-A prepared directory (data/prepared/<name>-<size>) becomes an MLflow `MetaDataset` (metadata only:
-the arrays stay in DVC) named after the directory, with the prepared data's content hash as its
-digest and its split sizes, classes and full hash as its profile. Training logs it with context
+A prepared directory becomes an MLflow `MetaDataset` (metadata only: the arrays stay in DVC) named
+<data name>-<image size> (digits-32) wherever it lies (the pipeline's is data/prepared/pipeline), with
+the prepared data's content hash as its digest and its split sizes, classes and full hash as its
+profile. Training logs it with context
 "training"; evaluation logs the test split as its own dataset (<name>/test), context "evaluation".
 """
 
@@ -47,7 +48,9 @@ def prepared_dataset(
         location = str(prepared_dir.relative_to(project_root().resolve()))
     except ValueError:
         location = str(prepared_dir)
-    name = prepared_dir.name if set(splits) == {"train", "val", "test"} else f"{prepared_dir.name}/{'+'.join(splits)}"
+    # named by what it holds (data=<name> at <size> px), not by its folder: the pipeline's is data/prepared/pipeline
+    base = f"{meta['name']}-{meta['image_size']}" if "name" in meta and "image_size" in meta else prepared_dir.name
+    name = base if set(splits) == {"train", "val", "test"} else f"{base}/{'+'.join(splits)}"
     sizes = meta.get("split_sizes", {})
     profile = {
         "num_samples": sum(int(sizes.get(s, 0)) for s in splits),
