@@ -22,9 +22,9 @@ WHERE_AND_DISPLAY = {("data", "prepared_dir"), ("trainer", "enable_progress_bar"
 def stage_arguments(stage: str) -> list[str]:
     """The Hydra overrides a stage of dvc.yaml passes, with params.yaml substituted as DVC does."""
     command = re.sub(r"\$\{(\w+)\}", lambda m: str(PARAMS[m.group(1)]), STAGES[stage]["cmd"])
-    words = shlex.split(command.split(" && ")[-1])  # configure: `mkdir ... && > file cnnlab-train --cfg job ...`
-    while words[0] == ">":
-        words = words[2:]
+    # configure: `mkdir ... && cnnlab-train --cfg job ... > tmp && mv tmp file`: the cnnlab-train part
+    (part,) = [p for p in command.split(" && ") if p.lstrip().startswith("cnnlab-")]
+    words = shlex.split(part.split(" > ")[0])
     if words[1:3] == ["--cfg", "job"]:  # configure prints the config the other stages run
         words = [words[0], *words[3:]]
     return [word for word in words[1:] if not word.startswith("hydra.")]
