@@ -231,7 +231,10 @@ def check_root(data_cfg) -> None:
             f"downloaded in; pass data.root=/path/to/it (see docs/data.md)"
         )
     if not Path(str(root)).expanduser().exists():
-        raise ConfigError(f"data.root={root} does not exist (data={data_cfg.name})")
+        how_to_get = data_cfg.source.get("how_to_get")  # where a reader knows where its files come from
+        raise ConfigError(
+            f"data.root={root} does not exist (data={data_cfg.name})" + (f": {how_to_get}" if how_to_get else "")
+        )
 
 
 def prepare_settings(data_cfg) -> dict:

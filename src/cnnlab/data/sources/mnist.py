@@ -58,19 +58,29 @@ def read_idx(path: Path, magic: int) -> tuple[tuple[int, ...], np.ndarray]:
 class MNISTSource(Source):
     """The four idx files; `classes` names the labels 0..9 (Fashion-MNIST: its ten item names)."""
 
-    def __init__(self, root: Optional[str] = None, classes: Optional[Sequence[str]] = None):
-        self.root = root
+    def __init__(
+        self,
+        root: Optional[str] = None,
+        classes: Optional[Sequence[str]] = None,
+        dataset: str = "mnist",
+        how_to_get: Optional[str] = None,
+    ):
+        self.root, self.dataset, self.how_to_get = root, dataset, how_to_get
         self.classes = list(classes) if classes else [str(d) for d in range(10)]
         self._data: dict[str, tuple[Path, np.ndarray, Path, np.ndarray, tuple[int, int]]] = {}
         self._items: Optional[list[Item]] = None
 
     def describe(self) -> str:
-        return f"MNIST idx files in {self.root}"
+        return f"{self.dataset} idx files in {self.root}"
+
+    def _missing(self, what: str) -> str:
+        return f"{what}; {self.how_to_get}" if self.how_to_get else what
 
     def items(self) -> list[Item]:
         if self._items is not None:
             return self._items
-        root = resolve_root(self.root, "mnist", "the four MNIST idx files (train-images-idx3-ubyte[.gz], ...)")
+        hint = self._missing("the four idx files (train-images-idx3-ubyte[.gz], ...)")
+        root = resolve_root(self.root, self.dataset, hint)
         items: list[Item] = []
         for prefix in SPLITS:
             images_path = find_idx_file(root, prefix, "images-idx3")
@@ -81,9 +91,8 @@ class MNISTSource(Source):
                 if p is None
             ]
             if missing:
-                items.append(
-                    Unusable(str(root / missing[0]), f"missing split file ({', '.join(missing)} not found in {root})")
-                )
+                reason = self._missing(f"missing split file ({', '.join(missing)} not found in {root})")
+                items.append(Unusable(str(root / missing[0]), reason))
                 continue
             try:
                 dims, pixels = read_idx(images_path, IMAGES_MAGIC)
@@ -97,6 +106,10 @@ class MNISTSource(Source):
                 items.append(Unusable(path, reason))
                 continue
             count, height, width = dims
+            if label_dims[0] != count:  # every image needs its label: a mismatch is a broken pair of files
+                reason = f"{label_dims[0]} labels for the {count} images of {images_path.name}: the two files disagree"
+                items.append(Unusable(str(labels_path), reason))
+                continue
             self._data[prefix] = (images_path, pixels, labels_path, labels, (height, width))
             items += [(prefix, i) for i in range(count)]
         self._items = items
