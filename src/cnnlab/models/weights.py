@@ -1,6 +1,8 @@
 """Pretrained weights by config (`model.weights=<source>`): read a source, load it into a backbone.
 
 Sources:
+  imagenet, IMAGENET1K_V1    torchvision's published ImageNet file for the model, from torch's hub cache
+                             (downloaded where there is a network; `cnnlab.models.hub`)
   a `.pth` / `.pt` file      a torchvision-format state dict (ImageNet files downloaded elsewhere)
   a `.ckpt` file             a cnnlab (Lightning) checkpoint: its `network.backbone.*` tensors (older: `backbone.*`)
   a directory                a cnnlab-train output directory: its checkpoints/best.ckpt (else last.ckpt)
@@ -22,6 +24,7 @@ model, the mean and std of the data it was trained on (averaged over colour for 
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +36,7 @@ from torch import nn
 
 from cnnlab.config import ConfigError
 from cnnlab.data.prepared import file_hash
+from cnnlab.models import hub
 from cnnlab.models.registry import _REGISTRY, available_models
 from cnnlab.models.stages import body_state_keys
 from cnnlab.tracking.model_files import open_model_files
@@ -100,10 +104,22 @@ class LoadReport:
 
 
 # ---- reading ------------------------------------------------------------------------------------
-def read_weights(source: str, tracking_uri: Optional[str] = None) -> PretrainedWeights:
-    """Read `source` (see the module docstring); ConfigError naming it and what is wrong."""
+def read_weights(
+    source: str, tracking_uri: Optional[str] = None, model_name: Optional[str] = None
+) -> PretrainedWeights:
+    """Read `source` (see the module docstring); ConfigError naming it and what is wrong.
+
+    `model_name` resolves a published weights name (imagenet, IMAGENET1K_V1) to that model's file."""
     if source.startswith(MLFLOW_SCHEMES):
         return _read_mlflow(source, tracking_uri)
+    if hub.is_weight_name(source):
+        if model_name is None:
+            raise ConfigError(f"{KEY}={source}: a published weights name needs the model it is for")
+        path = hub.resolve(model_name, source)
+        state = torchvision_layout(model_name, _tensors_only(source, _torch_load(source, path)))
+        return PretrainedWeights(
+            source, "torchvision", state, hub.sha256(path), IMAGENET_MEAN, IMAGENET_STD, model_name, file=str(path)
+        )
     path = Path(source).expanduser()
     if path.is_dir():
         path = _run_dir_checkpoint(source, path)
@@ -120,6 +136,22 @@ def read_weights(source: str, tracking_uri: Optional[str] = None) -> PretrainedW
         loaded = loaded["state_dict"]  # {"state_dict": ...} wrappers other tools save
     state = _tensors_only(source, loaded)
     return PretrainedWeights(source, "torchvision", state, digest, IMAGENET_MEAN, IMAGENET_STD, file=str(path))
+
+
+# old-format DenseNet files name the layers of a dense layer norm.1, conv.1 ... (torchvision renames them on load)
+_DENSENET_OLD_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
+
+
+def torchvision_layout(model_name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A torchvision ImageNet file's tensors as torchvision's loader sees them: DenseNet's old key names
+    renamed, GoogLeNet's auxiliary classifiers (training-only heads the zoo does not build) dropped."""
+    if model_name.startswith("densenet"):
+        state = {_DENSENET_OLD_KEY.sub(r"\1\2", key): value for key, value in state.items()}
+    if model_name == "googlenet":
+        state = {key: value for key, value in state.items() if not key.startswith(("aux1.", "aux2."))}
+    return state
 
 
 def _run_dir_checkpoint(source: str, directory: Path) -> Path:
