@@ -156,7 +156,6 @@ def _read_weights(cfg: DictConfig):
     source = OmegaConf.select(cfg, "model.weights")
     if not source:
         return None
-
     needs_store = str(source).startswith(("runs:/", "models:/"))
     uri = resolve_tracking_uri(cfg.logger.tracking_uri) if needs_store else None
     return read_weights(str(source), uri, model_name=cfg.model.name)
