@@ -30,8 +30,11 @@ from PIL import Image
 from cnnlab import tasks
 from cnnlab.config import ConfigError
 from cnnlab.data.inputs import IMAGE_SUFFIXES, InputReader, all_suffixes, input_reader
-from cnnlab.data.preprocess import BatchNormalizer, resize_sample
+from cnnlab.data.preprocess import BatchNormalizer, center_crop, resize_sample
 from cnnlab.data.sources.base import BadSampleError, Sample
+from cnnlab.models import build_backbone, hub
+from cnnlab.models.networks import ClassificationNetwork
+from cnnlab.models.weights import read_weights
 from cnnlab.tasks.base import PredictionInput
 from cnnlab.tracking.model_files import ModelFiles, open_model_files
 from cnnlab.tracking.store import resolve_tracking_uri
@@ -102,6 +105,33 @@ def open_model(model_uri: str, tracking_uri: str, key: str = "model_uri") -> Ite
         yield LoadedModel(model.uri, model.network, model.info, model.run_id, model.files)
 
 
+def open_pretrained(model_cfg) -> LoadedModel:
+    """A zoo network with published ImageNet weights, used as it is (no training run): `model=<name>
+    model.weights=imagenet`. Its outputs are the 1,000 ImageNet classes; its inputs are read as
+    torchvision evaluates them (centre crop of 224/256, 224 px, ImageNet's mean and std)."""
+    name, weights_name = model_cfg.get("name"), model_cfg.get("weights")
+    if not weights_name or not hub.is_weight_name(str(weights_name)):
+        raise ConfigError(
+            f"model={name} without a trained run needs published weights: add model.weights=imagenet "
+            "(or IMAGENET1K_V1, ...), or give model_uri= for a trained model"
+        )
+    weights = read_weights(str(weights_name), model_name=name)
+    options = {k: v for k, v in model_cfg.items() if k not in ("_target_", "name", "weights")}
+    backbone = build_backbone(name, num_classes=1000, in_channels=3, image_size=224, **options)
+    backbone.load_state_dict(weights.state_dict, strict=True)
+    network = ClassificationNetwork(backbone).eval()
+    info = {
+        "task": "classification",
+        "class_names": hub.imagenet_classes(),
+        "image_size": 224,
+        "channels": 3,
+        "mean": weights.mean,
+        "std": weights.std,
+        "center_crop": hub.IMAGENET_CROP,
+    }
+    return LoadedModel(f"model={name} model.weights={weights_name}", network.predict, info)
+
+
 # ---- the images -----------------------------------------------------------------------------------
 def list_images(
     input_path: str | Path, suffixes: Iterable[str] = IMAGE_SUFFIXES, what: str = "image"
@@ -147,6 +177,8 @@ def preprocess(image: np.ndarray, model: LoadedModel, name: str):
     """H x W x C uint8 -> the network's C x S x S float tensor: channels and resize as `prepare`, normalise as
     evaluation.
     """
+    if model.info.get("center_crop"):  # a network evaluated the ImageNet way
+        image = center_crop(image, model.info["center_crop"])
     try:
         resized = resize_sample(
             Sample(image=image, label=0, name=name), model.info["image_size"], model.info["channels"]
@@ -254,25 +286,31 @@ def predict_files(
 
 
 def predict(
-    model_uri: str,
+    model_uri: Optional[str],
     input_path: str | Path,
     output_dir: str | Path,
     tracking_uri: Optional[str] = None,
     batch_size: int = 64,
     top_k: int = 3,
+    pretrained=None,
 ) -> PredictionResult:
-    """cnnlab-predict: load the model, predict the input file or directory, write the outputs.
+    """cnnlab-predict: load the model (`model_uri`, or the `pretrained` model config: a zoo network with
+    published weights), predict the input file or directory, write the outputs.
 
     Raises FileNotFoundError for a missing input and ConfigError for an unknown model; when every
     image is unreadable, ConfigError after the CSV listing them is written.
     """
-    if not model_uri or not str(model_uri).strip():
+    if pretrained is None and (not model_uri or not str(model_uri).strip()):
         raise ConfigError(
             "model_uri is empty: give models:/<name>@<alias>, models:/<name>/<version> or models:/<model id>"
         )
     list_images(input_path, all_suffixes(), "image or audio")  # before loading: a typo in input fails at once
-    uri = resolve_tracking_uri(tracking_uri)
-    with open_model(str(model_uri), uri) as model:
+    opened = (
+        contextlib.nullcontext(open_pretrained(pretrained))
+        if pretrained is not None
+        else open_model(str(model_uri), resolve_tracking_uri(tracking_uri))
+    )
+    with opened as model:
         base, files = list_images(input_path, model.reader.suffixes, model.reader.kind)  # the files of the model's kind
         result = predict_files(model, base, files, Path(output_dir), batch_size=batch_size, top_k=top_k)
     if len(result.failed) == len(result.rows):

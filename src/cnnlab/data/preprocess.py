@@ -38,6 +38,14 @@ def to_channels(image: np.ndarray, channels: int, name: str) -> np.ndarray:
     raise BadSampleError(f"{name}: {have} channels, cannot convert to data.channels={channels}")
 
 
+def center_crop(image: np.ndarray, fraction: float) -> np.ndarray:
+    """The central square of side `fraction` x the shorter side (ImageNet evaluation's crop)."""
+    height, width = image.shape[:2]
+    side = max(1, round(min(height, width) * fraction))
+    top, left = (height - side) // 2, (width - side) // 2
+    return image[top : top + side, left : left + side]
+
+
 def resize_sample(sample: Sample, size: int, channels: int) -> Sample:
     """Resize image (area when shrinking, linear when growing), mask (nearest) and box to size x size."""
     image = to_channels(sample.image, channels, sample.name)

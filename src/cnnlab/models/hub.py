@@ -24,6 +24,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -60,6 +61,14 @@ PUBLISHED: dict[str, dict[str, str]] = {
     "mobilenet_v2": {"IMAGENET1K_V1": "mobilenet_v2-b0353104.pth", "IMAGENET1K_V2": "mobilenet_v2-7ebf99e0.pth"},
     "efficientnet_b0": {"IMAGENET1K_V1": "efficientnet_b0_rwightman-7f5810bc.pth"},
 }
+
+
+IMAGENET_CROP = 224 / 256  # torchvision's evaluation transform: resize to 256, centre crop 224
+
+
+def imagenet_classes() -> list[str]:
+    """The 1,000 ImageNet-1k class names in the networks' output order (torchvision's and Keras's short names)."""
+    return (resources.files("cnnlab.models") / "imagenet_classes.txt").read_text().splitlines()
 
 
 def is_weight_name(source: str) -> bool:
