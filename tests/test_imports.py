@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "work",
         (
+            "cnnlab.pretrained",
             "cnnlab.restore",
             "cnnlab.training",
             "cnnlab.training_run",

@@ -32,9 +32,8 @@ from cnnlab.config import ConfigError
 from cnnlab.data.inputs import IMAGE_SUFFIXES, InputReader, all_suffixes, input_reader
 from cnnlab.data.preprocess import BatchNormalizer, center_crop, resize_sample
 from cnnlab.data.sources.base import BadSampleError, Sample
-from cnnlab.models import build_backbone, hub
-from cnnlab.models.networks import ClassificationNetwork
-from cnnlab.models.weights import read_weights
+from cnnlab.models import hub
+from cnnlab.pretrained import describe, imagenet_task
 from cnnlab.tasks.base import PredictionInput
 from cnnlab.tracking.model_files import ModelFiles, open_model_files
 from cnnlab.tracking.store import resolve_tracking_uri
@@ -106,30 +105,19 @@ def open_model(model_uri: str, tracking_uri: str, key: str = "model_uri") -> Ite
 
 
 def open_pretrained(model_cfg) -> LoadedModel:
-    """A zoo network with published ImageNet weights, used as it is (no training run): `model=<name>
-    model.weights=imagenet`. Its outputs are the 1,000 ImageNet classes; its inputs are read as
-    torchvision evaluates them (centre crop of 224/256, 224 px, ImageNet's mean and std)."""
-    name, weights_name = model_cfg.get("name"), model_cfg.get("weights")
-    if not weights_name or not hub.is_weight_name(str(weights_name)):
-        raise ConfigError(
-            f"model={name} without a trained run needs published weights: add model.weights=imagenet "
-            "(or IMAGENET1K_V1, ...), or give model_uri= for a trained model"
-        )
-    weights = read_weights(str(weights_name), model_name=name)
-    options = {k: v for k, v in model_cfg.items() if k not in ("_target_", "name", "weights")}
-    backbone = build_backbone(name, num_classes=1000, in_channels=3, image_size=224, **options)
-    backbone.load_state_dict(weights.state_dict, strict=True)
-    network = ClassificationNetwork(backbone).eval()
+    """A zoo network with published ImageNet weights, used as it is (cnnlab.pretrained); inputs are read as
+    torchvision evaluates them (centre crop of 224/256 of the shorter side, then 224 px)."""
+    task = imagenet_task(model_cfg)
     info = {
-        "task": "classification",
-        "class_names": hub.imagenet_classes(),
-        "image_size": 224,
-        "channels": 3,
-        "mean": weights.mean,
-        "std": weights.std,
+        "task": task.name,
+        "class_names": list(task.hparams.class_names),
+        "image_size": task.hparams.image_size,
+        "channels": task.hparams.in_channels,
+        "mean": task.hparams.mean,
+        "std": task.hparams.std,
         "center_crop": hub.IMAGENET_CROP,
     }
-    return LoadedModel(f"model={name} model.weights={weights_name}", network.predict, info)
+    return LoadedModel(describe(model_cfg), task.network.predict, info)
 
 
 # ---- the images -----------------------------------------------------------------------------------

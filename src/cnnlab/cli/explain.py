@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import hydra
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from cnnlab.cli.app import run_app
 from cnnlab.config import register_configs
@@ -17,6 +17,7 @@ USAGE = """\
 usage: cnnlab-explain run=DIR|RUN_ID|models:/NAME@ALIAS [images=test|PATH] [num_images=N] [cam.layer=STAGE]
                       [cam.class_index=K] [cam.smooth=false] [filters.layers=[stage2,stage3]] [pictures=[cam]]
                       [output_dir=DIR] [log=false]
+       cnnlab-explain model=NAME model.weights=imagenet images=PATH [...]
 
 Look inside a trained network, on a few test images (default) or image files:
   activations/  every channel of every backbone stage (stage1 ... stageN), per image;
@@ -28,12 +29,15 @@ Look inside a trained network, on a few test images (default) or image files:
                 each map the mean over the image, its mirror and two enlargements (cam.smooth=false: one pass).
 Pictures are written to output_dir and logged into the run's MLflow run under explain/, only once all
 of them are made. Files are converted and resized as training data was (said on stderr). A model URI
-is followed to the run that logged it, whose checkpoint is explained.
+is followed to the run that logged it, whose checkpoint is explained. model=<zoo name>
+model.weights=imagenet explains that network with torchvision's ImageNet weights as it is (no run):
+image files only, read the ImageNet way, CAMs of the predicted class among the 1,000; files only.
 
 examples:
   cnnlab-explain run=outputs/2026-12-01/10-00-00
   cnnlab-explain run=models:/cnnlab-classification-resnet18@champion cam.layer=stage3 num_images=16
   cnnlab-explain run=3f2a... images=photos/ pictures=[cam] cam.class_index=2
+  cnnlab-explain model=mobilenet_v2 model.weights=imagenet images=photos/ pictures=[cam]
 """
 
 
@@ -59,7 +63,8 @@ class CamSettings:
 
 @dataclass
 class ExplainConfig:
-    run: str = MISSING  # a training output directory, an MLflow run id, or a models:/ URI
+    run: Optional[str] = None  # a training output directory, an MLflow run id, or a models:/ URI
+    model: Any = None  # model=<zoo name> model.weights=imagenet: a pretrained network as it is, no run
     images: str = "test"  # test, or an image file or directory
     num_images: int = 8
     indices: List[int] = field(default_factory=list)
@@ -86,10 +91,14 @@ def _explain(cfg: DictConfig) -> None:
     from cnnlab.explain.report import explain_run
 
     with exit_on_user_error():
-        if OmegaConf.is_missing(cfg, "run"):
+        pretrained = cfg.model is not None and cfg.model.get("name")
+        if cfg.run is None and not pretrained:
             raise ConfigError(
-                "run required: cnnlab-explain run=<training output dir | MLflow run id | models:/<name>@<alias>>"
+                "run required: cnnlab-explain run=<training output dir | MLflow run id | models:/<name>@<alias>> "
+                "(or, for a pretrained network as it is, model=<zoo name> model.weights=imagenet images=<photos>)"
             )
+        if cfg.run is not None and pretrained:
+            raise ConfigError(f"run={cfg.run} and model={cfg.model.name}: give one of them")
         result = explain_run(cfg)
     logged = f", logged into MLflow run {result.run_id} under explain/" if result.run_id else ""
     print(f"{len(result.files)} pictures of {result.images} images -> {result.output_dir}{logged}")

@@ -10,6 +10,7 @@ Layout (the same on disk and in the MLflow run, under explain/):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import sys
@@ -27,6 +28,8 @@ from cnnlab.explain.cam import CAM_METHODS, DEFAULT_CAM_METHODS, class_maps, plo
 from cnnlab.explain.filters import layer_patterns, write_first_conv, write_patterns
 from cnnlab.explain.layers import LayerRef, first_conv, resolve_layer, stage_names
 from cnnlab.explain.source import ExplainSource, ImageBatch, file_images, open_source, test_images
+from cnnlab.models.hub import IMAGENET_CROP
+from cnnlab.pretrained import describe, imagenet_task, is_pretrained_request
 from cnnlab.tracking.run import TrackedRun
 from cnnlab.tracking.store import resolve_tracking_uri
 
@@ -234,18 +237,30 @@ def settings_from_config(cfg) -> PictureSettings:
 def explain_run(cfg) -> ExplainResult:
     """cnnlab-explain: load the run, check every name, make the pictures, keep and log them."""
     uri = resolve_tracking_uri(cfg.tracking_uri)
-    with open_source(str(cfg.run), uri, cfg.checkpoint) as source:
+    pretrained = is_pretrained_request(cfg.get("model"))
+    if pretrained and str(cfg.images) == "test":
+        raise ConfigError(
+            f"images=test: {describe(cfg.model)} was not trained here, so it has no test split; "
+            "give images=<an image file or a directory of them>"
+        )
+    opened = (
+        contextlib.nullcontext(ExplainSource(imagenet_task(cfg.model), None, None, describe(cfg.model)))
+        if pretrained
+        else open_source(str(cfg.run), uri, cfg.checkpoint)
+    )
+    with opened as source:
         checked = plan(source.task, settings_from_config(cfg))
         if cfg.num_images < 1:
             raise ConfigError(f"num_images={cfg.num_images}: give at least 1")
         if str(cfg.images) == "test":
             batch = test_images(source, cfg.num_images, list(cfg.indices))
         else:
-            batch = file_images(source.task, str(cfg.images), cfg.num_images)
+            crop = IMAGENET_CROP if pretrained else None  # read the way the network was evaluated
+            batch = file_images(source.task, str(cfg.images), cfg.num_images, crop)
         for note in batch.notes:
             print(f"note: {note}", file=sys.stderr)
         run = source.run if cfg.log else None
-        if cfg.log and run is None:
+        if cfg.log and run is None and not pretrained:  # a pretrained network has no run: files only
             print(
                 f"warning: {source.description} has no MLflow run in {uri}; pictures are written to files only",
                 file=sys.stderr,

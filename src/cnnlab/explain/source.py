@@ -26,7 +26,7 @@ from cnnlab.config import ConfigError
 from cnnlab.data.datamodule import PreparedSplit, network_normalization
 from cnnlab.data.decode import decode_image
 from cnnlab.data.prepared import PreparedDataset
-from cnnlab.data.preprocess import BatchNormalizer, resize_sample
+from cnnlab.data.preprocess import BatchNormalizer, center_crop, resize_sample
 from cnnlab.data.sources.base import Sample
 from cnnlab.restore import MissingTrainingFile, TrainingDirectory
 from cnnlab.tracking.run import TrackedRun, read_run_record
@@ -178,8 +178,9 @@ def test_images(source: ExplainSource, count: int, indices: Optional[Sequence[in
     )
 
 
-def file_images(task, path: str, count: int) -> ImageBatch:
-    """Image files (one, or the first `count` under a directory), decoded, converted and resized as `prepare` did."""
+def file_images(task, path: str, count: int, crop: Optional[float] = None) -> ImageBatch:
+    """Image files (one, or the first `count` under a directory), decoded, converted and resized as `prepare` did;
+    `crop`: first the central square of that fraction of the shorter side (ImageNet evaluation's crop)."""
     root = Path(path).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"images={path} does not exist: give an image file, a directory of images, or 'test'")
@@ -194,14 +195,18 @@ def file_images(task, path: str, count: int) -> ImageBatch:
     for file in files:
         image = decode_image(file)  # BadSampleError (a user error) for a file that is not an image
         have = 1 if image.ndim == 2 else image.shape[2]
-        pixels.append(resize_sample(Sample(image=image, label=0, name=str(file)), size, channels).image)
         changes = []
+        if crop:
+            changes.append(f"centre-cropped to {crop:.3g} of its shorter side")
+            image = center_crop(image, crop)
+        pixels.append(resize_sample(Sample(image=image, label=0, name=str(file)), size, channels).image)
         if image.shape[:2] != (size, size):
             changes.append(f"resized from {image.shape[1]}x{image.shape[0]} to {size}x{size}")
         if have != channels:
             changes.append(f"converted from {have} to {channels} channels")
         if changes:
-            notes.append(f"{file.name}: {' and '.join(changes)}, as prepare does for training data")
+            how = "as the network was evaluated" if crop else "as prepare does for training data"
+            notes.append(f"{file.name}: {' and '.join(changes)}, {how}")
     array = np.stack(pixels)
     inputs = BatchNormalizer(hp.mean or [0.0] * channels, hp.std or [1.0] * channels)(array)
     names = [f"{i:02d}_{_safe_name(file.stem)}" for i, file in enumerate(files)]  # stems may repeat across folders
