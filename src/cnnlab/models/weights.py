@@ -24,7 +24,6 @@ model, the mean and std of the data it was trained on (averaged over colour for 
 from __future__ import annotations
 
 import pickle
-import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,7 +115,7 @@ def read_weights(
         if model_name is None:
             raise ConfigError(f"{KEY}={source}: a published weights name needs the model it is for")
         path = hub.resolve(model_name, source)
-        state = torchvision_layout(model_name, _tensors_only(source, _torch_load(source, path)))
+        state = _tensors_only(source, _torch_load(source, path))  # legacy names: the families' load hooks
         return PretrainedWeights(
             source, "torchvision", state, hub.sha256(path), IMAGENET_MEAN, IMAGENET_STD, model_name, file=str(path)
         )
@@ -136,22 +135,6 @@ def read_weights(
         loaded = loaded["state_dict"]  # {"state_dict": ...} wrappers other tools save
     state = _tensors_only(source, loaded)
     return PretrainedWeights(source, "torchvision", state, digest, IMAGENET_MEAN, IMAGENET_STD, file=str(path))
-
-
-# old-format DenseNet files name the layers of a dense layer norm.1, conv.1 ... (torchvision renames them on load)
-_DENSENET_OLD_KEY = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
-)
-
-
-def torchvision_layout(model_name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A torchvision ImageNet file's tensors as torchvision's loader sees them: DenseNet's old key names
-    renamed, GoogLeNet's auxiliary classifiers (training-only heads the zoo does not build) dropped."""
-    if model_name.startswith("densenet"):
-        state = {_DENSENET_OLD_KEY.sub(r"\1\2", key): value for key, value in state.items()}
-    if model_name == "googlenet":
-        state = {key: value for key, value in state.items() if not key.startswith(("aux1.", "aux2."))}
-    return state
 
 
 def _run_dir_checkpoint(source: str, directory: Path) -> Path:
