@@ -8,22 +8,14 @@ from pathlib import Path
 import pytest
 
 from cnnlab.models import hub
+from tests.imagenet import copy_photos, needs_photos, needs_weights
 
-REAL_FILE = hub.cache_dir() / "mobilenet_v2-b0353104.pth"
-needs_weights = pytest.mark.skipif(
-    not REAL_FILE.is_file(), reason=f"{REAL_FILE} is missing: `make weights` fills the cache (CI does)"
-)
-skimage_data = pytest.importorskip("skimage.data", reason="scikit-image (a test extra) ships the photos")
-PHOTOS = Path(skimage_data.__file__).parent
+pytestmark = needs_photos
 
 
 @pytest.fixture
 def photos(tmp_path) -> Path:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for name in ("coffee.png", "chelsea.png", "rocket.jpg"):
-        (folder / name).write_bytes((PHOTOS / name).read_bytes())
-    return folder
+    return copy_photos(tmp_path / "photos", "coffee.png", "chelsea.png", "rocket.jpg")
 
 
 def rows(path: Path) -> dict[str, dict]:

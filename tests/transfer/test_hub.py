@@ -12,15 +12,10 @@ import pytest
 import torch
 
 from cnnlab.config import ConfigError
+from cnnlab.data.prepared import file_hash
 from cnnlab.models import available_models, build_backbone, hub
 from cnnlab.models.weights import read_weights
-
-MOBILENET = "mobilenet_v2-b0353104.pth"
-# the real file, where `make weights` (CI) put it in the user's cache; looked up before a test moves TORCH_HOME
-REAL_FILE = hub.cache_dir() / MOBILENET
-needs_real_file = pytest.mark.skipif(
-    not REAL_FILE.is_file(), reason=f"{REAL_FILE} is missing: `make weights` fills the cache (CI does)"
-)
+from tests.imagenet import MOBILENET, REAL_FILE, needs_weights
 
 
 @pytest.fixture
@@ -107,18 +102,18 @@ def test_a_download_with_the_wrong_bytes_leaves_nothing_in_the_cache(cache, serv
     assert sorted(p.name for p in cache.iterdir()) == []
 
 
-@needs_real_file
+@needs_weights
 def test_download_from_the_address_then_the_cache(cache, server, monkeypatch):
     url, folder = server
     monkeypatch.setenv("CNNLAB_WEIGHTS_URL", url)
     shutil.copy(REAL_FILE, folder / MOBILENET)
     assert hub.resolve("mobilenet_v2", "imagenet") == cache / MOBILENET
-    assert hub.sha256(cache / MOBILENET) == hub.sha256(REAL_FILE)
+    assert file_hash(cache / MOBILENET) == file_hash(REAL_FILE)
     (folder / MOBILENET).unlink()  # the second time it comes from the cache
     assert hub.resolve("mobilenet_v2", "IMAGENET1K_V1") == cache / MOBILENET
 
 
-@needs_real_file
+@needs_weights
 def test_install_checks_name_and_hash(cache, tmp_path):
     wrong_name = tmp_path / "mobilenet.pth"
     shutil.copy(REAL_FILE, wrong_name)
@@ -131,7 +126,7 @@ def test_install_checks_name_and_hash(cache, tmp_path):
     assert hub.main(["install", str(REAL_FILE)]) == 0 and (cache / MOBILENET).is_file()
 
 
-@needs_real_file
+@needs_weights
 def test_the_real_file_loads_strictly_into_the_zoo_mobilenet(cache):
     hub.install(REAL_FILE)
     weights = read_weights("imagenet", model_name="mobilenet_v2")

@@ -15,7 +15,6 @@ goes. `python -m cnnlab.models.hub install FILE` puts a file obtained elsewhere 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import shutil
@@ -30,6 +29,7 @@ from pathlib import Path
 import torch
 
 from cnnlab.config import ConfigError
+from cnnlab.data.prepared import file_hash
 
 TORCHVISION_URL = "https://download.pytorch.org/models/"
 KEY = "model.weights"
@@ -103,17 +103,9 @@ def hash_prefix(file_name: str) -> str:
     return found[1]
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify(path: Path, name: str | None = None) -> None:
     """ConfigError unless `path`'s sha256 starts with the prefix its name (or `name`) carries."""
-    expected, actual = hash_prefix(name or path.name), sha256(path)
+    expected, actual = hash_prefix(name or path.name), file_hash(path)
     if not actual.startswith(expected):
         raise ConfigError(
             f"{name or path}: sha256 {actual[:16]}... does not match the {expected} its name promises "

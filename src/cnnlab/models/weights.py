@@ -117,7 +117,7 @@ def read_weights(
         path = hub.resolve(model_name, source)
         state = _tensors_only(source, _torch_load(source, path))  # legacy names: the families' load hooks
         return PretrainedWeights(
-            source, "torchvision", state, hub.sha256(path), IMAGENET_MEAN, IMAGENET_STD, model_name, file=str(path)
+            source, "torchvision", state, file_hash(path), IMAGENET_MEAN, IMAGENET_STD, model_name, file=str(path)
         )
     path = Path(source).expanduser()
     if path.is_dir():
