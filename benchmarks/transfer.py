@@ -1,22 +1,23 @@
-"""Transfer learning (issue 12): pretrain on generated shapes, then learn digits from 10% of their training split.
+"""Transfer learning (issue 25): ImageNet MobileNetV2 -> Fashion-MNIST from a small labelled set.
 
-Source: `shapes` (6 classes of coloured polygons on noisy gradients, 32x32 RGB). Target: `digits`
-(sklearn's 8x8 handwritten scans upscaled to 32x32 grey), with only `data.train_fraction=0.1` of the
-training split (~130 images, ~13 per class); val and test stay whole. Why it could help: both are
-strokes and edges on a background, and a network that has learnt edge, corner and blob detectors on
-3,000 images needs fewer labelled digits than one that starts from random filters. The first
-convolution's colour kernels are summed to grey (the documented channel rule) and the head is new
-(6 -> 10 classes).
+Source: torchvision's ImageNet MobileNetV2 (`model.weights=imagenet`, `mobilenet_v2-b0353104.pth`,
+top-1 71.878; `make weights` puts it in the cache offline). Target: Fashion-MNIST (Debian's
+dataset-fashion-mnist), real 28x28 grey photos of clothing resized to 64 px, with only N labelled
+training images (--sizes, default 1000 and 100: `data.train_fraction` = N / 54,000, stratified,
+N / 10 per class); val (capped at --val-batches batches) and the 10,000 test photos stay whole.
+The first convolution's colour kernels are summed to grey (the channel rule), the inputs are
+normalised with ImageNet's statistics averaged to grey, and the 1000-class head is replaced by a
+new 10-class one.
 
 Three ways to learn the target, each over the same seeds:
   scratch    random initialisation, everything trains
-  frozen     pretrained body frozen (BatchNorm in eval mode), only the new head trains
-  finetuned  pretrained body trains too, at 0.3x the head's learning rate
+  frozen     the ImageNet body frozen (BatchNorm in eval mode), only the new head trains
+  finetuned  the ImageNet body trains too, at 0.1x the head's learning rate
 
-Every run is `cnnlab-train ... logger=none` in a subprocess; accuracy is the best checkpoint's on the
-digits test split (360 images), training time is the run's own `train_seconds` (fit only).
+Every run is `cnnlab-train experiment=none ... logger=none` in a subprocess; accuracy is the best
+checkpoint's on the 10,000 test photos, training time the run's own `train_seconds` (fit only).
 
-    .venv/bin/python benchmarks/transfer.py [--seeds 1,2,3] [--epochs 30] [--pretrain-epochs 20]
+    .venv/bin/python benchmarks/transfer.py [--seeds 1,2,3] [--sizes 1000,100] [--image-size 64]
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,19 +34,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-MODEL = ("model=simple_cnn", "model.batch_norm=true")
+TRAIN_IMAGES = 54_000  # Fashion-MNIST's 60,000 training photos less the 6,000 carved for validation
+MODEL = ("model=mobilenet_v2",)
 COMMON = (
-    "experiment=none",  # the plain defaults of conf/, as the transfer pipeline trains
+    "experiment=none",
     "logger=none",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
-    "augment=none",
-    "optimizer.lr=0.003",
+    "data=fashion_mnist",
+    "augment=basic",
+    "data.batch_size=32",
 )
 MODES = {
     "scratch": (),
-    "frozen": ("model.weights={weights}", "finetune.freeze=backbone"),
-    "finetuned": ("model.weights={weights}", "finetune.backbone_lr_mult=0.3"),
+    "frozen": ("model.weights=imagenet", "finetune.freeze=backbone"),
+    "finetuned": ("model.weights=imagenet", "finetune.backbone_lr_mult=0.1"),
 }
 
 
@@ -76,63 +80,48 @@ def test_accuracy(output_dir: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--epochs", type=int, default=30, help="fine-tuning epochs on the small digits set")
-    parser.add_argument("--pretrain-epochs", type=int, default=20)
-    parser.add_argument("--fraction", type=float, default=0.1, help="data.train_fraction of digits")
+    parser.add_argument("--sizes", default="1000,100", help="labelled training images (a multiple of 10)")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--epochs", default="1000:15,100:40", help="epochs per size, size:epochs,...")
+    parser.add_argument("--val-batches", type=int, default=4, help="validation batches per epoch (256 each)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",")]
+    epochs = {int(k): int(v) for k, v in (pair.split(":") for pair in args.epochs.split(","))}
 
+    results: dict[tuple[int, str], list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="cnnlab-transfer-") as scratch:
         scratch = Path(scratch)
-        pretrain = cnnlab_train(
-            [
-                *COMMON,
-                *MODEL,
-                "scheduler=onecycle",
-                "data=shapes",
-                "data.image_size=32",
-                "data.source.num_samples=3000",
-                f"trainer.max_epochs={args.pretrain_epochs}",
-                "seed=0",
-            ],
-            scratch / "pretrain",
-        )
-        source_acc = test_accuracy(scratch / "pretrain")
-        print(f"pretrain on shapes: {pretrain['train_seconds']:.1f} s, test acc {source_acc:.4f}", flush=True)
-        weights = pretrain["best_checkpoint"]
-        results: dict[str, list[tuple[float, float]]] = {mode: [] for mode in MODES}
-        for seed in seeds:
-            for mode, extra in MODES.items():
-                out = scratch / f"{mode}-{seed}"
-                overrides = [
-                    *COMMON,
-                    *MODEL,
-                    "scheduler=none",
-                    "data=digits",
-                    "data.image_size=32",
-                    f"data.train_fraction={args.fraction}",
-                    f"trainer.max_epochs={args.epochs}",
-                    f"seed={seed}",
-                    *(e.format(weights=weights) for e in extra),
-                ]
-                run = cnnlab_train(overrides, out)
-                accuracy = test_accuracy(out)
-                results[mode].append((accuracy, run["train_seconds"]))
-                print(f"seed {seed} {mode:9s} test acc {accuracy:.4f}  train {run['train_seconds']:.1f} s", flush=True)
+        for size in sizes:
+            for seed in seeds:
+                for mode, extra in MODES.items():
+                    out = scratch / f"{size}-{mode}-{seed}"
+                    overrides = [
+                        *COMMON,
+                        *MODEL,
+                        f"data.image_size={args.image_size}",
+                        f"data.train_fraction={size / TRAIN_IMAGES:.8f}",
+                        f"trainer.max_epochs={epochs.get(size, 15)}",
+                        f"trainer.limit_val_batches={args.val_batches}",
+                        f"seed={seed}",
+                        *extra,
+                    ]
+                    run = cnnlab_train(overrides, out)
+                    accuracy = test_accuracy(out)
+                    results.setdefault((size, mode), []).append((accuracy, run["train_seconds"]))
+                    print(
+                        f"{size} images, seed {seed}, {mode:9s}: test acc {accuracy:.4f}, "
+                        f"fit {run['train_seconds']:.1f} s",
+                        flush=True,
+                    )
+                    shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
-    print(
-        f"\npretrain (shapes, 32 px, {args.pretrain_epochs} epochs): {pretrain['train_seconds']:.1f} s, shapes "
-        f"test acc {source_acc:.4f}"
-    )
-    print(
-        f"\n| digits, {args.fraction:.0%} of train, {args.epochs} epochs | test accuracy, mean (min-max) over "
-        f"seeds {args.seeds} | train s (mean) |"
-    )
-    print("|---|---|---|")
-    for mode, rows in results.items():
+    print(f"\n| labelled images | mode | test accuracy, mean (min-max) over seeds {args.seeds} | fit s (mean) |")
+    print("|---:|---|---|---:|")
+    for (size, mode), rows in results.items():
         accs = [a for a, _ in rows]
         print(
-            f"| {mode} | {statistics.mean(accs):.2%} ({min(accs):.2%}-{max(accs):.2%}) | "
+            f"| {size} | {mode} | {statistics.mean(accs):.2%} ({min(accs):.2%}-{max(accs):.2%}) | "
             f"{statistics.mean(t for _, t in rows):.1f} |"
         )
 

@@ -73,3 +73,18 @@ def test_crash_after_start_marks_the_run_failed(call_cli, tracking_uri):
     crashed = [r for r in _runs(tracking_uri) if r.info.run_name == "crash-probe"]
     assert len(crashed) == 1 and crashed[0].info.status == "FAILED"
     assert not [r for r in _runs(tracking_uri) if r.info.status == "RUNNING"]
+
+
+def test_a_one_cycle_warm_up_shorter_than_a_step_is_named(call_cli, tmp_path):
+    """4 steps at pct_start=0.25 made OneCycleLR divide by zero in the first step: now one line, exit 2."""
+    done = call_cli(
+        "cnnlab-train",
+        "experiment=none",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=4",
+        "logger=none",
+        f"hydra.run.dir={tmp_path}",
+        check=False,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "this run has 4 optimizer steps, too few for a warm-up of pct_start=0.25" in done.stderr

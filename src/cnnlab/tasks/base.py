@@ -32,6 +32,7 @@ import torch
 from hydra.utils import get_class, instantiate
 from torch import nn
 
+from cnnlab.config import ConfigError
 from cnnlab.models.base import Backbone
 from cnnlab.models.networks import ClassificationNetwork, TaskNetwork
 from cnnlab.models.stages import parameters_up_to
@@ -220,6 +221,13 @@ class CNNTask(pl.LightningModule):
         # lengths a schedule needs but only the trainer knows
         runtime = {"total_steps": steps, "T_max": steps if interval == "step" else epochs}
         extra = {k: v for k, v in runtime.items() if k in accepted and k not in scheduler_cfg}
+        warmup = scheduler_cfg.get("pct_start")  # OneCycle divides by its warm-up's length in steps
+        if "total_steps" in extra and warmup is not None and float(warmup) * steps <= 1:
+            raise ConfigError(
+                f"scheduler: this run has {steps} optimizer steps, too few for a warm-up of "
+                f"pct_start={warmup} (it needs more than {1 / float(warmup):g}); train for more epochs or "
+                "batches, or use scheduler=none"
+            )
         if len(groups) > 1 and "max_lr" in scheduler_cfg:  # OneCycle: each group peaks at its own rate
             base, peak = float(self.hparams.optimizer["lr"]), float(scheduler_cfg.pop("max_lr"))
             extra["max_lr"] = [peak * g["lr"] / base for g in optimizer.param_groups]
