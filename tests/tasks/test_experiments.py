@@ -35,7 +35,25 @@ DIGITS_META = {
     "mean": [0.3],
     "std": [0.4],
 }
-DATA_META = {"shapes": SHAPES_META, "sounds": SOUNDS_META, "digits": DIGITS_META}  # 6, 6 and 10 classes
+FASHION_META = {
+    "classes": [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ],
+    "channels": 1,
+    "image_size": 32,
+    "mean": [0.29],
+    "std": [0.35],
+}
+DATA_META = {"shapes": SHAPES_META, "sounds": SOUNDS_META, "digits": DIGITS_META, "fashion_mnist": FASHION_META}
 
 
 def test_the_three_task_experiments_exist():
