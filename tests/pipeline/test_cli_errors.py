@@ -87,4 +87,4 @@ def test_a_one_cycle_warm_up_shorter_than_a_step_is_named(call_cli, tmp_path):
         check=False,
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "this run has 4 optimizer steps, too few for a warm-up of pct_start=0.25" in done.stderr
+    assert "this run has 4 optimizer steps, and a warm-up of pct_start=0.25 of them is exactly one step" in done.stderr

@@ -22,6 +22,7 @@ task's name:
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional
@@ -221,12 +222,13 @@ class CNNTask(pl.LightningModule):
         # lengths a schedule needs but only the trainer knows
         runtime = {"total_steps": steps, "T_max": steps if interval == "step" else epochs}
         extra = {k: v for k, v in runtime.items() if k in accepted and k not in scheduler_cfg}
-        warmup = scheduler_cfg.get("pct_start")  # OneCycle divides by its warm-up's length in steps
-        if "total_steps" in extra and warmup is not None and float(warmup) * steps <= 1:
+        warmup = scheduler_cfg.get("pct_start")
+        # OneCycleLR divides by (pct_start x total_steps - 1): a warm-up of exactly one step is a division by zero
+        if "total_steps" in extra and warmup is not None and math.isclose(float(warmup) * steps, 1.0):
             raise ConfigError(
-                f"scheduler: this run has {steps} optimizer steps, too few for a warm-up of "
-                f"pct_start={warmup} (it needs more than {1 / float(warmup):g}); train for more epochs or "
-                "batches, or use scheduler=none"
+                f"scheduler: this run has {steps} optimizer steps, and a warm-up of pct_start={warmup} of them is "
+                "exactly one step, which OneCycleLR cannot schedule; train for more epochs or batches, or use "
+                "scheduler=none"
             )
         if len(groups) > 1 and "max_lr" in scheduler_cfg:  # OneCycle: each group peaks at its own rate
             base, peak = float(self.hparams.optimizer["lr"]), float(scheduler_cfg.pop("max_lr"))
