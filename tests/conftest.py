@@ -250,6 +250,21 @@ def call_cli(project: Path):
 
 # Few enough batches that a CLI training run costs seconds; still several logged steps.
 # Model logging (an export, ~5 s) is left to the tests that check it.
+# a run long enough to interrupt in the middle (3 epochs of 8 steps): resume and SLURM requeue tests
+INTERRUPTIBLE_RUN = (
+    "experiment=none",  # on the plain defaults of conf/
+    "trainer.max_epochs=3",
+    "trainer.limit_train_batches=8",
+    "trainer.limit_val_batches=3",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=2",
+    "logger.log_model=false",
+    "logger.system_metrics=false",
+    "callbacks.early_stopping=null",
+)
+
+
 QUICK = (
     "trainer=debug",
     "trainer.limit_train_batches=6",

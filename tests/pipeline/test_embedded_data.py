@@ -57,36 +57,11 @@ def test_digits_pixels_match_scikit_learn(digits):
 
 
 def test_shapes_are_deterministic_by_seed(tmp_path):
-    meta_a = build_prepared_dataset(
-        ShapesSource(60, 48, seed=3),
-        tmp_path / "a",
-        name="s",
-        image_size=48,
-        channels=3,
-        val_fraction=0.1,
-        test_fraction=0.2,
-        seed=0,
-    )
-    meta_b = build_prepared_dataset(
-        ShapesSource(60, 48, seed=3),
-        tmp_path / "b",
-        name="s",
-        image_size=48,
-        channels=3,
-        val_fraction=0.1,
-        test_fraction=0.2,
-        seed=0,
-    )
-    meta_c = build_prepared_dataset(
-        ShapesSource(60, 48, seed=4),
-        tmp_path / "c",
-        name="s",
-        image_size=48,
-        channels=3,
-        val_fraction=0.1,
-        test_fraction=0.2,
-        seed=0,
-    )
+    def prepared(seed: int, folder: str) -> dict:
+        settings = dict(name="s", image_size=48, channels=3, val_fraction=0.1, test_fraction=0.2, seed=0)
+        return build_prepared_dataset(ShapesSource(60, 48, seed=seed), tmp_path / folder, **settings)
+
+    meta_a, meta_b, meta_c = prepared(3, "a"), prepared(3, "b"), prepared(4, "c")
     assert meta_a["content_hash"] == meta_b["content_hash"] != meta_c["content_hash"]
 
 

@@ -10,21 +10,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import BIN, REPO, call_in_process, cli_env
+from tests.conftest import INTERRUPTIBLE_RUN as RUN
 
 pytestmark = pytest.mark.slow
-
-RUN = (
-    "experiment=none",  # on the plain defaults of conf/
-    "trainer.max_epochs=3",
-    "trainer.limit_train_batches=8",
-    "trainer.limit_val_batches=3",
-    "trainer.num_sanity_val_steps=0",
-    "trainer.enable_progress_bar=false",
-    "trainer.log_every_n_steps=2",
-    "logger.log_model=false",
-    "logger.system_metrics=false",
-    "callbacks.early_stopping=null",
-)
 
 
 def _train_process(project, *args: str) -> subprocess.CompletedProcess:

@@ -13,23 +13,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import BIN, QUICK, call_in_process
+from tests.conftest import INTERRUPTIBLE_RUN as RUN
 from tests.slurm.conftest import LAUNCHER, cnnlab_train, job_out
 
 pytestmark = pytest.mark.slow
-
-# a run long enough to interrupt in the middle (3 epochs of 8 steps), as tests/pipeline/test_resume.py
-RUN = (
-    "experiment=none",  # on the plain defaults of conf/
-    "trainer.max_epochs=3",
-    "trainer.limit_train_batches=8",
-    "trainer.limit_val_batches=3",
-    "trainer.num_sanity_val_steps=0",
-    "trainer.enable_progress_bar=false",
-    "trainer.log_every_n_steps=2",
-    "logger.log_model=false",
-    "logger.system_metrics=false",
-    "callbacks.early_stopping=null",
-)
 
 
 def _hold(marker: Path, step: int = 12) -> tuple[str, ...]:
