@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 PACKAGE_DIR = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = [
@@ -42,3 +43,10 @@ def test_lenet5_learns_real_clothes_past_a_real_floor(call_cli, project, trackin
     assert set(metrics) >= {"test/acc_class/Sandal", "test/acc_class/Ankle boot", "test/acc_class/T-shirt/top"}
     meta = json.loads((project / "data" / "prepared" / "fashion_mnist-32" / "meta.json").read_text())
     assert meta["split_sizes"] == {"train": 54_000, "val": 6_000, "test": 10_000}
+
+    # the real run explained: Grad-CAM and Grad-CAM++ maps of the first test photos, pictures of real size
+    call_cli("cnnlab-explain", f"run={out}", "pictures=[cam]", "num_images=4", f"output_dir={out}/explain")
+    cams = {path.name.split("_")[0]: path for path in (out / "explain" / "cam").glob("*.png")}
+    assert set(cams) == {"gradcam", "gradcampp"}, cams
+    with Image.open(cams["gradcam"]) as picture:
+        assert min(picture.size) >= 128, picture.size
