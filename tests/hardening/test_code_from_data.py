@@ -47,7 +47,8 @@ def test_an_unknown_task_name_in_model_metadata_is_one_line_listing_the_known_on
         _ = model.task_class
     message = str(refused.value)
     assert "model_uri='crafted-model'" in message and "'this.Anything'" in message
-    assert "known tasks: classification, localization, segmentation" in message and "\n" not in message
+    known = message.split("known tasks: ", 1)[1].split(", ")  # other tests' tasks may be registered too
+    assert {"classification", "localization", "segmentation"} <= set(known) and "\n" not in message
     assert this_unimported()
 
 
