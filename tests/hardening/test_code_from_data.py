@@ -75,10 +75,11 @@ def test_cnnlab_predict_on_a_crafted_mlmodel_imports_nothing_from_it(tmp_path, t
     mlmodel = model_dir / "MLmodel"
     spec = yaml.safe_load(mlmodel.read_text())
 
+    root = copy_project_root(tmp_path)
     spec["metadata"]["cnnlab"]["task_class"] = "this.Anything"  # the attack as it worked before
     mlmodel.write_text(yaml.safe_dump(spec))
     done = call_in_process(
-        "cnnlab-predict", [f"model_uri={model_dir}", f"input={image}", f"output_dir={tmp_path / 'out'}"], tmp_path
+        "cnnlab-predict", [f"model_uri={model_dir}", f"input={image}", f"output_dir={tmp_path / 'out'}"], root
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert ZEN not in done.stdout + done.stderr and this_unimported()
@@ -86,7 +87,7 @@ def test_cnnlab_predict_on_a_crafted_mlmodel_imports_nothing_from_it(tmp_path, t
     spec["metadata"]["cnnlab"]["task"] = "this.Anything"
     mlmodel.write_text(yaml.safe_dump(spec))
     done = call_in_process(
-        "cnnlab-predict", [f"model_uri={model_dir}", f"input={image}", f"output_dir={tmp_path / 'out2'}"], tmp_path
+        "cnnlab-predict", [f"model_uri={model_dir}", f"input={image}", f"output_dir={tmp_path / 'out2'}"], root
     )
     assert done.returncode == 2 and ZEN not in done.stdout + done.stderr and this_unimported()
     assert "unknown task 'this.Anything'; known tasks: classification" in done.stderr and "Traceback" not in done.stderr
