@@ -8,14 +8,19 @@ instantiating them before training starts (see `check_buildable`).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import inspect
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, List, Optional
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Dict, List, Optional, get_type_hints
 
+import yaml
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from cnnlab.paths import project_root
+from cnnlab.paths import config_dir, project_root
 
 
 class ConfigError(ValueError):
@@ -31,7 +36,14 @@ CHOICES = {
 }
 DATA_CHOICES = {"on_bad_sample": ("error", "skip"), "channels": (1, 3), "normalize": ("auto", "dataset")}
 FREEZE_MODES = ("none", "backbone")  # or a stage name, checked against the model when it is built
-DATA_MINIMUMS = {"image_size": 1, "batch_size": 1, "eval_batch_size": 1, "num_workers": 0, "max_image_pixels": 1}
+# nodes that go whole to the constructor their _target_ names: their keys are that class's arguments
+TARGET_ARGUMENTS = ("optimizer", "scheduler.scheduler", "data.source")
+
+
+def minimum(value: Any, least: int | float) -> Any:
+    """A dataclass field whose value must be at least `least` (None allowed where the field is Optional):
+    `check_bounds` reads it, so every command states its numeric limits where it declares the option."""
+    return field(default=value, metadata={"minimum": least})
 
 
 @dataclass
@@ -47,7 +59,7 @@ class DataConfig:
     name: str = MISSING
     source: Any = MISSING  # instantiable reader of the raw data, see cnnlab.data.sources
     root: Optional[str] = None  # where raw data lives on disk; None for embedded datasets
-    image_size: int = 32
+    image_size: int = minimum(32, 1)
     channels: int = 1
     val_fraction: float = 0.1
     test_fraction: float = 0.2
@@ -55,11 +67,11 @@ class DataConfig:
     split_seed: int = 0  # fixed apart from `seed` so a new training seed does not re-split the data
     normalize: str = "auto"  # auto: the mean/std model.weights declare (else the data's); dataset: the data's own
     on_bad_sample: str = "error"  # error: stop at the first bad sample; skip: leave it out, listed
-    max_image_pixels: int = 64_000_000  # larger images (decompression bombs) are bad samples, never decoded
+    max_image_pixels: int = minimum(64_000_000, 1)  # larger images (decompression bombs) are bad samples, never decoded
     prepared_dir: str = MISSING
-    batch_size: int = 64
-    eval_batch_size: int = 256
-    num_workers: int = 0
+    batch_size: int = minimum(64, 1)
+    eval_batch_size: int = minimum(256, 1)
+    num_workers: int = minimum(0, 0)
 
 
 @dataclass
@@ -80,7 +92,7 @@ class SchedulerConfig:
 class TrainerConfig:
     accelerator: str = "cpu"
     devices: Any = 1
-    num_nodes: int = 1
+    num_nodes: int = minimum(1, 1)
     strategy: Any = "auto"
     precision: str = "32-true"
     max_epochs: int = 20
@@ -90,15 +102,15 @@ class TrainerConfig:
     limit_train_batches: Any = None
     limit_val_batches: Any = None
     limit_test_batches: Any = None
-    check_val_every_n_epoch: int = 1
-    log_every_n_steps: int = 10
+    check_val_every_n_epoch: int = minimum(1, 1)
+    log_every_n_steps: int = minimum(10, 1)
     deterministic: Any = True
     benchmark: Optional[bool] = None
     gradient_clip_val: Optional[float] = None
-    accumulate_grad_batches: int = 1
+    accumulate_grad_batches: int = minimum(1, 1)
     enable_progress_bar: bool = True
     enable_model_summary: bool = True
-    num_sanity_val_steps: int = 2
+    num_sanity_val_steps: int = minimum(2, -1)  # -1: the whole validation set
 
 
 @dataclass
@@ -170,14 +182,126 @@ def _check_choice(key: str, value: Any, allowed: tuple) -> None:
         raise ConfigError(f"{key}={value!r} is not valid; expected one of: {', '.join(map(str, allowed))}")
 
 
+def _did_you_mean(key: str, known: list[str], prefix: str) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    if close:
+        return f"; did you mean {prefix}{close[0]}?"
+    return f"; expected one of: {', '.join(known)}" if known else "; it takes none"
+
+
+def _schema_fields(schema: type) -> dict[str, tuple[dataclasses.Field, Any]]:
+    hints = get_type_hints(schema)
+    return {f.name: (f, hints[f.name]) for f in fields(schema)}
+
+
+def check_bounds(cfg: DictConfig, schema: type, prefix: str = "") -> None:
+    """Every numeric option of `schema` (and its nested schemas) declared with `minimum(...)`, checked (ConfigError)."""
+    for name, (spec, hint) in _schema_fields(schema).items():
+        node = cfg._get_node(name) if name in cfg else None  # unresolved: paths interpolate Hydra's runtime
+        if dataclasses.is_dataclass(hint) and isinstance(node, DictConfig):
+            check_bounds(node, hint, f"{prefix}{name}.")
+        least = spec.metadata.get("minimum")
+        value = cfg.get(name) if least is not None else None
+        if least is not None and isinstance(value, (int, float)) and not isinstance(value, bool) and value < least:
+            kind = "an integer" if isinstance(least, int) else "a number"
+            raise ConfigError(f"{prefix}{name}={value} is not valid; expected {kind} >= {least}")
+
+
+def check_known_keys(cfg: DictConfig, schema: type, prefix: str = "") -> None:
+    """No key that `schema` lacks: Hydra's `+key=value` adds keys past a structured config's struct flag, so a typo
+    (`+data.batchsize=3`) would be ignored silently. Free-form nodes (Any, dicts) are the classes' own: see
+    `check_target_arguments`."""
+    known = _schema_fields(schema)
+    for key in cfg:
+        if key not in known:
+            raise ConfigError(
+                f"{prefix}{key} is not a setting cnnlab knows{_did_you_mean(str(key), list(known), prefix)}"
+            )
+        hint, node = known[key][1], cfg._get_node(key)
+        if dataclasses.is_dataclass(hint) and isinstance(node, DictConfig):
+            check_known_keys(node, hint, f"{prefix}{key}.")
+
+
+@lru_cache(maxsize=8)
+def _targets_under(conf: Path) -> frozenset[str]:
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("_target_"), str):
+                found.add(node["_target_"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for path in sorted(conf.rglob("*.yaml")):
+        walk(yaml.safe_load(path.read_text()))
+    return frozenset(found)
+
+
+def conf_targets() -> frozenset[str]:
+    """Every `_target_` the project's conf/ tree names: the classes a config read back from a run may build."""
+    return _targets_under(config_dir().resolve())
+
+
+def targets_in(cfg: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """(key, value) of every `_target_` in a config, nested dicts and lists included, without resolving it."""
+    found = []
+    if isinstance(cfg, DictConfig):
+        for key in cfg.keys():
+            node = cfg._get_node(key)
+            path = f"{prefix}{key}"
+            if key == "_target_":
+                found.append((path, node._value()))
+            elif isinstance(node, (DictConfig, ListConfig)):
+                found += targets_in(node, f"{path}.")
+    elif isinstance(cfg, ListConfig):
+        for index in range(len(cfg)):
+            node = cfg._get_node(index)
+            if isinstance(node, (DictConfig, ListConfig)):
+                found += targets_in(node, f"{prefix}{index}.")
+    return found
+
+
+def check_targets(cfg: DictConfig, where: str) -> None:
+    """ConfigError unless every `_target_` in `cfg` (a config read back from a run or a directory: data) is one that
+    cnnlab's conf/ tree names. Nothing is imported to check."""
+    allowed = conf_targets()
+    for key, value in targets_in(cfg):
+        if value not in allowed:
+            raise ConfigError(
+                f"{where}: {key}={value!r} is not a class cnnlab's conf/ names; a config read back from a run "
+                f"may only build those (e.g. {', '.join(sorted(allowed)[:3])}, ...)"
+            )
+
+
+def check_target_arguments(cfg: DictConfig) -> None:
+    """The keys of each node in TARGET_ARGUMENTS, against the signature of the class its `_target_` names; a class
+    outside conf/'s targets is left to its own constructor (nothing is imported here that conf/ does not name)."""
+    from hydra.utils import get_class  # Hydra's loader of conf/'s classes; here only for those
+
+    for path in TARGET_ARGUMENTS:
+        node = OmegaConf.select(cfg, path)
+        if not isinstance(node, DictConfig) or node.get("_target_") not in conf_targets():
+            continue
+        parameters = inspect.signature(get_class(node._target_)).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            continue
+        names = [name for name, p in parameters.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+        for key in node:
+            if not str(key).startswith("_") and key not in names:
+                raise ConfigError(
+                    f"{path}.{key} is not an argument of {node._target_}{_did_you_mean(str(key), names, path + '.')}"
+                )
+
+
 def validate_data_config(data: DictConfig) -> None:
     """The data keys prepare and training read, checked before anything is read or opened (ConfigError)."""
     for key, allowed in DATA_CHOICES.items():
         _check_choice(f"data.{key}", data.get(key), allowed)
-    for key, minimum in DATA_MINIMUMS.items():
-        value = data.get(key)
-        if value is not None and value < minimum:
-            raise ConfigError(f"data.{key}={value} is not valid; expected an integer >= {minimum}")
+    check_bounds(data, DataConfig, "data.")
     for key in ("val_fraction", "test_fraction"):
         if not 0 <= data[key] < 1:
             raise ConfigError(f"data.{key}={data[key]} is not valid; expected a fraction in [0, 1)")
@@ -194,16 +318,19 @@ def validate_config(cfg: DictConfig) -> None:
     """Checks that span keys or need the allowed values named, run before any MLflow run opens; raises ConfigError."""
     for key, allowed in CHOICES.items():
         _check_choice(key, OmegaConf.select(cfg, key), allowed)
+    known = [f.name for f in fields(TrainerConfig)]
+    for key in cfg.trainer:  # the Trainer's own message would come after the run opened
+        if key not in known:
+            raise ConfigError(
+                f"trainer.{key} is not a Trainer setting cnnlab knows{_did_you_mean(str(key), known, 'trainer.')}"
+            )
+    check_known_keys(cfg, CnnlabConfig)
+    check_target_arguments(cfg)
+    check_bounds(cfg.trainer, TrainerConfig, "trainer.")
     validate_data_config(cfg.data)
     lr = OmegaConf.select(cfg, "optimizer.lr")
     if isinstance(lr, (int, float)) and not lr > 0:
         raise ConfigError(f"optimizer.lr={lr} is not valid; expected a learning rate > 0")
-    known = [f.name for f in fields(TrainerConfig)]
-    for key in cfg.trainer:  # `+trainer.<key>=...` can add keys the schema does not have
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"; did you mean trainer.{close[0]}?" if close else f"; expected one of: {', '.join(known)}"
-            raise ConfigError(f"trainer.{key} is not a Trainer setting cnnlab knows{hint}")
     validate_transfer_config(cfg)
     trainer = cfg.trainer
     if trainer.max_epochs == 0 or trainer.max_epochs < -1:

@@ -24,7 +24,6 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 import matplotlib
 import numpy as np
 import torch
-from hydra.utils import get_class
 from PIL import Image
 
 from cnnlab import tasks
@@ -60,16 +59,12 @@ class LoadedModel(ModelFiles):
 
     @cached_property
     def task_class(self):
-        """The task's class, which turns outputs into CSV rows: the metadata's task_class, or its task name."""
-        target = self.info.get("task_class")
-        if target:
-            try:
-                return get_class(target)
-            except Exception as err:
-                raise ConfigError(
-                    f"model_uri={self.uri!r} was made by the task {target}, which cannot be imported here: {err}"
-                ) from None
-        return tasks.task_class(self.task)
+        """The task's class, which turns outputs into CSV rows: looked up by the metadata's task name in cnnlab's
+        registry of tasks (a model directory is data: no class path read from it is ever imported)."""
+        try:
+            return tasks.task_class(str(self.task))
+        except ConfigError as err:
+            raise ConfigError(f"model_uri={self.uri!r}: its metadata names an {err}") from None
 
     @cached_property
     def reader(self) -> InputReader:
@@ -101,7 +96,9 @@ def open_model(model_uri: str, tracking_uri: str, key: str = "model_uri") -> Ite
     """Download and load a cnnlab model (models:/name@alias, models:/name/version, models:/<id>, or a local
     model directory); ConfigError naming the URI when it cannot be found or is not a cnnlab model."""
     with open_model_files(model_uri, tracking_uri, key) as model:
-        yield LoadedModel(model.uri, model.network, model.info, model.run_id, model.files)
+        loaded = LoadedModel(model.uri, model.network, model.info, model.run_id, model.files)
+        _ = loaded.task_class  # an unknown task fails here, before any file is read
+        yield loaded
 
 
 def open_pretrained(model_cfg) -> LoadedModel:

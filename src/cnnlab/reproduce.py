@@ -21,8 +21,12 @@ from typing import Optional
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, OverrideType
+from hydra.errors import HydraException
+from omegaconf import DictConfig, ListConfig
 
-from cnnlab.config import ConfigError, register_configs
+from cnnlab.config import ConfigError, check_targets, register_configs
 from cnnlab.data.prepare import ensure_prepared
 from cnnlab.paths import config_dir, project_root
 from cnnlab.sweep import PARENT_RUN_FILE
@@ -32,7 +36,9 @@ from cnnlab.tracking.store import client, redact, resolve_tracking_uri
 # metrics that measure the machine or the clock, not the model: never compared
 UNCOMPARED_PREFIXES = ("system/", "train_seconds", "sweep.")
 # overrides that say where a run wrote, not what it computed: the re-run writes elsewhere
-WHERE_OVERRIDES = ("hydra.run.dir", "hydra.sweep.dir", "hydra.job.chdir", "logger.tracking_uri", "paths.")
+WHERE_OVERRIDES = ("hydra.run.dir", "hydra.sweep.dir", "hydra.job.chdir", "logger.tracking_uri", "paths.", "hydra.mode")
+# the only Hydra settings a sweep's run may hand back: its sweeper's (an Optuna seed, a trial count)
+SWEEPER_SETTINGS = "hydra.sweeper."
 
 
 @dataclass
@@ -143,6 +149,66 @@ def _overrides(tag: str) -> list[str]:
     return [item for item in tag.split() if item and not item.lstrip("+~").startswith(WHERE_OVERRIDES)]
 
 
+def _has_key(cfg: DictConfig, key: str) -> bool:
+    node = cfg
+    for part in key.split("."):
+        if isinstance(node, DictConfig) and part in node:
+            node = node._get_node(part)
+        elif isinstance(node, ListConfig) and part.isdigit() and int(part) < len(node):
+            node = node._get_node(int(part))
+        else:
+            return False
+    return True
+
+
+def checked_overrides(overrides: list[str], hydra_overrides: list[str] = (), run_id: str = "") -> list[str]:
+    """The overrides read back from a run's tags, each checked (ConfigError naming it): a run is data, and may
+    only set keys of cnnlab's own config tree (conf/), or pick one of its files for a group; never `hydra.*`
+    (a sweep's sweeper settings excepted), a `_target_`/`_args_`/`_partial_`, a new key (`+`, `++`) or an
+    interpolation (`${...}` could read the environment into the run's params)."""
+    where = f"run {run_id}'s overrides" if run_id else "the run's overrides"
+    try:
+        parsed = OverridesParser.create().parse_overrides([*overrides, *hydra_overrides])
+    except HydraException as err:
+        raise ConfigError(f"{where} do not parse as Hydra overrides: {str(err).splitlines()[0]}") from None
+
+    def refuse(override: Override, why: str) -> ConfigError:
+        return ConfigError(f"refusing to re-run: {where} include {override.input_line!r}: {why}")
+
+    conf = config_dir()
+    groups = []
+    for override in parsed:
+        key, value = override.key_or_group, override.input_line.partition("=")[2]
+        if override.type in (OverrideType.ADD, OverrideType.FORCE_ADD):
+            raise refuse(override, "a run may not add keys (+, ++) to cnnlab's config")
+        if any(part.startswith("_") for part in key.replace("/", ".").split(".")):
+            raise refuse(override, "a run may not name classes or their arguments (_target_, _args_, _partial_)")
+        if "_target_" in value or "_args_" in value or "_partial_" in value:
+            raise refuse(override, "a run may not name classes or their arguments (_target_, _args_, _partial_)")
+        if "${" in value:
+            raise refuse(override, "a run's value may not be an interpolation")
+        if key.startswith("hydra") and not (
+            key.startswith(SWEEPER_SETTINGS) and override.input_line in hydra_overrides
+        ):
+            raise refuse(override, "Hydra's own settings (hydra.*) are not taken from a run")
+        if (conf / key).is_dir() and not override.is_delete():
+            choices = list(override.sweep_string_iterator()) if override.is_sweep_override() else [value]
+            missing = [c for c in choices if c != "null" and not (conf / key / f"{c}.yaml").is_file()]
+            if missing:
+                options = ", ".join(sorted(p.stem for p in (conf / key).glob("*.yaml")))
+                raise refuse(override, f"{key} has no option {missing[0]} in {conf} (options: {options})")
+            if not override.is_sweep_override():
+                groups.append(override.input_line)
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        tree = compose("config", overrides=groups, return_hydra_config=True)
+    for override in parsed:
+        if not (conf / override.key_or_group).is_dir() and not _has_key(tree, override.key_or_group):
+            raise refuse(override, f"{override.key_or_group} is not a key of cnnlab's config tree ({conf})")
+    return [*overrides, *hydra_overrides]
+
+
 def check_data(run, overrides: list[str], force: bool) -> Optional[str]:
     """Prepare the run's data if it is missing (from its recorded source) and refuse when its content
     hash differs from the run's `cnnlab.data_hash`; returns the prepared directory."""
@@ -151,6 +217,7 @@ def check_data(run, overrides: list[str], force: bool) -> Optional[str]:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
+    check_targets(cfg, f"run {run.info.run_id}'s config with its overrides")  # before data prep builds a reader
     meta = ensure_prepared(cfg.data)  # prepares from the recorded source when missing; its errors name what is gone
     if recorded and meta["content_hash"] != recorded and not force:
         raise ConfigError(
@@ -169,6 +236,12 @@ def compare_runs(original, rerun_id: str, uri: str) -> Comparison:
     return Comparison(
         original.info.run_id, rerun_id, [(k, original.data.metrics.get(k), new.data.metrics.get(k)) for k in keys]
     )
+
+
+def _say_applied(run_id: str, overrides: list[str]) -> None:
+    """What the re-run will apply, shown before anything runs: it came from the store, not from this user."""
+    shown = " ".join(redact(o) for o in overrides) or "(none: conf/'s defaults)"
+    print(f"re-running {run_id} with its overrides: {shown}", flush=True)
 
 
 def _command(name: str) -> str:
@@ -191,18 +264,21 @@ def rerun(reference: str, tracking_uri: Optional[str] = None, force: bool = Fals
         raise ConfigError(
             f"run {run_id} was not made by cnnlab-train (it has no cnnlab.overrides tag and no config to re-run)"
         )
+    sweep = tags.get("cnnlab.role") == "sweep"  # a sweep's parent also hands back its sweeper's settings
+    hydra_tag = _overrides(tags.get("cnnlab.hydra_overrides", "")) if sweep else []
+    overrides = checked_overrides(_overrides(tags["cnnlab.overrides"]), hydra_tag, run_id)
     for warning in check_source(original, force, project_root()):
         print(f"warning: {warning}", file=sys.stderr)
+    _say_applied(run_id, overrides)
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, RERUN_OF_ENV: run_id}
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    if tags.get("cnnlab.role") == "sweep":
-        return _rerun_sweep(original, uri, env, stamp)
+    if sweep:
+        return _rerun_sweep(original, overrides, env, stamp, uri)
     artifacts = {a.path for a in client(uri).list_artifacts(run_id)}
     if "config.yaml" not in artifacts:
         raise ConfigError(
             f"run {run_id} has no config.yaml artifact: it did not finish training, or another tool made it"
         )
-    overrides = _overrides(tags["cnnlab.overrides"])
     check_data(original, overrides, force)
     output_dir = project_root() / "outputs" / f"rerun-{run_id[:8]}-{stamp}"
     # a re-run never registers a model version or moves the champion alias
@@ -223,10 +299,8 @@ def rerun(reference: str, tracking_uri: Optional[str] = None, force: bool = Fals
     return compare_runs(original, new_id, uri)
 
 
-def _rerun_sweep(original, uri: str, env: dict, stamp: str) -> Comparison:
-    tags = original.data.tags
+def _rerun_sweep(original, overrides: list[str], env: dict, stamp: str, uri: str) -> Comparison:
     sweep_dir = project_root() / "multirun" / f"rerun-{original.info.run_id[:8]}-{stamp}"
-    overrides = _overrides(tags["cnnlab.overrides"]) + _overrides(tags.get("cnnlab.hydra_overrides", ""))
     _run([_command("cnnlab-train"), "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"], env, "sweep")
 
     new_parent = json.loads((sweep_dir / PARENT_RUN_FILE).read_text())["run_id"]

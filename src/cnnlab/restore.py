@@ -8,10 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from cnnlab.config import check_targets
 from cnnlab.data.datamodule import datamodule_from_config, network_normalization
+from cnnlab.tasks import task_class
 from cnnlab.tracking.run import read_run_record
 
 CONFIG_FILE = "config.yaml"  # the resolved config cnnlab-train writes into its output directory
@@ -40,12 +41,20 @@ class TrainingDirectory:
 
     @classmethod
     def open(cls, directory: Path) -> "TrainingDirectory":
-        """The training in `directory`; MissingTrainingFile when it holds no config.yaml."""
+        """The training in `directory`; MissingTrainingFile when it holds no config.yaml.
+
+        Its config is data (a shared store's run may hold anything): its callbacks, which nothing after training
+        runs, are left out, and every other `_target_` must be one of conf/'s (ConfigError naming the file).
+        """
         directory = Path(directory)
         config_file = directory / CONFIG_FILE
         if not config_file.is_file():
             raise MissingTrainingFile(config_file)
-        return cls(directory, OmegaConf.load(config_file), read_run_record(directory))
+        config = OmegaConf.load(config_file)
+        with open_dict(config):
+            config.pop("callbacks", None)
+        check_targets(config, str(config_file))
+        return cls(directory, config, read_run_record(directory))
 
     def load_task(self, checkpoint: str | Path = "best"):
         """The task (the class its config names) from `checkpoint`: best, last, or a path; on the CPU.
@@ -55,7 +64,12 @@ class TrainingDirectory:
         path = checkpoint_path(self.directory, str(checkpoint))
         if not path.is_file():
             raise MissingTrainingFile(path)
-        return get_class(self.config.task.module._target_).load_from_checkpoint(path, map_location="cpu")
+        # the task's class by name from cnnlab's registry, and what it builds from the checked config: the
+        # checkpoint's own copies of the model and optimizer settings are data too, and are not used
+        built = {key: OmegaConf.to_container(self.config[key], resolve=True) for key in ("model", "optimizer")}
+        scheduler = OmegaConf.to_container(self.config.scheduler, resolve=True)
+        cls = task_class(str(self.config.task.name))
+        return cls.load_from_checkpoint(path, map_location="cpu", scheduler=scheduler, **built)
 
     def datamodule(self, task):
         """The DataModule of the prepared data it trained on, normalised the way `task`'s network expects."""

@@ -28,7 +28,7 @@ from cnnlab.models.weights import load_weights, read_weights
 from cnnlab.stopping import stop_on_sigterm
 from cnnlab.tasks import build_task, check_data_labels, task_class_for
 from cnnlab.tracking.lightning_logger import UnsentMetrics
-from cnnlab.tracking.run import read_run_record, redact_saved_config, write_run_record
+from cnnlab.tracking.run import read_run_record, write_run_record
 from cnnlab.tracking.store import check_reachable, redact, resolve_tracking_uri
 from cnnlab.training_run import finish_training_run, open_training_run
 
@@ -239,7 +239,6 @@ def _write_outputs(cfg: DictConfig, output_dir: Path, summary: dict, trainer) ->
     """run.json (for evaluate), metrics.json and history.csv (for DVC), config.yaml (resolved)."""
     write_run_record(output_dir, {**summary, "status": "finished"})
     (output_dir / "config.yaml").write_text(redact(OmegaConf.to_yaml(cfg, resolve=True)))
-    redact_saved_config(output_dir)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/") and v.numel() == 1}
     metrics.update(
         {

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from cnnlab import slurm
 from cnnlab.config import ConfigError
+from cnnlab.redaction import REDACTED
 from cnnlab.restore import TrainingDirectory
 from cnnlab.sweep import find_parent_run
 from cnnlab.tracking.model_registry import example_inputs, log_model, registered_model_name
@@ -111,7 +112,7 @@ def sync_training_run(output_dir: Path, uri: Optional[str] = None) -> str:
     pending = json.loads(pending_path.read_text())
     training = TrainingDirectory.open(output_dir)
     cfg = training.config
-    uri = uri or resolve_tracking_uri(None if "***@" in str(cfg.logger.tracking_uri) else cfg.logger.tracking_uri)
+    uri = uri or resolve_tracking_uri(None if REDACTED in str(cfg.logger.tracking_uri) else cfg.logger.tracking_uri)
     run = TrackedRun.find(uri, record["run_id"])
     if run is None:
         raise ConfigError(

@@ -79,6 +79,8 @@ def test_a_finished_and_evaluated_run_is_reproduced_exactly(repo):
     done = _rerun(repo, run_id)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "reproduced: run" in done.stdout and "test/acc" in done.stdout
+    # what it applies from the store is shown first (those overrides were checked against conf/)
+    assert done.stdout.startswith(f"re-running {run_id} with its overrides: {' '.join(RUN)}\n")
     reruns = _client(repo).search_runs([original.info.experiment_id], f"tags.`cnnlab.rerun_of` = '{run_id}'")
     assert len(reruns) == 1 and reruns[0].info.status == "FINISHED"
     new = reruns[0]

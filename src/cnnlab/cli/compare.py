@@ -10,7 +10,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.cli.app import run_app
-from cnnlab.config import register_configs
+from cnnlab.config import check_bounds, minimum, register_configs
 from cnnlab.paths import config_dir
 
 USAGE = """\
@@ -36,7 +36,7 @@ class CompareConfig:
     param: str = "optimizer.lr"  # x axis of the chart
     params: List[str] = field(default_factory=lambda: ["model.name", "optimizer.lr", "data.batch_size", "augment.name"])
     metrics: List[str] = field(default_factory=list)  # more metric columns (test/<metric> is added when logged)
-    top: Optional[int] = 20  # rows printed; None: all
+    top: Optional[int] = minimum(20, 1)  # rows printed; None: all
     output: Optional[str] = "compare.png"  # the chart; None: no chart
     include_children: bool = True  # runs inside sweeps
     include_sweeps: bool = False  # the sweep parent runs themselves (tag cnnlab.role=sweep)
@@ -66,6 +66,7 @@ def _compare(cfg: DictConfig) -> None:
     from cnnlab.tracking.store import resolve_tracking_uri
 
     with exit_on_user_error():
+        check_bounds(cfg, CompareConfig)
         uri = resolve_tracking_uri(cfg.tracking_uri)
         runs, sweeps = fetch_runs(uri, cfg.experiment, cfg.include_children, cfg.include_sweeps)
         comparison = compare(

@@ -10,7 +10,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from cnnlab.cli.app import run_app
-from cnnlab.config import register_configs
+from cnnlab.config import minimum, register_configs
 from cnnlab.paths import config_dir
 
 USAGE = """\
@@ -43,21 +43,21 @@ examples:
 
 @dataclass
 class ActivationSettings:
-    max_channels: int = 64
+    max_channels: int = minimum(64, 1)
 
 
 @dataclass
 class FilterSettings:
     layers: List[str] = field(default_factory=list)
-    count: int = 8
-    steps: int = 32
+    count: int = minimum(8, 1)
+    steps: int = minimum(32, 1)
 
 
 @dataclass
 class CamSettings:
     layer: Optional[str] = None
     methods: List[str] = field(default_factory=lambda: ["gradcam", "gradcampp"])
-    class_index: Optional[int] = None
+    class_index: Optional[int] = minimum(None, 0)
     smooth: bool = True
 
 
@@ -66,7 +66,7 @@ class ExplainConfig:
     run: Optional[str] = None  # a training output directory, an MLflow run id, or a models:/ URI
     model: Any = None  # model=<zoo name> model.weights=imagenet: a pretrained network as it is, no run
     images: str = "test"  # test, or an image file or directory
-    num_images: int = 8
+    num_images: int = minimum(8, 1)
     indices: List[int] = field(default_factory=list)
     checkpoint: str = "best"
     pictures: List[str] = field(default_factory=lambda: ["activations", "filters", "cam"])
@@ -87,10 +87,11 @@ ConfigStore.instance().store(name="explain_schema", node=ExplainConfig)
 def _explain(cfg: DictConfig) -> None:
     # the work is imported when the command runs: --help stays instant without torch, Captum and MLflow
     from cnnlab.cli.app import exit_on_user_error
-    from cnnlab.config import ConfigError
+    from cnnlab.config import ConfigError, check_bounds
     from cnnlab.explain.report import explain_run
 
     with exit_on_user_error():
+        check_bounds(cfg, ExplainConfig)
         pretrained = cfg.model is not None and cfg.model.get("name")
         if cfg.run is None and not pretrained:
             raise ConfigError(

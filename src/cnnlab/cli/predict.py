@@ -10,7 +10,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from cnnlab.cli.app import run_app
-from cnnlab.config import register_configs
+from cnnlab.config import minimum, register_configs
 from cnnlab.paths import config_dir
 
 USAGE = """\
@@ -48,8 +48,8 @@ class PredictConfig:
     model: Any = None  # model=<zoo name> model.weights=imagenet: a pretrained network used as it is
     output_dir: str = "predictions"
     tracking_uri: Optional[str] = None  # None: $MLFLOW_TRACKING_URI, else the project's SQLite file
-    batch_size: int = 64
-    top_k: int = 3
+    batch_size: int = minimum(64, 1)
+    top_k: int = minimum(3, 1)
 
 
 register_configs()
@@ -60,10 +60,11 @@ ConfigStore.instance().store(name="predict_schema", node=PredictConfig)
 def _predict(cfg: DictConfig) -> None:
     # the work is imported when the command runs: --help stays instant without torch and MLflow
     from cnnlab.cli.app import exit_on_user_error
-    from cnnlab.config import ConfigError
+    from cnnlab.config import ConfigError, check_bounds
     from cnnlab.prediction import predict
 
     with exit_on_user_error():
+        check_bounds(cfg, PredictConfig)
         pretrained = cfg.model if cfg.model is not None and cfg.model.get("name") else None
         missing = [key for key in ("input",) if OmegaConf.is_missing(cfg, key)]
         if cfg.model_uri is None and pretrained is None:

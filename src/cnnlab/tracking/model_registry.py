@@ -6,8 +6,9 @@ in eval mode behind `Predictor`, which gives every task one output tensor, the n
 probabilities"). Nothing of the LightningModule (metrics, hyperparameters) is in it.
 
 It is saved with torch.export (MLflow's "pt2" format: a traced graph, no pickle, loadable without
-cnnlab) and carries what prediction needs in its MLmodel metadata under "cnnlab": the task (its name
-and class), class names, image size, channels and the normalisation of the data it was trained on,
+cnnlab) and carries what prediction needs in its MLmodel metadata under "cnnlab": the task's name (prediction
+looks its class up in cnnlab's registry of tasks), class names, image size, channels and the
+normalisation of the data it was trained on,
 and "input": what the images were made from (an audio model's spectrogram settings).
 """
 
@@ -59,11 +60,9 @@ def model_metadata(task: nn.Module) -> dict:
     """What prediction needs besides the weights; stored in the MLmodel file under "cnnlab"."""
     hp = task.hparams
     channels = int(hp.in_channels)
-    cls = type(task)
     return {
         "format_version": METADATA_VERSION,
         "task": task.name,
-        "task_class": f"{cls.__module__}.{cls.__qualname__}",  # what prediction dispatches to
         "model": str(hp.model.get("name", "unknown")),
         "class_names": task.class_names,  # the network's output classes: the mask classes for segmentation
         "image_size": int(hp.image_size),

@@ -267,14 +267,6 @@ def write_run_record(output_dir: Path, record: dict) -> None:
     (output_dir / RUN_RECORD).write_text(redact(json.dumps(record, indent=2)) + "\n")
 
 
-def redact_saved_config(output_dir: Path) -> None:
-    """Hydra saves the command line and config under <output dir>/.hydra before a job starts: redact them too."""
-    for path in (output_dir / ".hydra").glob("*.yaml"):
-        text = path.read_text()
-        if redact(text) != text:
-            path.write_text(redact(text))
-
-
 def save_pending(record_dir: Path, points: list, status: str, outputs_logged: bool) -> None:
     """Metric points, whether the outputs still need logging, and the final status that the store
     could not take, for `cnnlab-sync` (points from an earlier save stay first, in order)."""

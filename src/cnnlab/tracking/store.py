@@ -9,7 +9,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional, TypeVar
@@ -19,22 +18,12 @@ from mlflow.tracking import MlflowClient
 
 from cnnlab.config import ConfigError
 from cnnlab.paths import default_tracking_uri
+from cnnlab.redaction import redact  # noqa: F401  (tracking's modules and the commands redact through here)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_PARAM_LENGTH = 6000  # MLflow 3's limit on a param value
-# user:password@ (or token@) after a URI scheme: http(s) servers with basic auth, database URIs
-_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s'\"]+@")
-
-
-def redact(text: str) -> str:
-    """`text` with the credentials of every URI in it replaced by ***: what is safe to log or save.
-
-    cnnlab connects with the URI as given; every URI or command line it writes (run.json,
-    config.yaml, params, tags, logs, error messages) goes through here first.
-    """
-    return _CREDENTIALS.sub(r"\g<scheme>***@", text)
 
 
 # A tracking server that stops answering must cost seconds, not MLflow's default of minutes of
