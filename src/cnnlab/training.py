@@ -25,6 +25,7 @@ from cnnlab.data.prepared import label_kinds
 from cnnlab.finetune import Finetuning, frozen_parameter_names
 from cnnlab.models.weights import load_weights, read_weights
 from cnnlab.stopping import stop_on_sigterm
+from cnnlab.tables import write_csv
 from cnnlab.tasks import build_task, check_data_labels, task_class_for
 from cnnlab.tracking.lightning_logger import UnsentMetrics
 from cnnlab.tracking.run import read_run_record, redact_saved_config, write_run_record
@@ -267,5 +268,4 @@ def _write_outputs(cfg: DictConfig, output_dir: Path, summary: dict, trainer) ->
     if history:
         columns = sorted({key for row in history for key in row})
         cell = lambda value: round(value, 6) if isinstance(value, float) else value  # noqa: E731  (the row keeps full precision)
-        lines = [",".join(columns)] + [",".join(f"{cell(row.get(c, ''))}" for c in columns) for row in history]
-        (output_dir / "history.csv").write_text("\n".join(lines) + "\n")
+        write_csv(output_dir / "history.csv", columns, ([cell(row.get(c, "")) for c in columns] for row in history))

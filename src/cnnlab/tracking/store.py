@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional, TypeVar
 
 import requests  # MLflow's own HTTP client: it takes user:password@ in the URL as basic auth
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import _validate_metric_name
 
 from cnnlab.config import ConfigError
 from cnnlab.paths import default_tracking_uri
@@ -160,6 +162,26 @@ def flatten(config: dict, prefix: str = "") -> dict[str, str]:
             text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
             flat[name] = redact(text)[:MAX_PARAM_LENGTH]
     return flat
+
+
+_NOT_IN_METRIC_KEYS = re.compile(r"[^\w.\- ]")  # a subset of what MLflow allows: no / (a path) or : (Windows)
+
+
+def metric_keys(prefix: str, names: list[str]) -> list[str]:
+    """One MLflow metric key per class name, `prefix/<name>` where MLflow takes that as it is.
+
+    A name with characters MLflow refuses (`C++`, `cat's`, `a//b`) becomes `prefix/<index>_<name with
+    those as _>`: still readable, unique by the index. The true names stay in the task's per-class table.
+    """
+    keys: list[str] = []
+    for index, name in enumerate(names):
+        key = f"{prefix}/{name}"
+        try:
+            _validate_metric_name(key)  # MLflow's own rule (characters, and a path that normalises to itself)
+        except MlflowException:
+            key = f"{prefix}/{index}_{_NOT_IN_METRIC_KEYS.sub('_', name)}"
+        keys.append(key if key not in keys else f"{prefix}/{index}_{key.rsplit('/', 1)[-1]}")
+    return keys
 
 
 @contextlib.contextmanager
