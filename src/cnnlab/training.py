@@ -23,6 +23,7 @@ from cnnlab.data.datamodule import datamodule_from_config, network_normalization
 from cnnlab.data.prepare import declared_label_kinds, ensure_prepared
 from cnnlab.data.prepared import label_kinds
 from cnnlab.finetune import Finetuning, frozen_parameter_names
+from cnnlab.models.registry import check_image_size
 from cnnlab.models.weights import load_weights, read_weights
 from cnnlab.stopping import stop_on_sigterm
 from cnnlab.tables import write_csv
@@ -65,6 +66,7 @@ def train(cfg: DictConfig) -> float:
     if not resuming and not slurm.restarts() and pl.utilities.rank_zero_only.rank == 0:
         _check_output_dir_free(job.output_dir)  # DDP's other ranks start after rank 0 wrote run.json
     task_class = task_class_for(cfg, declared_label_kinds(cfg.data))
+    check_image_size(cfg.model.name, cfg.data.image_size, bool(OmegaConf.select(cfg, "model.small_input")))
     uri = resolve_tracking_uri(cfg.logger.tracking_uri) if cfg.logger.enabled else None
     if uri:
         check_reachable(uri)  # in seconds, before any work: not minutes of retries after it
