@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab import slurm
+from cnnlab.checkpointing import AtomicCheckpointIO
 from cnnlab.config import ConfigError, validate_config
 from cnnlab.data.datamodule import datamodule_from_config, network_normalization
 from cnnlab.data.prepare import declared_label_kinds, ensure_prepared
@@ -129,6 +130,7 @@ def train(cfg: DictConfig) -> float:
                 callbacks=callbacks,
                 logger=[logger] if logger else False,
                 default_root_dir=str(job.output_dir),
+                plugins=[AtomicCheckpointIO()],
             )
             started = time.time()  # train_seconds: fit alone (what benchmarks/overhead.py compares)
             sigterm.fitting = True  # inside fit, Lightning's own handler stops at the next batch boundary

@@ -268,7 +268,12 @@ class TrackedRun:
 def write_run_record(output_dir: Path, record: dict) -> None:
     """run.json, credentials redacted (it is logged as an artifact); the URI to connect with is the config's."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / RUN_RECORD).write_text(redact(json.dumps(record, indent=2)) + "\n")
+    temporary = output_dir / f".{RUN_RECORD}.tmp-{os.getpid()}"
+    try:  # renamed into place: a full disk leaves the previous run.json, never half of one
+        temporary.write_text(redact(json.dumps(record, indent=2)) + "\n")
+        os.replace(temporary, output_dir / RUN_RECORD)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def redact_saved_config(output_dir: Path) -> None:
