@@ -75,6 +75,17 @@ def resolve_tracking_uri(configured: Optional[str] = None) -> str:
 _initialised: set[str] = set()
 
 
+class _NoRetryWarnings(logging.Filter):
+    """urllib3's "Retrying (...)" warning, one per retry of every MLflow call while a server is away:
+    cnnlab says so once (the outbox's warning, or the error that names the server)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Retrying (")
+
+
+_RETRY_FILTER = _NoRetryWarnings()
+
+
 def client(uri: str):
     """An MlflowClient for `uri`; a SQLite store is created under a file lock the first time.
 
@@ -82,6 +93,8 @@ def client(uri: str):
     doing that at once collide ("duplicate column name", "table ... already exists"). One process
     at a time initialises it, holding `<db>.lock`; the others then find the tables made.
     """
+    if uri.startswith(("http://", "https://")):
+        logging.getLogger("urllib3.connectionpool").addFilter(_RETRY_FILTER)  # once: a logger keeps one of each
     if not uri.startswith("sqlite:") or uri in _initialised:
         return MlflowClient(tracking_uri=uri)
     db_path = Path(uri.split("sqlite:///", 1)[-1].split("?", 1)[0])
