@@ -24,6 +24,8 @@ model, the mean and std of the data it was trained on (averaged over colour for 
 from __future__ import annotations
 
 import pickle
+import re
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,24 +151,33 @@ def _run_dir_checkpoint(source: str, directory: Path) -> Path:
 
 
 def _torch_load(source: str, path: Path):
+    return load_data_only(path, f"{KEY}={source!r}")
+
+
+def load_data_only(path: Path, named: str):
+    """torch.load of tensors and plain data only (weights_only=True): no code from the file runs.
+    ConfigError starting with `named` for a pickle that names code, or a file that is not PyTorch's.
+
+    PyTorch's own message is not quoted: it advises loading again with weights_only=False, which
+    would run whatever the file names."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # PyTorch's note on a raw pickle's protocol: the refusal below says it all
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        if "GLOBAL" in str(err) or "global" in str(err).lower():
-            global_name = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line), first)
+        if "weights only load failed" in str(err).lower():  # the data-only loader met something else
+            named_code = re.search(r"GLOBAL ([\w.]+)", str(err))
+            what = f" ({named_code.group(1)})" if named_code else ""
             raise ConfigError(
-                f"{KEY}={source!r}: refused: the file is a pickle that needs code to load ({global_name[:200]}); "
-                "cnnlab loads tensors and plain data only (weights_only). Save the model's state_dict() instead"
+                f"{named}: refused: the file is a pickle the data-only loader cannot read, which may name code to "
+                f"run{what}; cnnlab loads tensors and plain data only. Save the weights with "
+                "torch.save(model.state_dict(), path) and pass that file"
             ) from None
-        raise ConfigError(
-            f"{KEY}={source!r} is not a readable PyTorch file (truncated or not a state dict: {first[:200]})"
-        ) from None
+        raise ConfigError(f"{named} is not a readable PyTorch file (truncated, or not a state dict)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(
-            f"{KEY}={source!r} is not a readable PyTorch file (truncated or corrupt: {first[:200]})"
-        ) from None
+        reason = f": {first[:200]}" if "weights_only" not in first else ""
+        raise ConfigError(f"{named} is not a readable PyTorch file (truncated or corrupt{reason})") from None
 
 
 def _tensors_only(source: str, loaded) -> dict[str, torch.Tensor]:
