@@ -24,6 +24,7 @@ model, the mean and std of the data it was trained on (averaged over colour for 
 from __future__ import annotations
 
 import pickle
+import pickletools
 import re
 import warnings
 import zipfile
@@ -154,6 +155,27 @@ def _torch_load(source: str, path: Path):
     return load_data_only(path, f"{KEY}={source!r}")
 
 
+def _named_code(path: Path, message: str) -> Optional[str]:
+    """The function or class a pickle names (read, never run): from PyTorch's refusal of a torch.save
+    file, else from the opcodes of a raw pickle; None for a file that is no pickle at all."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    if found:
+        return found.group(1)
+    strings: list[str] = []
+    try:
+        with open(path, "rb") as handle:
+            for opcode, argument, _ in pickletools.genops(handle):
+                if opcode.name in ("GLOBAL", "INST"):
+                    return str(argument).replace(" ", ".")
+                if opcode.name == "STACK_GLOBAL":  # module and name are the last two strings pushed
+                    return ".".join(strings[-2:])
+                if isinstance(argument, str):
+                    strings.append(argument)
+    except Exception:  # not a pickle stream: garbage, or truncated
+        return None
+    return None
+
+
 def load_data_only(path: Path, named: str):
     """torch.load of tensors and plain data only (weights_only=True): no code from the file runs.
     ConfigError starting with `named` for a pickle that names code, or a file that is not PyTorch's.
@@ -165,13 +187,11 @@ def load_data_only(path: Path, named: str):
             warnings.simplefilter("ignore", UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights only load failed" in str(err).lower():  # the data-only loader met something else
-            named_code = re.search(r"GLOBAL ([\w.]+)", str(err))
-            what = f" ({named_code.group(1)})" if named_code else ""
+        code = _named_code(path, str(err))
+        if code:
             raise ConfigError(
-                f"{named}: refused: the file is a pickle the data-only loader cannot read, which may name code to "
-                f"run{what}; cnnlab loads tensors and plain data only. Save the weights with "
-                "torch.save(model.state_dict(), path) and pass that file"
+                f"{named}: refused: the file is a pickle that needs code to load ({code}); cnnlab loads tensors and "
+                "plain data only. Save the weights with torch.save(model.state_dict(), path) and pass that file"
             ) from None
         raise ConfigError(f"{named} is not a readable PyTorch file (truncated, or not a state dict)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
