@@ -18,7 +18,15 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "base",
-        ("cnnlab.paths", "cnnlab.config", "cnnlab.redaction", "cnnlab.seeding", "cnnlab.slurm", "cnnlab.stopping"),
+        (
+            "cnnlab.paths",
+            "cnnlab.config",
+            "cnnlab.redaction",
+            "cnnlab.seeding",
+            "cnnlab.slurm",
+            "cnnlab.stopping",
+            "cnnlab.tables",
+        ),
     ),
     ("data, pictures, MLflow", ("cnnlab.data", "cnnlab.viz", "cnnlab.tracking")),
     ("architectures", ("cnnlab.models",)),

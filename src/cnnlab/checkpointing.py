@@ -11,17 +11,61 @@ Same bytes: both save at the end of the training epoch, back to back, after ever
 the state in that epoch (the module's epoch hook, early stopping), and a monitor-less callback's own
 state is the same every epoch. A hard link, not a symlink: `last.ckpt` stays a regular file, and the
 next save of either file writes a new one and renames it into place, leaving the other as it was.
+
+That rename is `AtomicCheckpointIO`'s (the Trainer's checkpoint IO plugin): Lightning's own writer goes
+through fsspec, which writes to a temporary file in $TMPDIR and, on another filesystem (a tmpfs output
+directory), copies it over the final name in place: a full disk left a truncated best.ckpt, and a
+hard-linked last.ckpt was overwritten with it. Here every checkpoint is written beside its final name and
+renamed, so a reader sees the old file or the new one, and a full disk is one line (`CheckpointSpaceError`).
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import os
+import shutil
 from pathlib import Path
 from typing import Optional
 from weakref import proxy
 
 import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
+
+
+class CheckpointSpaceError(OSError):
+    """No room for a checkpoint: the message names the directory and the space it needs."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint IO, writing `.<name>.tmp-<pid>` beside the checkpoint and renaming it."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options: Optional[object] = None) -> None:
+        if storage_options is not None or "://" in str(path):  # remote stores: Lightning's own way
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(buffer.getbuffer())
+                handle.flush()
+                os.fsync(handle.fileno())  # on disk before the rename makes it the checkpoint
+            os.replace(temporary, path)
+        except OSError as err:
+            temporary.unlink(missing_ok=True)
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            free = shutil.disk_usage(path.parent).free
+            raise CheckpointSpaceError(
+                f"no space left in {path.parent} for {path.name}: it needs {buffer.tell() / 2**20:.1f} MiB, "
+                f"{free / 2**20:.1f} MiB are free; the last complete checkpoint there is kept. Free some space "
+                f"and continue with cnnlab-train resume=true hydra.run.dir={path.parent.parent}",
+            ) from None
 
 
 class Checkpoint(ModelCheckpoint):
@@ -93,8 +137,9 @@ def _link(source: str, target: str, trainer: pl.Trainer) -> bool:
             os.link(source, temporary)
             os.replace(temporary, target)  # atomic: a reader sees the old last.ckpt or the new one
         except OSError:
-            Path(temporary).unlink(missing_ok=True)
             linked = False
+        finally:  # rename(2) keeps both names when target is already a link to source
+            Path(temporary).unlink(missing_ok=True)
     linked = trainer.strategy.broadcast(linked)
     trainer.strategy.barrier("Checkpoint._link")
     return linked

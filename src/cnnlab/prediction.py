@@ -13,7 +13,6 @@ column says why, and a warning on stderr.
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import sys
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from cnnlab.data.preprocess import BatchNormalizer, center_crop, resize_sample
 from cnnlab.data.sources.base import BadSampleError, Sample
 from cnnlab.models import hub
 from cnnlab.pretrained import describe, imagenet_task
+from cnnlab.tables import write_csv
 from cnnlab.tasks.base import PredictionInput
 from cnnlab.tracking.model_files import ModelFiles, open_model_files
 from cnnlab.tracking.store import resolve_tracking_uri
@@ -263,10 +263,8 @@ def predict_files(
     }
     rows.sort(key=lambda row: order.get(row["file"], len(order)))  # input order, unreadable files in place
     csv_path = output_dir / PREDICTIONS_FILE
-    with open(csv_path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["file", *model.task_class.prediction_columns, "error"], restval="")
-        writer.writeheader()
-        writer.writerows(rows)
+    columns = ["file", *model.task_class.prediction_columns, "error"]
+    write_csv(csv_path, columns, ([row.get(column, "") for column in columns] for row in rows))
     return PredictionResult(csv_path=csv_path, rows=rows)
 
 

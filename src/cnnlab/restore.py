@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnlab.config import check_targets
 from cnnlab.data.datamodule import datamodule_from_config, network_normalization
+from cnnlab.models.weights import load_data_only
 from cnnlab.tasks import task_class
 from cnnlab.tracking.run import read_run_record
 
@@ -64,6 +65,7 @@ class TrainingDirectory:
         path = checkpoint_path(self.directory, str(checkpoint))
         if not path.is_file():
             raise MissingTrainingFile(path)
+        load_data_only(path, f"checkpoint {path}")  # a crafted file: one line here, not a traceback in Lightning
         # the task's class by name from cnnlab's registry, and what it builds from the checked config: the
         # checkpoint's own copies of the model and optimizer settings are data too, and are not used
         built = {key: OmegaConf.to_container(self.config[key], resolve=True) for key in ("model", "optimizer")}

@@ -19,13 +19,16 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab import slurm
-from cnnlab.config import validate_config
+from cnnlab.checkpointing import AtomicCheckpointIO
+from cnnlab.config import ConfigError, validate_config
 from cnnlab.data.datamodule import datamodule_from_config, network_normalization
 from cnnlab.data.prepare import declared_label_kinds, ensure_prepared
 from cnnlab.data.prepared import label_kinds
 from cnnlab.finetune import Finetuning, frozen_parameter_names
+from cnnlab.models.registry import check_image_size
 from cnnlab.models.weights import load_weights, read_weights
 from cnnlab.stopping import stop_on_sigterm
+from cnnlab.tables import write_csv
 from cnnlab.tasks import build_task, check_data_labels, task_class_for
 from cnnlab.tracking.lightning_logger import UnsentMetrics
 from cnnlab.tracking.run import read_run_record, write_run_record
@@ -60,14 +63,17 @@ def train(cfg: DictConfig) -> float:
     """Train, log and save; returns the best value of task.monitor (what sweepers optimise)."""
     validate_config(cfg)
     slurm.check_allocation(cfg.trainer)
+    job = HydraJob.current()
+    resuming = cfg.resume or cfg.ckpt_path == "last"
+    if not resuming and not slurm.restarts() and pl.utilities.rank_zero_only.rank == 0:
+        _check_output_dir_free(job.output_dir)  # DDP's other ranks start after rank 0 wrote run.json
     task_class = task_class_for(cfg, declared_label_kinds(cfg.data))
+    check_image_size(cfg.model.name, cfg.data.image_size, bool(OmegaConf.select(cfg, "model.small_input")))
     uri = resolve_tracking_uri(cfg.logger.tracking_uri) if cfg.logger.enabled else None
     if uri:
         check_reachable(uri)  # in seconds, before any work: not minutes of retries after it
-    resuming = cfg.resume or cfg.ckpt_path == "last"
     weights = _read_weights(cfg) if not resuming else None  # a bad source fails before prepare and before any run
     pl.seed_everything(cfg.seed, workers=True)
-    job = HydraJob.current()
     meta = ensure_prepared(cfg.data)
     check_data_labels(task_class, label_kinds(meta), meta["source"], cfg.data.name)
     normalization = weights.normalization(meta["channels"]) if weights and cfg.data.normalize == "auto" else None
@@ -125,6 +131,7 @@ def train(cfg: DictConfig) -> float:
                 callbacks=callbacks,
                 logger=[logger] if logger else False,
                 default_root_dir=str(job.output_dir),
+                plugins=[AtomicCheckpointIO()],
             )
             # deterministic=true also NaN-fills every fresh tensor (torch's guard against kernels that read
             # uninitialised memory): a quarter of a ResNet-18 step on CPU. cnnlab's kernels write what they
@@ -207,6 +214,23 @@ def _trainer_arguments(cfg: DictConfig, job: HydraJob) -> dict:
     return arguments
 
 
+def _check_output_dir_free(output_dir: Path) -> None:
+    """ConfigError when `output_dir` holds another run: its run.json or checkpoints would be mixed with
+    this one's (best-v1.ckpt beside best.ckpt, evaluate scoring the old one). DVC removes a stage's outs
+    (checkpoints/, run.json) before re-running it, so pipelines retrain into the same directory."""
+    record = read_run_record(output_dir)
+    checkpoints = sorted((output_dir / "checkpoints").glob("*.ckpt"))
+    if not record and not checkpoints:
+        return
+    what = f"run {record['run_id']}" if record.get("run_id") else f"the checkpoints of another run ({checkpoints[0]})"
+    if record.get("run_id") and record.get("status"):
+        what += f", {record['status']}"
+    raise ConfigError(
+        f"hydra.run.dir={output_dir} already holds {what}: continue it with cnnlab-train resume=true "
+        f"hydra.run.dir={output_dir}, or pick another hydra.run.dir (or remove that directory)"
+    )
+
+
 def _resume_checkpoint(output_dir: Path) -> str:
     last = _last_checkpoint(output_dir)
     if not last.is_file():
@@ -252,5 +276,4 @@ def _write_outputs(cfg: DictConfig, output_dir: Path, summary: dict, trainer) ->
     if history:
         columns = sorted({key for row in history for key in row})
         cell = lambda value: round(value, 6) if isinstance(value, float) else value  # noqa: E731  (the row keeps full precision)
-        lines = [",".join(columns)] + [",".join(f"{cell(row.get(c, ''))}" for c in columns) for row in history]
-        (output_dir / "history.csv").write_text("\n".join(lines) + "\n")
+        write_csv(output_dir / "history.csv", columns, ([cell(row.get(c, "")) for c in columns] for row in history))

@@ -4,7 +4,6 @@ what a store that did not answer could not take sent later by cnnlab-sync."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -19,7 +18,7 @@ from cnnlab.redaction import REDACTED
 from cnnlab.restore import TrainingDirectory
 from cnnlab.sweep import find_parent_run
 from cnnlab.tracking.model_registry import example_inputs, log_model, registered_model_name
-from cnnlab.tracking.run import PENDING_FILE, RUN_RECORD, TrackedRun, read_run_record, write_run_record
+from cnnlab.tracking.run import PENDING_FILE, RUN_RECORD, TrackedRun, read_pending, read_run_record, write_run_record
 from cnnlab.tracking.store import flatten, redact, resolve_tracking_uri
 from cnnlab.viz.augment import plot_augmentation_preview
 
@@ -109,7 +108,7 @@ def sync_training_run(output_dir: Path, uri: Optional[str] = None) -> str:
         )
     if not pending_path.is_file():
         raise FileNotFoundError(f"nothing to sync in {output_dir}: no {PENDING_FILE} (everything reached MLflow)")
-    pending = json.loads(pending_path.read_text())
+    pending = read_pending(output_dir)  # before anything is sent: a crafted status cannot reopen a run
     training = TrainingDirectory.open(output_dir)
     cfg = training.config
     uri = uri or resolve_tracking_uri(None if REDACTED in str(cfg.logger.tracking_uri) else cfg.logger.tracking_uri)
@@ -119,14 +118,14 @@ def sync_training_run(output_dir: Path, uri: Optional[str] = None) -> str:
             f"MLflow at {redact(uri)} has no run {record['run_id']} (or does not answer); it must be the store the "
             "training logged to"
         )
-    run.log_metric_points([Metric(m["key"], m["value"], m["timestamp"], m["step"]) for m in pending["metrics"]])
-    pending_path.write_text(json.dumps({**pending, "metrics": []}) + "\n")  # sent: never twice
+    run.log_metric_points([Metric(m.key, m.value, m.timestamp, m.step) for m in pending.metrics])
+    pending_path.write_text(pending.model_copy(update={"metrics": []}).model_dump_json() + "\n")  # sent: never twice
     before_end = None
-    if not pending.get("outputs_logged", True):
+    if not pending.outputs_logged:
         task = training.load_task(record["best_checkpoint"])
         datamodule = training.datamodule(task)
         before_end = lambda: log_training_outputs(run, cfg, output_dir, record, datamodule, task)  # noqa: E731
-    if not run.close(output_dir, pending["status"], wait=0, before_end=before_end):
+    if not run.close(output_dir, pending.status, wait=0, before_end=before_end):
         raise ConfigError(
             f"MLflow at {redact(uri)} stopped answering while syncing; run cnnlab-sync {output_dir} again"
         )

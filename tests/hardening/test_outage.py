@@ -91,6 +91,7 @@ def test_an_outage_mid_run_loses_nothing_once_the_server_is_back(server, tmp_pat
     assert len(client.get_metric_history(record["run_id"], "train/loss_step")) == EPOCHS * 4
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "does not answer" in messages and "answers again" in messages
+    assert not [r for r in caplog.records if r.getMessage().startswith("Retrying (")]  # urllib3's, per retry
 
 
 def test_a_server_away_at_the_end_leaves_everything_for_cnnlab_sync(server, tmp_path):

@@ -52,12 +52,13 @@ def exit_on_user_error():
     Lightning turns SIGTERM into a SystemExit without a code.
     """
     # imported here, not at the top: every cnnlab-* command imports this module before answering --help
+    from cnnlab.checkpointing import CheckpointSpaceError
     from cnnlab.data.prepared import PreparedDataChanged
     from cnnlab.data.sources.base import BadSampleError
 
     try:
         yield
-    except (ConfigError, BadSampleError, PreparedDataChanged, FileNotFoundError) as err:
+    except (ConfigError, BadSampleError, PreparedDataChanged, FileNotFoundError, CheckpointSpaceError) as err:
         from cnnlab.tracking.store import redact  # MLflow: only on the way out with an error
 
         message = redact(str(err))  # messages may name a tracking URI

@@ -27,7 +27,6 @@ data.image_size x data.image_size and normalise it like any other image.
 from __future__ import annotations
 
 import functools
-import io
 import re
 import struct
 import warnings
@@ -167,27 +166,36 @@ def mel_basis(settings: SpectrogramSettings) -> np.ndarray:
 
 
 # ---- reading --------------------------------------------------------------------------------------
-def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """(samples x channels float32 in [-1, 1], sample rate) of an audio file; BadSampleError naming it otherwise."""
+HEADER_BYTES = 1 << 16  # where a WAV's fmt chunk is looked for
+RESAMPLER_MARGIN_SECONDS = 1.0  # read past the clip, so resampling ends the same as on the whole file
+
+
+def read_audio(path: str | Path, seconds: Optional[float] = None) -> tuple[np.ndarray, int]:
+    """(samples x channels float32 in [-1, 1], sample rate) of an audio file; BadSampleError naming it otherwise.
+
+    With `seconds`, only the first `seconds` (plus RESAMPLER_MARGIN_SECONDS) are decoded: a two-hour
+    recording costs what a clip costs, not its whole length in memory."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as handle:
+            head = handle.read(HEADER_BYTES)
     except FileNotFoundError:
         raise BadSampleError(f"{path}: file not found") from None
     except OSError as err:
         raise BadSampleError(f"{path}: cannot be read ({err.strerror or err})") from None
-    if not data:
+    if not head:
         raise BadSampleError(f"{path}: empty file (0 bytes), not audio")
-    header_problem = _wav_header_problem(data)
+    header_problem = _wav_header_problem(head)
     if header_problem:
         raise BadSampleError(f"{path}: {header_problem}")
     try:
-        with soundfile.SoundFile(io.BytesIO(data)) as handle:
+        with soundfile.SoundFile(path) as handle:
             rate, log = handle.samplerate, handle.extra_info
             truncated = _truncation(log)
             if truncated:
                 raise BadSampleError(f"{path}: truncated {handle.format} file: {truncated}")
-            samples = handle.read(dtype="float32", always_2d=True)
+            frames = -1 if seconds is None or rate <= 0 else int(np.ceil((seconds + RESAMPLER_MARGIN_SECONDS) * rate))
+            samples = handle.read(frames, dtype="float32", always_2d=True)
     except BadSampleError:
         raise
     except soundfile.LibsndfileError as err:
@@ -299,5 +307,5 @@ def spectrogram_image(samples: np.ndarray, rate: int, settings: SpectrogramSetti
 
 def read_spectrogram(path: str | Path, settings: SpectrogramSettings) -> np.ndarray:
     """An audio file -> its spectrogram image (n_mels x frames x 1 uint8); BadSampleError naming the file."""
-    samples, rate = read_audio(path)
+    samples, rate = read_audio(path, settings.clip_seconds)
     return spectrogram_image(samples, rate, settings, str(path))

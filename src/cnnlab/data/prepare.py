@@ -18,7 +18,9 @@ from typing import Any, Optional
 
 import cv2
 import numpy as np
+import psutil
 
+from cnnlab.config import ConfigError
 from cnnlab.data.decode import pixel_limit, set_max_image_pixels
 from cnnlab.data.prepared import IGNORE_INDEX, SPLITS, PreparedArrays, write_prepared
 from cnnlab.data.preprocess import resize_sample
@@ -123,6 +125,22 @@ def prepare_workers(source: Source, count: int) -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
+def check_memory(samples: int, image_size: int, channels: int, masks: bool = False) -> None:
+    """ConfigError when the prepared arrays (samples x size x size x channels uint8, and the masks) and the
+    decoded samples they are stacked from (as much again) do not fit in the memory available now: one
+    line before anything is decoded, not the kernel's OOM killer halfway through."""
+    per_sample = image_size * image_size * (channels + (1 if masks else 0))
+    array, available = samples * per_sample, psutil.virtual_memory().available
+    if 2 * array > available:
+        gib = 2**30
+        raise ConfigError(
+            f"data.image_size={image_size}: the prepared images of {samples} samples are {samples} x {image_size} x "
+            f"{image_size} x {channels}{' (+1 mask)' if masks else ''} bytes = {array / gib:,.1f} GiB, and preparing "
+            f"them needs about {2 * array / gib:,.1f} GiB; this machine has {available / gib:,.1f} GiB available. "
+            "Lower data.image_size"
+        )
+
+
 def load_samples(source: Source, image_size: int, channels: int, on_bad_sample: str, workers: Optional[int] = None):
     """Every item of `source`, loaded and resized, in item order: (kept samples, skipped (name, reason)).
 
@@ -132,6 +150,7 @@ def load_samples(source: Source, image_size: int, channels: int, on_bad_sample: 
     if hasattr(source, "set_target_size"):  # readers without pixel annotations may decode JPEGs smaller
         source.set_target_size(image_size)
     items = source.items()
+    check_memory(len(items), image_size, channels, bool(getattr(source, "has_masks", False)))
     workers = prepare_workers(source, len(items)) if workers is None else workers
     if workers > 1:
         # spawn, not fork: the caller may hold torch or OpenCV thread pools that a fork would copy half-alive

@@ -27,6 +27,7 @@ from typing import Optional
 import numpy as np
 
 from cnnlab.data.sources.base import label_kinds as source_label_kinds
+from cnnlab.tables import write_csv
 
 FORMAT_VERSION = 1
 IGNORE_INDEX = 255
@@ -159,10 +160,7 @@ def write_prepared(directory: Path, arrays: PreparedArrays, meta: dict, skipped:
             if value is not None:
                 np.save(staging / f"{name}.npy", value)
         np.savez(staging / "splits.npz", **arrays.splits)
-        with open(staging / "skipped.csv", "w") as handle:
-            handle.write("name,reason\n")
-            for name, reason in skipped:
-                handle.write(f'"{name}","{reason.replace(chr(34), chr(39))}"\n')
+        write_csv(staging / "skipped.csv", ["name", "reason"], skipped)
         mean, std = channel_statistics(arrays.images, arrays.splits["train"])
         meta = {
             **meta,

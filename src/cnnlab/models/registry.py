@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from cnnlab.config import ConfigError
-from cnnlab.models.base import Backbone
+from cnnlab.models.base import Backbone, check_input_size
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,13 @@ def model_spec(name: str) -> ModelSpec:
     if name not in _REGISTRY:
         raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
+
+
+def check_image_size(name: str, image_size: int, small_input: bool = False) -> None:
+    """ConfigError when model `name` (with `small_input`) cannot take data.image_size: checked before any
+    data is prepared, not when the network is built."""
+    if name in available_models():
+        check_input_size(name, image_size, model_spec(name).input_minimum, small_input)
 
 
 def build_backbone(

@@ -24,6 +24,9 @@ model, the mean and std of the data it was trained on (averaged over colour for 
 from __future__ import annotations
 
 import pickle
+import pickletools
+import re
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,24 +152,52 @@ def _run_dir_checkpoint(source: str, directory: Path) -> Path:
 
 
 def _torch_load(source: str, path: Path):
+    return load_data_only(path, f"{KEY}={source!r}")
+
+
+def _named_code(path: Path, message: str) -> Optional[str]:
+    """The function or class a pickle names (read, never run): from PyTorch's refusal of a torch.save
+    file, else from the opcodes of a raw pickle; None for a file that is no pickle at all."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    if found:
+        return found.group(1)
+    strings: list[str] = []
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as handle:
+            for opcode, argument, _ in pickletools.genops(handle):
+                if opcode.name in ("GLOBAL", "INST"):
+                    return str(argument).replace(" ", ".")
+                if opcode.name == "STACK_GLOBAL":  # module and name are the last two strings pushed
+                    return ".".join(strings[-2:])
+                if isinstance(argument, str):
+                    strings.append(argument)
+    except Exception:  # not a pickle stream: garbage, or truncated
+        return None
+    return None
+
+
+def load_data_only(path: Path, named: str):
+    """torch.load of tensors and plain data only (weights_only=True): no code from the file runs.
+    ConfigError starting with `named` for a pickle that names code, or a file that is not PyTorch's.
+
+    PyTorch's own message is not quoted: it advises loading again with weights_only=False, which
+    would run whatever the file names."""
+    try:
+        with warnings.catch_warnings():  # PyTorch's note on a raw pickle's protocol: the refusal below says it all
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        if "GLOBAL" in str(err) or "global" in str(err).lower():
-            global_name = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line), first)
+        code = _named_code(path, str(err))
+        if code:
             raise ConfigError(
-                f"{KEY}={source!r}: refused: the file is a pickle that needs code to load ({global_name[:200]}); "
-                "cnnlab loads tensors and plain data only (weights_only). Save the model's state_dict() instead"
+                f"{named}: refused: the file is a pickle that needs code to load ({code}); cnnlab loads tensors and "
+                "plain data only. Save the weights with torch.save(model.state_dict(), path) and pass that file"
             ) from None
-        raise ConfigError(
-            f"{KEY}={source!r} is not a readable PyTorch file (truncated or not a state dict: {first[:200]})"
-        ) from None
+        raise ConfigError(f"{named} is not a readable PyTorch file (truncated, or not a state dict)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(
-            f"{KEY}={source!r} is not a readable PyTorch file (truncated or corrupt: {first[:200]})"
-        ) from None
+        reason = f": {first[:200]}" if "weights_only" not in first else ""
+        raise ConfigError(f"{named} is not a readable PyTorch file (truncated or corrupt{reason})") from None
 
 
 def _tensors_only(source: str, loaded) -> dict[str, torch.Tensor]:

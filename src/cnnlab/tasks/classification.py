@@ -24,7 +24,9 @@ from torchmetrics.classification import (
 
 from cnnlab.config import ConfigError
 from cnnlab.models.networks import ClassificationNetwork
+from cnnlab.tables import write_csv
 from cnnlab.tasks.base import CamPrediction, CNNTask, PredictionInput, class_prediction
+from cnnlab.tracking.store import metric_keys
 from cnnlab.viz.classification import plot_confusion_matrix, plot_prediction_grid
 
 GRID_IMAGES = 32  # test images kept for the prediction grid
@@ -158,24 +160,29 @@ class ClassificationTask(CNNTask):
 
     def on_test_epoch_end(self) -> None:
         per_class = self.test_per_class.compute()
-        for name, value in zip(self.class_names, per_class):
-            self.log(f"test/acc_class/{name}", value)
+        self._per_class = [float(value) for value in per_class]  # for the report's per-class table
+        for key, value in zip(metric_keys("test/acc_class", self.class_names), per_class):
+            self.log(key, value)
 
     def write_test_report(self, directory: Path) -> dict[str, Path]:
         directory.mkdir(parents=True, exist_ok=True)
         names = self.class_names
         confusion = self.test_confusion.compute().cpu().numpy()
         # one row per test image, the layout DVC's confusion template reads
-        rows = ["actual,predicted"] + [
-            f"{names[a]},{names[p]}"
+        rows = [
+            (names[a], names[p])
             for a in range(len(names))
             for p in range(len(names))
             for _ in range(int(confusion[a, p]))
         ]
-        predictions = directory / "predictions.csv"
-        predictions.write_text("\n".join(rows) + "\n")
         files = {
-            "predictions": predictions,
+            "predictions": write_csv(directory / "predictions.csv", ["actual", "predicted"], rows),
+            # the true class names beside the metric keys they were logged under (keys MLflow takes)
+            "per_class_accuracy": write_csv(
+                directory / "per_class_accuracy.csv",
+                ["class", "metric", "accuracy"],
+                zip(names, metric_keys("test/acc_class", names), getattr(self, "_per_class", [])),
+            ),
             "confusion_matrix": plot_confusion_matrix(confusion, names, directory / "confusion_matrix.png"),
         }
         if self._grid:

@@ -13,6 +13,7 @@ from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from cnnlab.config import ConfigError
 from cnnlab.models.networks import LocalizationNetwork
+from cnnlab.tables import write_csv
 from cnnlab.tasks.base import CamPrediction, CNNTask, PredictionInput, class_prediction
 from cnnlab.tasks.boxes import BOX_LOSSES, box_iou, box_loss
 from cnnlab.viz.classification import plot_confusion_matrix
@@ -155,16 +156,18 @@ class LocalizationTask(CNNTask):
                 np.concatenate(parts) for parts in zip(*self._test_rows)
             )
             # actual/predicted first: DVC's confusion template (dvc.yaml) reads these two columns
-            lines = [
+            header = (
                 "actual,predicted,confidence,iou,true_x_min,true_y_min,true_x_max,true_y_max,x_min,y_min,x_max,y_max"
+            )
+            rows = [
+                [
+                    names[labels[i]],
+                    names[predicted[i]],
+                    *(f"{v:.4f}" for v in (confidence[i], ious[i], *true_boxes[i], *boxes[i])),
+                ]
+                for i in range(len(labels))
             ]
-            for i in range(len(labels)):
-                coordinates = ",".join(f"{v:.4f}" for v in (*true_boxes[i], *boxes[i]))
-                lines.append(
-                    f"{names[labels[i]]},{names[predicted[i]]},{confidence[i]:.4f},{ious[i]:.4f},{coordinates}"
-                )
-            files["predictions"] = directory / "predictions.csv"
-            files["predictions"].write_text("\n".join(lines) + "\n")
+            files["predictions"] = write_csv(directory / "predictions.csv", header.split(","), rows)
             confusion = multiclass_confusion_matrix(torch.from_numpy(predicted), torch.from_numpy(labels), len(names))
             files["confusion_matrix"] = plot_confusion_matrix(
                 confusion.numpy(), names, directory / "confusion_matrix.png"

@@ -13,7 +13,9 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from cnnlab.config import ConfigError
 from cnnlab.models.networks import SegmentationNetwork
+from cnnlab.tables import write_csv
 from cnnlab.tasks.base import CamPrediction, CNNTask, PredictionInput
+from cnnlab.tracking.store import metric_keys
 from cnnlab.viz.classification import plot_confusion_matrix
 from cnnlab.viz.segmentation import plot_mask_grid
 
@@ -157,9 +159,9 @@ class SegmentationTask(CNNTask):
         scores = segmentation_scores(confusion_metric.compute())
         for key in ("miou", "pixel_acc", "dice"):
             self.log(f"{stage}/{key}", scores[key].float(), prog_bar=key == "miou")
-        for name, value in zip(self.class_names, scores["iou"]):
+        for key, value in zip(metric_keys(f"{stage}/iou_class", self.class_names), scores["iou"]):
             if not torch.isnan(value):
-                self.log(f"{stage}/iou_class/{name}", value.float())
+                self.log(key, value.float())
         if not keep:
             confusion_metric.reset()
 
@@ -170,12 +172,11 @@ class SegmentationTask(CNNTask):
         if confusion is None:
             confusion = self.test_confusion.compute().cpu()
         scores = segmentation_scores(confusion)
-        rows = ["class,iou,dice,pixels"] + [
-            f"{name},{float(iou):.6f},{float(dice):.6f},{int(count)}"
+        rows = [
+            (name, f"{float(iou):.6f}", f"{float(dice):.6f}", int(count))
             for name, iou, dice, count in zip(names, scores["iou"], scores["dice_class"], confusion.sum(1))
         ]
-        table = directory / "per_class_iou.csv"
-        table.write_text("\n".join(rows) + "\n")
+        table = write_csv(directory / "per_class_iou.csv", ["class", "iou", "dice", "pixels"], rows)
         files = {
             "per_class_iou": table,
             "pixel_confusion_matrix": plot_confusion_matrix(

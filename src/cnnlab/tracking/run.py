@@ -18,12 +18,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Literal, Optional
 
 from mlflow.entities import DatasetInput, InputTag, Metric, Param
+from mlflow.exceptions import MlflowException
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+from mlflow.utils.validation import _validate_metric_name
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from cnnlab.config import ConfigError
 from cnnlab.paths import project_root
 from cnnlab.stopping import stop_signal
 from cnnlab.tracking.datasets import prepared_dataset
@@ -264,19 +268,76 @@ class TrackedRun:
 def write_run_record(output_dir: Path, record: dict) -> None:
     """run.json, credentials redacted (it is logged as an artifact); the URI to connect with is the config's."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / RUN_RECORD).write_text(redact(json.dumps(record, indent=2)) + "\n")
+    temporary = output_dir / f".{RUN_RECORD}.tmp-{os.getpid()}"
+    try:  # renamed into place: a full disk leaves the previous run.json, never half of one
+        temporary.write_text(redact(json.dumps(record, indent=2)) + "\n")
+        os.replace(temporary, output_dir / RUN_RECORD)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+class PendingPoint(BaseModel):
+    """One metric point of mlflow_pending.json, as MLflow's Metric takes it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    key: str
+    value: float
+    timestamp: int
+    step: int
+
+    @field_validator("key")
+    @classmethod
+    def _mlflow_key(cls, key: str) -> str:
+        try:
+            _validate_metric_name(key)
+        except MlflowException:
+            raise ValueError(f"{key!r} is not a metric name MLflow takes") from None
+        return key
+
+
+class Pending(BaseModel):
+    """mlflow_pending.json: what `save_pending` kept. Only a final status: sync never reopens a run."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    status: Literal["FINISHED", "FAILED", "KILLED"]
+    outputs_logged: bool
+    metrics: list[PendingPoint]
+
+
+def read_pending(record_dir: Path) -> Pending:
+    """mlflow_pending.json of `record_dir`, held to its schema; ConfigError naming the file when it is not."""
+    path = Path(record_dir) / PENDING_FILE
+    try:
+        return Pending.model_validate_json(path.read_bytes())
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(
+            f"{path} is not a pending file cnnlab-train wrote ({where + ': ' if where else ''}{first['msg']}; "
+            f"{err.error_count()} problem(s)); expected status FINISHED, FAILED or KILLED, outputs_logged true or "
+            "false, and metrics [{key, value, timestamp, step}]. Nothing was sent"
+        ) from None
 
 
 def save_pending(record_dir: Path, points: list, status: str, outputs_logged: bool) -> None:
     """Metric points, whether the outputs still need logging, and the final status that the store
     could not take, for `cnnlab-sync` (points from an earlier save stay first, in order)."""
     path = Path(record_dir) / PENDING_FILE
-    earlier = json.loads(path.read_text())["metrics"] if path.is_file() else []
+    earlier = [point.model_dump() for point in read_pending(record_dir).metrics] if path.is_file() else []
     metrics = earlier + [{"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step} for m in points]
     path.write_text(json.dumps({"status": status, "outputs_logged": outputs_logged, "metrics": metrics}) + "\n")
 
 
 def read_run_record(directory: Path) -> dict:
-    """run.json of a training output directory ({} when there is none)."""
+    """run.json of a training output directory ({} when there is none); ConfigError naming it when it is
+    not a JSON object."""
     path = Path(directory) / RUN_RECORD
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is not valid JSON ({err}); it is the run record cnnlab-train writes") from None
+    if not isinstance(record, dict):
+        raise ConfigError(f"{path} holds a JSON {type(record).__name__}, not the object cnnlab-train writes")
+    return record

@@ -9,12 +9,15 @@ import fcntl
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional, TypeVar
 
 import requests  # MLflow's own HTTP client: it takes user:password@ in the URL as basic auth
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import _validate_metric_name
 
 from cnnlab.config import ConfigError
 from cnnlab.paths import default_tracking_uri
@@ -62,6 +65,17 @@ def resolve_tracking_uri(configured: Optional[str] = None) -> str:
 _initialised: set[str] = set()
 
 
+class _NoRetryWarnings(logging.Filter):
+    """urllib3's "Retrying (...)" warning, one per retry of every MLflow call while a server is away:
+    cnnlab says so once (the outbox's warning, or the error that names the server)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Retrying (")
+
+
+_RETRY_FILTER = _NoRetryWarnings()
+
+
 def client(uri: str):
     """An MlflowClient for `uri`; a SQLite store is created under a file lock the first time.
 
@@ -69,6 +83,8 @@ def client(uri: str):
     doing that at once collide ("duplicate column name", "table ... already exists"). One process
     at a time initialises it, holding `<db>.lock`; the others then find the tables made.
     """
+    if uri.startswith(("http://", "https://")):
+        logging.getLogger("urllib3.connectionpool").addFilter(_RETRY_FILTER)  # once: a logger keeps one of each
     if not uri.startswith("sqlite:") or uri in _initialised:
         return MlflowClient(tracking_uri=uri)
     db_path = Path(uri.split("sqlite:///", 1)[-1].split("?", 1)[0])
@@ -149,6 +165,26 @@ def flatten(config: dict, prefix: str = "") -> dict[str, str]:
             text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
             flat[name] = redact(text)[:MAX_PARAM_LENGTH]
     return flat
+
+
+_NOT_IN_METRIC_KEYS = re.compile(r"[^\w.\- ]")  # a subset of what MLflow allows: no / (a path) or : (Windows)
+
+
+def metric_keys(prefix: str, names: list[str]) -> list[str]:
+    """One MLflow metric key per class name, `prefix/<name>` where MLflow takes that as it is.
+
+    A name with characters MLflow refuses (`C++`, `cat's`, `a//b`) becomes `prefix/<index>_<name with
+    those as _>`: still readable, unique by the index. The true names stay in the task's per-class table.
+    """
+    keys: list[str] = []
+    for index, name in enumerate(names):
+        key = f"{prefix}/{name}"
+        try:
+            _validate_metric_name(key)  # MLflow's own rule (characters, and a path that normalises to itself)
+        except MlflowException:
+            key = f"{prefix}/{index}_{_NOT_IN_METRIC_KEYS.sub('_', name)}"
+        keys.append(key if key not in keys else f"{prefix}/{index}_{key.rsplit('/', 1)[-1]}")
+    return keys
 
 
 @contextlib.contextmanager

@@ -30,6 +30,19 @@ def resolve_root(root: Optional[str | Path], dataset: str, hint: str) -> Path:
     return path
 
 
+def inside_root(path: Path, root: str | Path, where: str, named: Optional[str] = None) -> Path:
+    """`path`, which a file (a manifest, an annotation, an image list) named as `named`; BadSampleError
+    if it resolves (links followed) outside data.root `root` (a file's folder when data.root is a file).
+
+    The one rule for every reader that takes a path from a file: such a path is refused, never opened."""
+    root = Path(root).expanduser()
+    boundary = (root if root.is_dir() else root.parent).resolve()
+    if not Path(path).resolve().is_relative_to(boundary):
+        shown = named if named is not None else str(path)
+        raise BadSampleError(f"{where}: path {shown!r} resolves outside data.root ({boundary}); refused, not read")
+    return Path(path)
+
+
 def check_box(box: tuple[float, float, float, float], width: int, height: int, where: str) -> None:
     """Raise BadSampleError unless 0 <= x_min < x_max <= width and 0 <= y_min < y_max <= height."""
     x_min, y_min, x_max, y_max = box

@@ -18,7 +18,7 @@ from typing import Optional, Sequence, Union
 
 from cnnlab.data.decode import decode_image, decode_mask
 from cnnlab.data.sources.base import BadSampleError, Sample, Source, Unusable
-from cnnlab.data.sources.files import check_box, check_mask_ids, resolve_root
+from cnnlab.data.sources.files import check_box, check_mask_ids, inside_root, resolve_root
 
 BOX_COLUMNS = ("x_min", "y_min", "x_max", "y_max")
 POSITIONAL = {
@@ -118,12 +118,7 @@ class ManifestSource(Source):
     def _resolve(self, value: str, where: str) -> Path:
         """The file a manifest path names; BadSampleError if it resolves outside data.root."""
         path = Path(value).expanduser()
-        path = path if path.is_absolute() else self._csv.parent / path
-        root = Path(self.root).expanduser()
-        boundary = (root if root.is_dir() else root.parent).resolve()
-        if not path.resolve().is_relative_to(boundary):
-            raise BadSampleError(f"{where}: path {value!r} resolves outside data.root ({boundary}); refused, not read")
-        return path
+        return inside_root(path if path.is_absolute() else self._csv.parent / path, self.root, where, value)
 
     def load(self, item: Item) -> Sample:
         number, row = item

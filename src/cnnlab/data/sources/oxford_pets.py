@@ -22,7 +22,7 @@ import numpy as np
 
 from cnnlab.data.decode import decode_image, decode_mask
 from cnnlab.data.sources.base import BadSampleError, Sample, Source, Unusable
-from cnnlab.data.sources.files import check_box, parse_voc_boxes, resolve_root, snap_border_pixel
+from cnnlab.data.sources.files import check_box, inside_root, parse_voc_boxes, resolve_root, snap_border_pixel
 
 BREEDS = [
     "Abyssinian",
@@ -143,9 +143,14 @@ class OxfordPetsSource(Source):
     def item_name(self, item: Item) -> str:
         return str(self._dir / "images" / f"{item[0]}.jpg")
 
+    def _file(self, name: str, folder: str, suffix: str) -> Path:
+        """<folder>/<name><suffix> of a name annotations/list.txt gives; BadSampleError if it leaves data.root."""
+        where = f"{self._dir / 'annotations' / 'list.txt'}: {name!r}"
+        return inside_root(self._dir / folder / f"{name}{suffix}", self.root, where)
+
     def load(self, item: Item) -> Sample:
         name, class_id, species, split = item
-        image_path = self._dir / "images" / f"{name}.jpg"
+        image_path = self._file(name, "images", ".jpg")
         if self.labels == "breed":
             label, valid = class_id - 1, 1 <= class_id <= len(BREEDS)
         else:
@@ -157,7 +162,7 @@ class OxfordPetsSource(Source):
             )
         image = decode_image(image_path)
         height, width = image.shape[:2]
-        trimap_path = self._dir / "annotations" / "trimaps" / f"{name}.png"
+        trimap_path = self._file(name, "annotations/trimaps", ".png")
         trimap = decode_mask(trimap_path)
         if trimap.shape != (height, width):
             raise BadSampleError(
@@ -175,7 +180,7 @@ class OxfordPetsSource(Source):
         mask = lookup[trimap]
         box = None
         if self.has_boxes:
-            xml_path = self._dir / "annotations" / "xmls" / f"{name}.xml"
+            xml_path = self._file(name, "annotations/xmls", ".xml")
             objects = parse_voc_boxes(xml_path)
             if not objects:
                 raise BadSampleError(f"{xml_path}: no head box (<object>) annotated")

@@ -30,7 +30,14 @@ from typing import Optional, Union
 
 from cnnlab.data.decode import decode_image, decode_mask
 from cnnlab.data.sources.base import BadSampleError, Sample, Source, Unusable
-from cnnlab.data.sources.files import check_box, check_mask_ids, parse_voc_boxes, resolve_root, snap_border_pixel
+from cnnlab.data.sources.files import (
+    check_box,
+    check_mask_ids,
+    inside_root,
+    parse_voc_boxes,
+    resolve_root,
+    snap_border_pixel,
+)
 
 VOC_CLASSES = [
     "aeroplane",
@@ -116,7 +123,13 @@ class VOCSource(Source):
 
     def _xml_path(self, item: Item) -> Path:
         image_id, split = item
-        return Path(image_id) if self.subset == "folder" else self._dir / "Annotations" / f"{image_id}.xml"
+        return Path(image_id) if self.subset == "folder" else self._listed(item, "Annotations", ".xml")
+
+    def _listed(self, item: Item, folder: str, suffix: str) -> Path:
+        """<folder>/<id><suffix> of an id an image list names; BadSampleError if it leaves data.root."""
+        image_id, split = item
+        where = f"{self._dir / 'ImageSets' / SUBSETS[self.subset] / f'{split}.txt'}: id {image_id!r}"
+        return inside_root(self._dir / folder / f"{image_id}{suffix}", self.root, where)
 
     def _discover_classes(self) -> list[str]:
         names = set()
@@ -164,7 +177,7 @@ class VOCSource(Source):
 
     def _image_path(self, item: Item) -> Path:
         if self.subset != "folder":
-            return self._dir / "JPEGImages" / f"{item[0]}.jpg"
+            return self._listed(item, "JPEGImages", ".jpg")
 
         xml_path = Path(item[0])
         try:
@@ -180,7 +193,7 @@ class VOCSource(Source):
                 f"{xml_path}: its image {filename or xml_path.stem + '.*'} is in none of "
                 f"{', '.join(str(f) for f in folders)}"
             )
-        return found
+        return inside_root(found, self.root, str(xml_path), filename or None)
 
     def load(self, item: Item) -> Sample:
         image_id, split = item
@@ -196,7 +209,7 @@ class VOCSource(Source):
         name, box = max(objects, key=lambda o: (o[1][2] - o[1][0]) * (o[1][3] - o[1][1]))
         mask = None
         if self.has_masks:
-            mask_path = self._dir / "SegmentationClass" / f"{image_id}.png"
+            mask_path = self._listed(item, "SegmentationClass", ".png")
             mask = decode_mask(mask_path)
             if mask.shape != (height, width):
                 raise BadSampleError(
