@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Lowest first. A module may import its own layer or a lower one, never a higher one. The first
 # prefix that matches a module names its layer.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("cnnlab.paths", "cnnlab.config", "cnnlab.seeding", "cnnlab.slurm", "cnnlab.stopping")),
+    ("base", ("cnnlab.paths", "cnnlab.config", "cnnlab.resume", "cnnlab.seeding", "cnnlab.slurm", "cnnlab.stopping")),
     ("data, pictures, MLflow", ("cnnlab.data", "cnnlab.viz", "cnnlab.tracking")),
     ("architectures", ("cnnlab.models",)),
     ("tasks", ("cnnlab.tasks", "cnnlab.finetune", "cnnlab.checkpointing")),

@@ -35,12 +35,22 @@ def config_groups() -> dict[str, list[str]]:
     return groups
 
 
-def run_app(hydra_main: Callable[[], object], usage: str) -> None:
-    """Answer -h/--help from the file tree (Hydra's own help composes every group: seconds), else run."""
+def run_app(
+    hydra_main: Callable[[], object], usage: str, arguments: Callable[[list[str]], list[str]] | None = None
+) -> None:
+    """Answer -h/--help from the file tree (Hydra's own help composes every group: seconds), else run.
+
+    `arguments` rewrites the command line before Hydra reads it (a resume's saved overrides)."""
     if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
         groups = "\n".join(f"  {name}: {', '.join(options)}" for name, options in config_groups().items())
         print(f"{usage.rstrip()}\n\nConfig groups (pick one with group=option):\n{groups}\n\n{COMMON_HELP}")
         return
+    if arguments is not None:
+        try:
+            sys.argv[1:] = arguments(sys.argv[1:])
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
     hydra_main()
 
 
