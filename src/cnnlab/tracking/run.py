@@ -116,6 +116,10 @@ class TrackedRun:
         return run
 
     # ---- content ------------------------------------------------------------------------------
+    @property
+    def tags(self) -> dict[str, str]:
+        return self._client.get_run(self.run_id).data.tags
+
     def set_tags(self, tags: dict[str, str]) -> None:
         for key, value in tags.items():
             with_retry(lambda: self._client.set_tag(self.run_id, key, redact(str(value))), what="tag run")
