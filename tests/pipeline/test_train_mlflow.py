@@ -52,6 +52,8 @@ def test_run_holds_config_as_params(trained):
     assert float(params["optimizer.lr"]) == pytest.approx(0.003)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == f"{DATASETS[dataset][0]}-{dataset}"
+    assert [key for key in params if "/" in key] == []  # one name per param: no Lightning `optimizer/lr` twin
+    assert params["num_classes"] and params["class_names"]  # the task's own arguments stay
 
 
 def test_run_tags_identify_code_data_and_command(trained):
