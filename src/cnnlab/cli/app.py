@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from typing import Callable
 
@@ -45,6 +46,7 @@ def run_app(
         groups = "\n".join(f"  {name}: {', '.join(options)}" for name, options in config_groups().items())
         print(f"{usage.rstrip()}\n\nConfig groups (pick one with group=option):\n{groups}\n\n{COMMON_HELP}")
         return
+    sys.argv[1:] = [_expand_home(arg) for arg in sys.argv[1:]]
     if arguments is not None:
         try:
             sys.argv[1:] = arguments(sys.argv[1:])
@@ -52,6 +54,15 @@ def run_app(
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
     hydra_main()
+
+
+def _expand_home(argument: str) -> str:
+    """`key=~/path` as the shell expands an assignment: Hydra's grammar refuses a value starting with `~`
+    (its delete prefix), and the shell leaves `~` alone after `key=` in an argument."""
+    key, sep, value = argument.partition("=")
+    if sep and (value == "~" or value.startswith("~/")) and not key.startswith("-"):
+        return f"{key}={os.path.expanduser(value)}"
+    return argument
 
 
 @contextlib.contextmanager
