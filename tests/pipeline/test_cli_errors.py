@@ -23,6 +23,7 @@ def test_help_lists_groups_and_is_fast(run_cli):
     elapsed = time.perf_counter() - started
     assert "usage: cnnlab-train" in done.stdout
     assert "model: " in done.stdout and "lenet5" in done.stdout and "data: " in done.stdout
+    assert "hydra/launcher: joblib, slurm" in done.stdout  # installed Hydra plugins too, not conf/ alone
     assert elapsed < 5  # generous for a loaded CI box; benchmarks/pipeline.py measures the real figure
     for command in ("cnnlab-prepare", "cnnlab-evaluate"):
         assert f"usage: {command}" in run_cli(command, "--help").stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import sys
@@ -25,14 +26,25 @@ DVC's queued and --temp experiments use the original repository's, from $DVC_ROO
 """
 
 
+# Hydra plugins register their options in code (ConfigStore), not in conf/: the installed ones, by package
+PLUGIN_OPTIONS = {
+    "hydra_plugins.hydra_joblib_launcher": ("hydra/launcher", "joblib"),
+    "hydra_plugins.hydra_submitit_launcher": ("hydra/launcher", "submitit_local"),
+    "hydra_plugins.hydra_optuna_sweeper": ("hydra/sweeper", "optuna"),
+}
+
+
 def config_groups() -> dict[str, list[str]]:
-    """Config groups of conf/ and their options, read from the directory tree."""
+    """Config groups of conf/ and their options, read from the directory tree, plus installed Hydra plugins."""
     root = config_dir()
     groups = {}
     for directory in sorted(p for p in root.rglob("*") if p.is_dir()):
         options = sorted(p.stem for p in directory.glob("*.yaml"))
         if options:
             groups[directory.relative_to(root).as_posix()] = options
+    for package, (group, option) in PLUGIN_OPTIONS.items():
+        if importlib.util.find_spec(package) is not None:
+            groups[group] = sorted({*groups.get(group, []), option})
     return groups
 
 
