@@ -12,6 +12,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.data.datamodule import datamodule_from_config, network_normalization
+from cnnlab.paths import from_root
 from cnnlab.tracking.run import read_run_record
 
 CONFIG_FILE = "config.yaml"  # the resolved config cnnlab-train writes into its output directory
@@ -45,7 +46,11 @@ class TrainingDirectory:
         config_file = directory / CONFIG_FILE
         if not config_file.is_file():
             raise MissingTrainingFile(config_file)
-        return cls(directory, OmegaConf.load(config_file), read_run_record(directory))
+        config = OmegaConf.load(config_file)
+        for key in ("data.prepared_dir", "data.root"):  # kept relative to the project root (cnnlab.paths.portable)
+            if OmegaConf.select(config, key):
+                OmegaConf.update(config, key, str(from_root(OmegaConf.select(config, key))))
+        return cls(directory, config, read_run_record(directory))
 
     def load_task(self, checkpoint: str | Path = "best"):
         """The task (the class its config names) from `checkpoint`: best, last, or a path; on the CPU.

@@ -24,12 +24,19 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from cnnlab.paths import project_root
+from cnnlab.paths import portable, project_root
 from cnnlab.stopping import stop_signal
 from cnnlab.tracking.datasets import prepared_dataset
 from cnnlab.tracking.environment import environment_record, environment_tags
 from cnnlab.tracking.lightning_logger import OutboxLogger, metric_outbox
-from cnnlab.tracking.store import client, get_or_create_experiment, redact, restored_environment, with_retry
+from cnnlab.tracking.store import (
+    client,
+    get_or_create_experiment,
+    recorded_uri,
+    redact,
+    restored_environment,
+    with_retry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -266,9 +273,15 @@ class TrackedRun:
 
 # ---- the run record of a training output directory -----------------------------------------------
 def write_run_record(output_dir: Path, record: dict) -> None:
-    """run.json, credentials redacted (it is logged as an artifact); the URI to connect with is the config's."""
+    """run.json, credentials redacted (it is logged as an artifact); the URI to connect with is the config's.
+
+    Paths inside the project are kept relative to its root and the project's own SQLite store is not
+    named (readers: `cnnlab.paths.from_root`, the configured store), so a clone anywhere writes the same file.
+    """
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / RUN_RECORD).write_text(redact(json.dumps(record, indent=2)) + "\n")
+    if "tracking_uri" in record:
+        record = {**record, "tracking_uri": recorded_uri(record["tracking_uri"])}
+    (output_dir / RUN_RECORD).write_text(redact(json.dumps(portable(record), indent=2)) + "\n")
 
 
 def redact_saved_config(output_dir: Path) -> None:

@@ -18,7 +18,7 @@ import requests  # MLflow's own HTTP client: it takes user:password@ in the URL 
 from mlflow.tracking import MlflowClient
 
 from cnnlab.config import ConfigError
-from cnnlab.paths import default_tracking_uri
+from cnnlab.paths import default_tracking_uri, portable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,6 +63,16 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
             f"the MLflow tracking server at {redact(uri)} does not answer ({reason}); start it, or point "
             f"logger.tracking_uri / $MLFLOW_TRACKING_URI at one that runs (unset both for the project's SQLite store)"
         ) from None
+
+
+def recorded_uri(uri: Optional[str]) -> Optional[str]:
+    """What run.json keeps of the store `uri`: nothing for a SQLite file inside the project (the
+    project's own store: it moves with the clone, and cnnlab finds it by default), else the URI redacted."""
+    if uri and uri.startswith("sqlite:///"):
+        path = "/" + uri.removeprefix("sqlite:///").split("?")[0].lstrip("/")
+        if portable(path) != path:
+            return None
+    return redact(uri) if uri else uri
 
 
 def resolve_tracking_uri(configured: Optional[str] = None) -> str:
