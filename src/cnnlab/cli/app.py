@@ -62,10 +62,43 @@ def run_app(
     if arguments is not None:
         try:
             sys.argv[1:] = arguments(sys.argv[1:])
-        except ConfigError as err:
-            print(f"error: {err}", file=sys.stderr)
+        except Exception as err:  # it parses the overrides: Hydra's syntax errors come first from here
+            message = str(err) if isinstance(err, ConfigError) else _hydra_config_error(err)
+            if message is None:
+                raise
+            print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
-    hydra_main()
+    # Hydra reports its own errors (an unknown group option, bad override syntax) in many lines and exits 1;
+    # HYDRA_FULL_ERROR makes it raise them instead, to be said like cnnlab's: one line, exit 2
+    saved = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        hydra_main()
+    except Exception as err:
+        message = _hydra_config_error(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        if saved is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved
+
+
+def _hydra_config_error(err: Exception) -> str | None:
+    """One line for an error of Hydra's composing the config (None for any other error)."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+
+    if not isinstance(err, (ConfigCompositionException, MissingConfigException, OverrideParseException)):
+        return None
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if "Available options" in str(err):  # MissingConfigException: the group's options, one per line
+        start = next(i for i, line in enumerate(lines) if line.startswith("Available options"))
+        options = [line for line in lines[start + 1 :] if not line.startswith(("Config search path", "provider="))]
+        return f"{lines[0]}; {lines[start].rstrip(':')}: {', '.join(options)}"
+    return " ".join(lines) or type(err).__name__
 
 
 def _expand_home(argument: str) -> str:
@@ -94,7 +127,7 @@ def exit_on_user_error():
         from cnnlab.tracking.store import redact  # MLflow: only on the way out with an error
 
         message = redact(str(err))  # messages may name a tracking URI
-        log.error("%s", message)
+        _log_to_files(message)
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     except (SystemExit, KeyboardInterrupt) as err:
@@ -108,6 +141,15 @@ def exit_on_user_error():
             f"stopped by {signal_name}; an MLflow run it had opened is marked KILLED. Continue a training "
             f"with cnnlab-train resume=true hydra.run.dir=<its output directory>"
         )
-        log.error("%s", message)
+        _log_to_files(message)
         print(f"error: {message}", file=sys.stderr)
         sys.exit(code)
+
+
+def _log_to_files(message: str) -> None:
+    """The error into the job's log file (<output dir>/<command>.log), not to the console: the terminal
+    shows it once, as the `error:` line on stderr."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (message,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
