@@ -15,7 +15,8 @@ class KillAtStep(pl.Callback):
         self.step = step
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
+        # a fresh fit only: a resume replays the run's overrides, this callback among them
+        if trainer.ckpt_path is None and trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
 
 

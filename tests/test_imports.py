@@ -22,6 +22,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "cnnlab.paths",
             "cnnlab.config",
             "cnnlab.redaction",
+            "cnnlab.resume",
             "cnnlab.seeding",
             "cnnlab.slurm",
             "cnnlab.stopping",

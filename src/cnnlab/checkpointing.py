@@ -34,6 +34,9 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+RELATIVE = "."  # the saved dirpath of a state whose paths are relative to the directory it is loaded from
+PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
 
 class CheckpointSpaceError(OSError):
     """No room for a checkpoint: the message names the directory and the space it needs."""
@@ -82,6 +85,33 @@ class Checkpoint(ModelCheckpoint):
     def state_key(self) -> str:
         # Lightning's ModelCheckpoint key: checkpoints written before this class resume with it, and back
         return "ModelCheckpoint" + super().state_key[len(type(self).__qualname__) :]
+
+    def state_dict(self) -> dict:
+        """Lightning's, with the file paths relative to `dirpath` (kept as "."): the checkpoint's bytes do
+        not depend on where the clone is, and a checkpoint moved with its directory still resumes."""
+        state = super().state_dict()
+        base = state.get("dirpath")
+        if not base or "://" in str(base):
+            return state
+        relative = lambda path: os.path.relpath(path, base) if path and os.path.isabs(path) else path  # noqa: E731
+        return {
+            **state,
+            "dirpath": RELATIVE,
+            **{key: relative(state[key]) for key in PATH_KEYS if key in state},
+            "best_k_models": {relative(path): score for path, score in state.get("best_k_models", {}).items()},
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if state_dict.get("dirpath") == RELATIVE and self.dirpath:
+            absolute = lambda path: os.path.join(self.dirpath, path) if path else path  # noqa: E731
+            best_k = state_dict.get("best_k_models", {})
+            state_dict = {
+                **state_dict,
+                "dirpath": self.dirpath,
+                **{key: absolute(state_dict[key]) for key in PATH_KEYS if key in state_dict},
+                "best_k_models": {absolute(path): score for path, score in best_k.items()},
+            }
+        super().load_state_dict(state_dict)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._in_train_epoch_end = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -21,7 +22,9 @@ log = logging.getLogger(__name__)
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test metrics of the checkpoint in evaluate.train_dir; writes metrics.json, plots, MLflow."""
-    train_dir, output_dir = Path(cfg.evaluate.train_dir), Path(cfg.evaluate.output_dir)
+    train_dir = training_directory(str(cfg.evaluate.train_dir), Path(cfg.paths.root), cfg.logger.tracking_uri)
+    output_dir = Path(cfg.evaluate.output_dir) if cfg.evaluate.output_dir else train_dir / "evaluate"
+    log.info("evaluating %s into %s", train_dir, output_dir)
     try:
         training = TrainingDirectory.open(train_dir)
     except MissingTrainingFile as err:
@@ -73,6 +76,29 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             if run is not None:
                 log_pictures(run, output_dir / "plots" / "explain", explained)
     return metrics
+
+
+def training_directory(train_dir: str, root: Path, tracking_uri=None) -> Path:
+    """evaluate.train_dir as a directory: `latest` (the cnnlab-train output directory under outputs/ or
+    multirun/ whose run.json changed last), an MLflow run id or runs:/<id> (its cnnlab.output_dir tag), or a path."""
+    if train_dir == "latest":
+        records = [p for folder in ("outputs", "multirun") for p in (root / folder).glob("**/run.json")]
+        if not records:
+            raise FileNotFoundError(
+                f"evaluate.train_dir=latest: no cnnlab-train output directory (run.json) under {root}/outputs or "
+                f"{root}/multirun; train first (cnnlab-train) or name a directory or an MLflow run id"
+            )
+        return max(records, key=lambda p: p.stat().st_mtime).parent
+    run_id = train_dir.removeprefix("runs:/").split("/")[0]
+    if re.fullmatch(r"[0-9a-f]{32}", run_id) and not Path(train_dir).exists():
+        run = TrackedRun.find(resolve_tracking_uri(tracking_uri), run_id)
+        output_dir = run.tags.get("cnnlab.output_dir") if run is not None else None
+        if not output_dir:
+            raise FileNotFoundError(
+                f"evaluate.train_dir={train_dir}: no cnnlab-train run {run_id} in this MLflow store"
+            )
+        return Path(output_dir)
+    return Path(train_dir).expanduser()
 
 
 def log_evaluation(cfg, run_info: dict, metrics: dict[str, float], files: list[Path], prepared=None) -> None:

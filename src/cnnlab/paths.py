@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 _SOURCE_CHECKOUT = Path(__file__).resolve().parents[2]
 
@@ -49,3 +50,23 @@ def default_tracking_uri() -> str:
     busy timeout lets parallel sweep jobs wait for the write lock instead of failing.
     """
     return f"sqlite:///{store_root() / 'mlflow.db'}?timeout=60"
+
+
+def portable(value: Any) -> Any:
+    """`value` with every absolute path inside the project root made relative to it ("." for the root):
+    what run.json and a run's config.yaml keep, so they are the same in every clone. Walks dicts and lists."""
+    if isinstance(value, dict):
+        return {key: portable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [portable(item) for item in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        for root in (str(project_root()), str(store_root())):
+            if value == root or value.startswith(root + os.sep):
+                return os.path.relpath(value, root)
+    return value
+
+
+def from_root(path: str | Path) -> Path:
+    """A path that run.json or config.yaml keeps relative to the project root (see `portable`), absolute again."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else project_root() / path

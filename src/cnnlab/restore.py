@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from cnnlab.config import check_targets
 from cnnlab.data.datamodule import datamodule_from_config, network_normalization
 from cnnlab.models.weights import load_data_only
+from cnnlab.paths import from_root
 from cnnlab.tasks import task_class
 from cnnlab.tracking.run import read_run_record
 
@@ -55,6 +56,9 @@ class TrainingDirectory:
         with open_dict(config):
             config.pop("callbacks", None)
         check_targets(config, str(config_file))
+        for key in ("data.prepared_dir", "data.root"):  # kept relative to the project root (cnnlab.paths.portable)
+            if OmegaConf.select(config, key):
+                OmegaConf.update(config, key, str(from_root(OmegaConf.select(config, key))))
         return cls(directory, config, read_run_record(directory))
 
     def load_task(self, checkpoint: str | Path = "best"):

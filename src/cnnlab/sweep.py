@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,37 @@ def find_parent_run(sweep_dir: Path) -> Optional[str]:
     return os.environ.get(PARENT_RUN_ENV)
 
 
+def prepare_optuna_storage(url: str) -> None:
+    """Create Optuna's tables in the database at `url` and stamp their schema version, committed.
+
+    hydra-optuna-sweeper 1.3.0 pins optuna 2.10.1, whose RDBStorage stamps the version through a
+    connection that SQLAlchemy 2.x no longer autocommits: a new database is left with an empty
+    alembic_version table and Optuna fails with an AssertionError (fixed in optuna 3.1, optuna#4390).
+    Done here the way optuna 3.1 does it; an existing database keeps its tables and studies."""
+    import alembic.command  # lazy: only sweeps with a storage pay for them
+    import optuna.storages._rdb as rdb
+    import sqlalchemy
+    from alembic.config import Config
+    from optuna.storages._rdb import models
+
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            if (
+                sqlalchemy.inspect(connection).has_table("alembic_version")
+                and connection.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).first()
+            ):
+                return  # stamped already (by this or by a working optuna): Optuna checks its version itself
+        models.BaseModel.metadata.create_all(engine)
+    finally:
+        engine.dispose()
+    alembic_dir = Path(rdb.__file__).parent
+    settings = Config(str(alembic_dir / "alembic.ini"))
+    settings.set_main_option("script_location", str(alembic_dir / "alembic"))
+    settings.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # ConfigParser interpolation
+    alembic.command.stamp(settings, "head")
+
+
 class MLflowSweepCallback(Callback):
     """on_multirun_start: create the parent run; on_multirun_end: record the best child.
 
@@ -45,6 +76,9 @@ class MLflowSweepCallback(Callback):
     _open: dict[str, tuple[str, str, str]] = {}  # parent run id -> (uri, metric, mode), until closed
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        storage = OmegaConf.select(config, "hydra.sweeper.storage")
+        if storage:  # before the sweeper opens it (Hydra calls this callback first)
+            prepare_optuna_storage(str(storage))
         if not config.logger.enabled:
             return
         from cnnlab.tracking.run import TrackedRun  # lazy: see the module's docstring

@@ -27,6 +27,7 @@ from cnnlab.data.prepared import label_kinds
 from cnnlab.finetune import Finetuning, frozen_parameter_names
 from cnnlab.models.registry import check_image_size
 from cnnlab.models.weights import load_weights, read_weights
+from cnnlab.paths import portable
 from cnnlab.stopping import stop_on_sigterm
 from cnnlab.tables import write_csv
 from cnnlab.tasks import build_task, check_data_labels, task_class_for
@@ -262,7 +263,9 @@ def _existing(path: Path) -> Optional[str]:
 def _write_outputs(cfg: DictConfig, output_dir: Path, summary: dict, trainer) -> None:
     """run.json (for evaluate), metrics.json and history.csv (for DVC), config.yaml (resolved)."""
     write_run_record(output_dir, {**summary, "status": "finished"})
-    (output_dir / "config.yaml").write_text(redact(OmegaConf.to_yaml(cfg, resolve=True)))
+    # paths inside the project relative to its root (TrainingDirectory reads them back): the same file in every clone
+    resolved = OmegaConf.create(portable(OmegaConf.to_container(cfg, resolve=True)))
+    (output_dir / "config.yaml").write_text(redact(OmegaConf.to_yaml(resolved)))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/") and v.numel() == 1}
     metrics.update(
         {

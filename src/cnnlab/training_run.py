@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from cnnlab import slurm
 from cnnlab.config import ConfigError
+from cnnlab.paths import from_root
 from cnnlab.redaction import REDACTED
 from cnnlab.restore import TrainingDirectory
 from cnnlab.sweep import find_parent_run
@@ -122,7 +123,7 @@ def sync_training_run(output_dir: Path, uri: Optional[str] = None) -> str:
     pending_path.write_text(pending.model_copy(update={"metrics": []}).model_dump_json() + "\n")  # sent: never twice
     before_end = None
     if not pending.outputs_logged:
-        task = training.load_task(record["best_checkpoint"])
+        task = training.load_task(from_root(record["best_checkpoint"]))
         datamodule = training.datamodule(task)
         before_end = lambda: log_training_outputs(run, cfg, output_dir, record, datamodule, task)  # noqa: E731
     if not run.close(output_dir, pending.status, wait=0, before_end=before_end):
@@ -139,7 +140,7 @@ def log_training_outputs(run: TrackedRun, cfg, output_dir: Path, summary: dict, 
     if (output_dir / "history.csv").exists():
         run.log_artifact(output_dir / "history.csv")
     if cfg.logger.log_checkpoint and summary["best_checkpoint"]:
-        run.log_artifact(Path(summary["best_checkpoint"]), "checkpoints")
+        run.log_artifact(from_root(summary["best_checkpoint"]), "checkpoints")
     run.log_metrics({f"best/{summary['monitor']}": summary["best_score"], "train_seconds": summary["train_seconds"]})
     if cfg.augment.get("preview") and cfg.augment.train:
         run.log_artifact(
@@ -148,7 +149,7 @@ def log_training_outputs(run: TrackedRun, cfg, output_dir: Path, summary: dict, 
             )
         )
     if cfg.logger.log_model and summary["best_checkpoint"]:
-        best = type(task).load_from_checkpoint(summary["best_checkpoint"], map_location="cpu")
+        best = type(task).load_from_checkpoint(from_root(summary["best_checkpoint"]), map_location="cpu")
         register_name = registered_model_name(task.name, cfg.model.name) if cfg.register else None
         log_model(
             run.uri, run.run_id, best, register_name, example=example_inputs(datamodule.dataset("val", augment=False))

@@ -15,5 +15,6 @@ class TermAtStep(pl.Callback):
         self.step = step
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == self.step and not trainer.received_sigterm:
+        # a fresh fit only: a resume replays the run's overrides, this callback among them
+        if trainer.ckpt_path is None and trainer.global_step == self.step and not trainer.received_sigterm:
             os.kill(os.getpid(), signal.SIGTERM)

@@ -23,28 +23,44 @@ def test_help_lists_groups_and_is_fast(run_cli):
     elapsed = time.perf_counter() - started
     assert "usage: cnnlab-train" in done.stdout
     assert "model: " in done.stdout and "lenet5" in done.stdout and "data: " in done.stdout
+    assert "hydra/launcher: joblib, slurm" in done.stdout  # installed Hydra plugins too, not conf/ alone
     assert elapsed < 5  # generous for a loaded CI box; benchmarks/pipeline.py measures the real figure
     for command in ("cnnlab-prepare", "cnnlab-evaluate"):
         assert f"usage: {command}" in run_cli(command, "--help").stdout
 
 
+def _one_error_line(done) -> str:
+    """A bad config's answer: exit 2 and one `error:` line on stderr, like cnnlab's own ConfigErrors."""
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if "srun" not in line]  # Lightning's hint
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
 def test_unknown_model_names_the_valid_ones(run_cli):
-    done = run_cli("cnnlab-train", "model=lenet6", check=False)
-    assert done.returncode != 0
-    assert "Could not find 'model/lenet6'" in done.stderr
-    assert "lenet5" in done.stderr and "simple_cnn" in done.stderr
+    line = _one_error_line(run_cli("cnnlab-train", "model=lenet6", check=False))
+    assert "Could not find 'model/lenet6'" in line
+    assert "lenet5" in line and "simple_cnn" in line
 
 
 def test_typo_in_key_is_named(run_cli):
-    done = run_cli("cnnlab-train", "trainer.max_epoch=3", check=False)
-    assert done.returncode != 0
-    assert "trainer.max_epoch" in done.stderr
+    assert "trainer.max_epoch" in _one_error_line(run_cli("cnnlab-train", "trainer.max_epoch=3", check=False))
 
 
 def test_wrong_type_is_named(run_cli):
-    done = run_cli("cnnlab-train", "trainer.max_epochs=many", check=False)
-    assert done.returncode != 0
-    assert "max_epochs" in done.stderr and "many" in done.stderr
+    line = _one_error_line(run_cli("cnnlab-train", "trainer.max_epochs=many", check=False))
+    assert "max_epochs" in line and "many" in line
+
+
+def test_bad_override_syntax_is_one_line(run_cli):
+    line = _one_error_line(run_cli("cnnlab-evaluate", "model.dropout=[1,", check=False))
+    assert "[1," in line
+
+
+def test_a_cnnlab_config_error_is_printed_once(run_cli):
+    """Once on the terminal (the log file keeps it too), not also through the console log handler."""
+    done = run_cli("cnnlab-train", "task=segmentation", "data=digits", "hydra.run.dir=runs/twice", check=False)
+    assert "task=segmentation needs labels" in _one_error_line(done)
 
 
 def test_invalid_choice_lists_the_allowed_values(call_cli):

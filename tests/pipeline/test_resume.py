@@ -60,3 +60,24 @@ def test_resume_after_kill_continues_the_same_run_to_the_same_result(project, tr
     assert [m.value for m in history] == pytest.approx([m.value for m in reference], abs=1e-6)
     assert run.data.metrics["val/loss"] == pytest.approx(straight.data.metrics["val/loss"], abs=1e-6)
     assert len((killed_dir / "history.csv").read_text().splitlines()) == 1 + 3  # header + 3 epochs
+
+
+def test_a_plain_resume_keeps_the_runs_epochs_and_one_cycle_schedule(project, tracking_uri):
+    """The issue's reproductions: a run of 4 epochs (not the default 20) stopped by SIGTERM after its first
+    checkpoint, resumed with only `resume=true hydra.run.dir=`, trains to 4 epochs (the one-cycle schedule
+    was made for 4: a resume to 20 crashed in OneCycleLR) and says 4 in config.yaml and in MLflow."""
+    out = project / "runs" / "four"
+    stopped = _train_process(
+        project,
+        "trainer.max_epochs=4",
+        "+callbacks.term._target_=tests.hardening.signals.TermAtStep",
+        "+callbacks.term.step=10",
+        f"hydra.run.dir={out}",
+    )
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    resumed = call_in_process("cnnlab-train", ["resume=true", f"hydra.run.dir={out}"], project)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run = MlflowClient(tracking_uri).get_run(json.loads((out / "run.json").read_text())["run_id"])
+    assert run.info.status == "FINISHED" and run.data.params["trainer.max_epochs"] == "4"
+    assert "max_epochs: 4" in (out / "config.yaml").read_text()
+    assert len((out / "history.csv").read_text().splitlines()) == 1 + 4

@@ -47,9 +47,9 @@ def test_logged_model_lives_in_the_runs_experiment_not_in_mlruns(trained_and_eva
 
 
 def test_training_and_evaluation_log_the_prepared_dataset(trained_and_evaluated):
-    _, client, run, record = trained_and_evaluated
+    root, client, run, record = trained_and_evaluated
     run = client.get_run(run.info.run_id)  # as it stands after evaluate
-    meta = json.loads((json_path := __import__("pathlib").Path(record["prepared_dir"]) / "meta.json").read_text())
+    meta = json.loads((json_path := root / record["prepared_dir"] / "meta.json").read_text())  # relative to the root
     inputs = {
         tag.value: item.dataset
         for item in run.inputs.dataset_inputs

@@ -60,3 +60,26 @@ def test_optuna_study_of_three_trials(call_cli, project, tracking_uri, tmp_path)
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"optimization_history.png"}
     # trial learning rates came from the configured log-uniform interval
     assert all(0.0003 <= float(c.data.params["optimizer.lr"]) <= 0.03 for c in children)
+
+
+def test_an_optuna_study_in_sqlite_outlives_the_sweep(call_cli, project):
+    """hydra.sweeper.storage=sqlite:///... (README): the study is kept, and a second sweep extends it.
+    optuna 2.10.1 (hydra-optuna-sweeper's pin) with SQLAlchemy 2.x failed on a new database."""
+    import optuna
+
+    storage = f"sqlite:///{project / 'optuna.db'}"
+    for sweep in ("first", "second"):
+        call_cli(
+            "cnnlab-train",
+            "-m",
+            "hparams_search=optuna",
+            "hydra.sweeper.n_trials=1",
+            "~hydra.sweeper.params.model",
+            f"hydra.sweeper.storage={storage}",
+            "hydra.sweeper.study_name=kept",
+            *QUICK,
+            "logger=none",
+            f"hydra.sweep.dir={project / 'multirun' / sweep}",
+        )
+    trials = optuna.load_study(study_name="kept", storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"] and all(t.value is not None for t in trials)

@@ -52,12 +52,15 @@ def test_run_holds_config_as_params(trained):
     assert float(params["optimizer.lr"]) == pytest.approx(0.003)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == f"{DATASETS[dataset][0]}-{dataset}"
+    assert [key for key in params if "/" in key] == []  # one name per param: no Lightning `optimizer/lr` twin
+    assert params["num_classes"] and params["class_names"]  # the task's own arguments stay
 
 
-def test_run_tags_identify_code_data_and_command(trained):
+def test_run_tags_identify_code_data_and_command(trained, project):
     run, out, _ = trained
     tags = run.data.tags
-    meta = json.loads((Path(json.loads((out / "run.json").read_text())["prepared_dir"]) / "meta.json").read_text())
+    prepared = project / json.loads((out / "run.json").read_text())["prepared_dir"]  # relative to the project root
+    meta = json.loads((prepared / "meta.json").read_text())
     assert tags["cnnlab.data_hash"] == meta["content_hash"] and len(meta["content_hash"]) == 64
     assert len(tags["mlflow.source.git.commit"]) in (40, len("unknown"))
     assert tags["git.dirty"] in ("true", "false", "unknown")

@@ -40,6 +40,8 @@ def registered(call_cli, project, tracking_uri):
     call_cli("cnnlab-train", "model=lenet5", "data=digits", *QUICK, "register=true", f"hydra.run.dir={out}")
     run = json.loads((out / "run.json").read_text())
     # what training does at its end (register=true), then what evaluate does with its test metrics
+    # run.json keeps paths relative to the project root
+    run = {**run, "best_checkpoint": project / run["best_checkpoint"], "prepared_dir": project / run["prepared_dir"]}
     task = ClassificationTask.load_from_checkpoint(run["best_checkpoint"], map_location="cpu")
     example = example_inputs(CNNDataModule(run["prepared_dir"]).dataset("val", augment=False))
     model_uri = log_model(tracking_uri, run["run_id"], task, register_name=NAME, example=example)

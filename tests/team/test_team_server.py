@@ -160,7 +160,7 @@ def test_runs_land_in_postgres_and_artifacts_in_the_bucket(team, logged):
 
 def scans_of_test_split(logged, directory: Path, count: int) -> Path:
     """The first `count` test images of the trained run's prepared data, as PNG files in `directory`."""
-    prepared = Path(json.loads((logged["out"] / "run.json").read_text())["prepared_dir"])
+    prepared = logged["root"] / json.loads((logged["out"] / "run.json").read_text())["prepared_dir"]
     images, test_split = np.load(prepared / "images.npy")[..., 0], np.load(prepared / "splits.npz")["test"]
     directory.mkdir()
     for index in test_split[:count]:

@@ -119,3 +119,16 @@ def test_truncated_and_missing_files(imagenet_file, tmp_path):
         read_weights(str(tmp_path / "absent.pth"))
     with pytest.raises(ConfigError, match="without checkpoints/best.ckpt"):
         read_weights(str(tmp_path))
+
+
+def test_a_home_relative_path_is_read_as_the_readme_writes_it(imagenet_file, tmp_path, monkeypatch, run_cli):
+    """`model.weights=~/Downloads/x.pth` unquoted: the shell leaves `~` after `key=`, Hydra's grammar refuses
+    it; cnnlab's commands expand it as the shell does an assignment. Quoted for Hydra ('...="~/..."'), the
+    `~` reaches read_weights, which expands it too."""
+    home = tmp_path / "home"
+    (home / "Downloads").mkdir(parents=True)
+    (home / "Downloads" / "resnet18.pth").write_bytes(imagenet_file[0].read_bytes())
+    monkeypatch.setenv("HOME", str(home))
+    assert read_weights("~/Downloads/resnet18.pth").sha256 == read_weights(str(imagenet_file[0])).sha256
+    done = run_cli("cnnlab-train", "--cfg", "job", "model.weights=~/Downloads/resnet18.pth")  # HOME: the test's
+    assert f"weights: {home}/Downloads/resnet18.pth" in done.stdout

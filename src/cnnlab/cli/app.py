@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
+import os
 import sys
 from typing import Callable
 
@@ -24,24 +26,88 @@ DVC's queued and --temp experiments use the original repository's, from $DVC_ROO
 """
 
 
+# Hydra plugins register their options in code (ConfigStore), not in conf/: the installed ones, by package
+PLUGIN_OPTIONS = {
+    "hydra_plugins.hydra_joblib_launcher": ("hydra/launcher", "joblib"),
+    "hydra_plugins.hydra_submitit_launcher": ("hydra/launcher", "submitit_local"),
+    "hydra_plugins.hydra_optuna_sweeper": ("hydra/sweeper", "optuna"),
+}
+
+
 def config_groups() -> dict[str, list[str]]:
-    """Config groups of conf/ and their options, read from the directory tree."""
+    """Config groups of conf/ and their options, read from the directory tree, plus installed Hydra plugins."""
     root = config_dir()
     groups = {}
     for directory in sorted(p for p in root.rglob("*") if p.is_dir()):
         options = sorted(p.stem for p in directory.glob("*.yaml"))
         if options:
             groups[directory.relative_to(root).as_posix()] = options
+    for package, (group, option) in PLUGIN_OPTIONS.items():
+        if importlib.util.find_spec(package) is not None:
+            groups[group] = sorted({*groups.get(group, []), option})
     return groups
 
 
-def run_app(hydra_main: Callable[[], object], usage: str) -> None:
-    """Answer -h/--help from the file tree (Hydra's own help composes every group: seconds), else run."""
+def run_app(
+    hydra_main: Callable[[], object], usage: str, arguments: Callable[[list[str]], list[str]] | None = None
+) -> None:
+    """Answer -h/--help from the file tree (Hydra's own help composes every group: seconds), else run.
+
+    `arguments` rewrites the command line before Hydra reads it (a resume's saved overrides)."""
     if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
         groups = "\n".join(f"  {name}: {', '.join(options)}" for name, options in config_groups().items())
         print(f"{usage.rstrip()}\n\nConfig groups (pick one with group=option):\n{groups}\n\n{COMMON_HELP}")
         return
-    hydra_main()
+    sys.argv[1:] = [_expand_home(arg) for arg in sys.argv[1:]]
+    if arguments is not None:
+        try:
+            sys.argv[1:] = arguments(sys.argv[1:])
+        except Exception as err:  # it parses the overrides: Hydra's syntax errors come first from here
+            message = str(err) if isinstance(err, ConfigError) else _hydra_config_error(err)
+            if message is None:
+                raise
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(2)
+    # Hydra reports its own errors (an unknown group option, bad override syntax) in many lines and exits 1;
+    # HYDRA_FULL_ERROR makes it raise them instead, to be said like cnnlab's: one line, exit 2
+    saved = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        hydra_main()
+    except Exception as err:
+        message = _hydra_config_error(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        if saved is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved
+
+
+def _hydra_config_error(err: Exception) -> str | None:
+    """One line for an error of Hydra's composing the config (None for any other error)."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+
+    if not isinstance(err, (ConfigCompositionException, MissingConfigException, OverrideParseException)):
+        return None
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if "Available options" in str(err):  # MissingConfigException: the group's options, one per line
+        start = next(i for i, line in enumerate(lines) if line.startswith("Available options"))
+        options = [line for line in lines[start + 1 :] if not line.startswith(("Config search path", "provider="))]
+        return f"{lines[0]}; {lines[start].rstrip(':')}: {', '.join(options)}"
+    return " ".join(lines) or type(err).__name__
+
+
+def _expand_home(argument: str) -> str:
+    """`key=~/path` as the shell expands an assignment: Hydra's grammar refuses a value starting with `~`
+    (its delete prefix), and the shell leaves `~` alone after `key=` in an argument."""
+    key, sep, value = argument.partition("=")
+    if sep and (value == "~" or value.startswith("~/")) and not key.startswith("-"):
+        return f"{key}={os.path.expanduser(value)}"
+    return argument
 
 
 @contextlib.contextmanager
@@ -62,7 +128,7 @@ def exit_on_user_error():
         from cnnlab.tracking.store import redact  # MLflow: only on the way out with an error
 
         message = redact(str(err))  # messages may name a tracking URI
-        log.error("%s", message)
+        _log_to_files(message)
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     except (SystemExit, KeyboardInterrupt) as err:
@@ -76,6 +142,15 @@ def exit_on_user_error():
             f"stopped by {signal_name}; an MLflow run it had opened is marked KILLED. Continue a training "
             f"with cnnlab-train resume=true hydra.run.dir=<its output directory>"
         )
-        log.error("%s", message)
+        _log_to_files(message)
         print(f"error: {message}", file=sys.stderr)
         sys.exit(code)
+
+
+def _log_to_files(message: str) -> None:
+    """The error into the job's log file (<output dir>/<command>.log), not to the console: the terminal
+    shows it once, as the `error:` line on stderr."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (message,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)

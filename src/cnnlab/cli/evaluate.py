@@ -1,4 +1,4 @@
-"""cnnlab-evaluate: score the train stage's checkpoint on the test split (the DVC `evaluate` stage)."""
+"""cnnlab-evaluate: score a training's checkpoint on the test split (also the DVC `evaluate` stage)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,17 @@ from cnnlab.config import register_configs
 from cnnlab.paths import config_dir
 
 USAGE = """\
-usage: cnnlab-evaluate [evaluate.train_dir=DIR] [evaluate.checkpoint=best|last|PATH]
+usage: cnnlab-evaluate [evaluate.train_dir=latest|DIR|RUN_ID] [evaluate.checkpoint=best|last|PATH]
 
-Load a checkpoint written by cnnlab-train (default: artifacts/train, the DVC train stage's
-output), score the test split of the data it was trained on, write metrics.json and plots to
-evaluate.output_dir (default: artifacts/evaluate), and log both into the training's MLflow run.
+Load a checkpoint written by cnnlab-train (default: the latest training under outputs/), score the
+test split of the data it was trained on, write metrics.json and plots into the training's own
+directory (<train_dir>/evaluate, or evaluate.output_dir) and log both into the training's MLflow run.
 
 examples:
-  cnnlab-evaluate
+  cnnlab-train && cnnlab-evaluate                                   # the run just trained
+  cnnlab-evaluate evaluate.train_dir=0f3c9a...                      # an MLflow run id (runs:/<id> too)
   cnnlab-evaluate evaluate.train_dir=outputs/2026-01-31/12-00-00 evaluate.checkpoint=last
+  cnnlab-evaluate evaluate.train_dir=artifacts/train evaluate.output_dir=artifacts/evaluate   # the pipeline's
 """
 
 register_configs()

@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 from cnnlab.cli.app import run_app
 from cnnlab.config import register_configs
 from cnnlab.paths import config_dir
+from cnnlab.resume import resume_arguments
 
 USAGE = """\
 usage: cnnlab-train [group=option ...] [key=value ...] [-m]
@@ -41,7 +42,7 @@ def _train(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    run_app(_train, USAGE)
+    run_app(_train, USAGE, arguments=resume_arguments)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Mapping
 from typing import Optional
 
 from mlflow.entities import Metric
@@ -61,8 +62,12 @@ class OutboxLogger(MLFlowLogger):
 
     @rank_zero_only
     def log_hyperparams(self, params) -> None:
+        """The task's own arguments only (num_classes, class_names, mean ...): the nested ones (model,
+        optimizer, scheduler) are the config cnnlab logged as `optimizer.lr`, and Lightning's "/" flattening
+        would show each twice (`optimizer/lr` beside `optimizer.lr`)."""
+        params = params if isinstance(params, Mapping) else vars(params)
         try:
-            super().log_hyperparams(params)
+            super().log_hyperparams({key: value for key, value in params.items() if not isinstance(value, Mapping)})
         except Exception as err:  # the store is away: the flattened config went in at the start already
             log.warning("hyperparameters not logged to MLflow (%s); they are in config.yaml", str(err)[:200])
 

@@ -28,12 +28,19 @@ from mlflow.utils.validation import _validate_metric_name
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from cnnlab.config import ConfigError
-from cnnlab.paths import project_root
+from cnnlab.paths import portable, project_root
 from cnnlab.stopping import stop_signal
 from cnnlab.tracking.datasets import prepared_dataset
 from cnnlab.tracking.environment import environment_record, environment_tags
 from cnnlab.tracking.lightning_logger import OutboxLogger, metric_outbox
-from cnnlab.tracking.store import client, get_or_create_experiment, redact, restored_environment, with_retry
+from cnnlab.tracking.store import (
+    client,
+    get_or_create_experiment,
+    recorded_uri,
+    redact,
+    restored_environment,
+    with_retry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +127,10 @@ class TrackedRun:
         return run
 
     # ---- content ------------------------------------------------------------------------------
+    @property
+    def tags(self) -> dict[str, str]:
+        return self._client.get_run(self.run_id).data.tags
+
     def set_tags(self, tags: dict[str, str]) -> None:
         for key, value in tags.items():
             with_retry(lambda: self._client.set_tag(self.run_id, key, redact(str(value))), what="tag run")
@@ -266,11 +277,17 @@ class TrackedRun:
 
 # ---- the run record of a training output directory -----------------------------------------------
 def write_run_record(output_dir: Path, record: dict) -> None:
-    """run.json, credentials redacted (it is logged as an artifact); the URI to connect with is the config's."""
+    """run.json, credentials redacted (it is logged as an artifact); the URI to connect with is the config's.
+
+    Paths inside the project are kept relative to its root and the project's own SQLite store is not
+    named (readers: `cnnlab.paths.from_root`, the configured store), so a clone anywhere writes the same file.
+    """
     output_dir.mkdir(parents=True, exist_ok=True)
+    if "tracking_uri" in record:
+        record = {**record, "tracking_uri": recorded_uri(record["tracking_uri"])}
     temporary = output_dir / f".{RUN_RECORD}.tmp-{os.getpid()}"
     try:  # renamed into place: a full disk leaves the previous run.json, never half of one
-        temporary.write_text(redact(json.dumps(record, indent=2)) + "\n")
+        temporary.write_text(redact(json.dumps(portable(record), indent=2)) + "\n")
         os.replace(temporary, output_dir / RUN_RECORD)
     finally:
         temporary.unlink(missing_ok=True)

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import _validate_metric_name
 
 from cnnlab.config import ConfigError
-from cnnlab.paths import default_tracking_uri
+from cnnlab.paths import default_tracking_uri, portable
 from cnnlab.redaction import redact  # noqa: F401  (tracking's modules and the commands redact through here)
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,16 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
             f"the MLflow tracking server at {redact(uri)} does not answer ({reason}); start it, or point "
             f"logger.tracking_uri / $MLFLOW_TRACKING_URI at one that runs (unset both for the project's SQLite store)"
         ) from None
+
+
+def recorded_uri(uri: Optional[str]) -> Optional[str]:
+    """What run.json keeps of the store `uri`: nothing for a SQLite file inside the project (the
+    project's own store: it moves with the clone, and cnnlab finds it by default), else the URI redacted."""
+    if uri and uri.startswith("sqlite:///"):
+        path = "/" + uri.removeprefix("sqlite:///").split("?")[0].lstrip("/")
+        if portable(path) != path:
+            return None
+    return redact(uri) if uri else uri
 
 
 def resolve_tracking_uri(configured: Optional[str] = None) -> str:
