@@ -28,7 +28,7 @@ def spreadsheet_safe(cell: Any) -> Any:
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
     """`rows` under `header` as CSV at `path` (quoted where needed, formulas escaped); returns `path`."""
     with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
+        writer = csv.writer(handle, lineterminator="\n")  # LF, as the files it replaced (git diffs stay clean)
         writer.writerow([spreadsheet_safe(cell) for cell in header])
         writer.writerows([spreadsheet_safe(cell) for cell in row] for row in rows)
     return Path(path)
