@@ -28,7 +28,11 @@ def spreadsheet_safe(cell: Any) -> Any:
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
     """`rows` under `header` as CSV at `path` (quoted where needed, formulas escaped); returns `path`."""
     with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")  # LF, as the files it replaced (git diffs stay clean)
-        writer.writerow([spreadsheet_safe(cell) for cell in header])
-        writer.writerows([spreadsheet_safe(cell) for cell in row] for row in rows)
+        # LF line ends, as the files it replaced (git diffs stay clean). With LF, csv quotes a cell holding a
+        # lone CR only when told to: such rows go through a writer that quotes every cell
+        minimal = csv.writer(handle, lineterminator="\n")
+        quote_all = csv.writer(handle, lineterminator="\n", quoting=csv.QUOTE_ALL)
+        for row in [header, *rows]:
+            cells = [spreadsheet_safe(cell) for cell in row]
+            (quote_all if any(isinstance(cell, str) and "\r" in cell for cell in cells) else minimal).writerow(cells)
     return Path(path)

@@ -106,3 +106,4 @@ def test_the_shared_writer_escapes_formulas_and_keeps_numbers(tmp_path):
     path = tmp_path / "t.csv"
     write_csv(path, ["name", "value"], [["=1+1", -0.5], ["+x", "-3"], ["@a", 2], ["\tb", "c,d"], ["-x", "\rq"]])
     assert _cells(path) == ["name", "value", "'=1+1", "-0.5", "'+x", "-3", "'@a", "2", "'\tb", "c,d", "'-x", "'\rq"]
+    assert path.read_bytes().startswith(b"name,value\n")  # LF line ends: committed CSVs diff line by line
