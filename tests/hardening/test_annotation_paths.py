@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnlab.data.prepare import build_prepared_dataset
 from cnnlab.data.sources.oxford_pets import OxfordPetsSource
 from cnnlab.data.sources.voc import VOCSource
 from tests.data.data_writers import (
@@ -18,6 +17,7 @@ from tests.data.data_writers import (
     write_pet_lists,
     write_voc,
 )
+from tests.hardening.preparing import prepare_skipping
 
 SECRET = 7  # the outside image's pixel value: it must not reach images.npy
 
@@ -25,23 +25,6 @@ SECRET = 7  # the outside image's pixel value: it must not reach images.npy
 def _secret(path):
     write_image(path, np.full((30, 40, 3), SECRET, np.uint8))
     return path
-
-
-def _prepare(source, tmp_path):
-    meta = build_prepared_dataset(
-        source,
-        tmp_path / "prepared",
-        name="p",
-        image_size=8,
-        channels=3,
-        val_fraction=0,
-        test_fraction=0,
-        seed=0,
-        on_bad_sample="skip",
-        workers=1,
-    )
-    images = np.load(tmp_path / "prepared" / "images.npy")
-    return meta, images, (tmp_path / "prepared" / "skipped.csv").read_text()
 
 
 def test_voc_filenames_outside_the_root_are_refused(tmp_path):
@@ -57,7 +40,7 @@ def test_voc_filenames_outside_the_root_are_refused(tmp_path):
     (root / "link.jpg").symlink_to(outside)
     (root / "link.xml").write_text(voc_xml("link", 40, 30, box))
 
-    meta, images, skipped = _prepare(VOCSource(str(root), subset="folder", classes="auto"), tmp_path)
+    meta, images, skipped = prepare_skipping(VOCSource(str(root), subset="folder", classes="auto"), tmp_path)
 
     assert meta["num_samples"] == 2 and meta["num_skipped"] == 3, skipped
     assert skipped.count("resolves outside data.root") == 3
@@ -74,7 +57,7 @@ def test_voc_image_list_ids_outside_the_root_are_refused(tmp_path):
     lists = root / "ImageSets" / "Segmentation" / "train.txt"
     lists.write_text(lists.read_text() + "../../outside/evil\n")
 
-    meta, images, skipped = _prepare(VOCSource(str(root), subset="segmentation"), tmp_path)
+    meta, images, skipped = prepare_skipping(VOCSource(str(root), subset="segmentation"), tmp_path)
 
     assert meta["num_samples"] == 3 and "resolves outside data.root" in skipped, skipped
     assert not (images == SECRET).all(axis=(1, 2, 3)).any()
@@ -93,7 +76,7 @@ def test_pet_list_names_outside_the_root_are_refused(tmp_path):
     rows.append(("../../outside/evil", 1, 1, 1))
     write_pet_lists(root, rows, [r[0] for r in rows], [])
 
-    meta, images, skipped = _prepare(OxfordPetsSource(str(root), labels="species"), tmp_path)
+    meta, images, skipped = prepare_skipping(OxfordPetsSource(str(root), labels="species"), tmp_path)
 
     assert meta["num_samples"] == 3 and "resolves outside data.root" in skipped, skipped
     assert not (images == SECRET).all(axis=(1, 2, 3)).any()

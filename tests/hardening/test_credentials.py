@@ -64,22 +64,27 @@ def server(tmp_path):
     running.stop()
 
 
-@pytest.mark.slow  # end to end with a server: run by `make test-slow` and CI, not by `make test`
-def test_credentials_in_the_uri_are_redacted_everywhere(server, tmp_path):
-    root = copy_project(tmp_path / "project")
-    out = root / "runs" / "one"
+def _short_run_with_a_password(server, out, *extra: str) -> list[str]:
+    """cnnlab-train for 3 steps into `out`, logging to `server` through a URI that carries a password."""
     uri = server.url.replace("http://", f"http://alice:{SECRET}@")
-    command = [
+    return [
         str(BIN / "cnnlab-train"),
         f"logger.tracking_uri={uri}",
         "trainer=debug",
         "trainer.limit_train_batches=3",
-        "trainer.limit_val_batches=1",
         "trainer.max_epochs=1",
         "logger.log_model=false",
         "logger.system_metrics=false",
+        *extra,
         f"hydra.run.dir={out}",
     ]
+
+
+@pytest.mark.slow  # end to end with a server: run by `make test-slow` and CI, not by `make test`
+def test_credentials_in_the_uri_are_redacted_everywhere(server, tmp_path):
+    root = copy_project(tmp_path / "project")
+    out = root / "runs" / "one"
+    command = _short_run_with_a_password(server, out, "trainer.limit_val_batches=1")
     done = subprocess.run(command, cwd=root, env=cli_env(root), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert SECRET not in done.stdout + done.stderr
@@ -105,19 +110,9 @@ def test_credentials_in_the_uri_are_redacted_everywhere(server, tmp_path):
 def test_a_crash_after_the_run_opened_prints_and_leaves_no_secret(server, tmp_path):
     root = copy_project(tmp_path / "project")
     out = root / "runs" / "crash"
-    uri = server.url.replace("http://", f"http://alice:{SECRET}@")
-    command = [
-        str(BIN / "cnnlab-train"),
-        f"logger.tracking_uri={uri}",
-        "trainer=debug",
-        "trainer.limit_train_batches=3",
-        "trainer.max_epochs=1",
-        "logger.log_model=false",
-        "logger.system_metrics=false",
-        "+callbacks.crash._target_=tests.crash.RaiseAtStep",
-        "+callbacks.crash.step=1",
-        f"hydra.run.dir={out}",
-    ]
+    command = _short_run_with_a_password(
+        server, out, "+callbacks.crash._target_=tests.crash.RaiseAtStep", "+callbacks.crash.step=1"
+    )
     env = cli_env(root, PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]))  # tests.crash
     done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 1 and "crash at step 1" in done.stderr, done.stderr[-3000:]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from cnnlab.data.prepare import build_prepared_dataset
 from cnnlab.data.sources.manifest import ManifestSource
+from tests.hardening.preparing import prepare_skipping
 
 
 def test_paths_outside_the_root_are_bad_samples_and_never_read(tmp_path):
@@ -30,20 +30,8 @@ def test_paths_outside_the_root_are_bad_samples_and_never_read(tmp_path):
         "../elsewhere/secret.txt,b",
     ]
     (root / "manifest.csv").write_text("\n".join(rows) + "\n")
-    meta = build_prepared_dataset(
-        ManifestSource(str(root)),
-        tmp_path / "prepared",
-        name="m",
-        image_size=8,
-        channels=3,
-        val_fraction=0,
-        test_fraction=0,
-        seed=0,
-        on_bad_sample="skip",
-        workers=1,
-    )
+    meta, _, skipped = prepare_skipping(ManifestSource(str(root)), tmp_path)
     assert meta["num_samples"] == 4 and len(meta["skipped"]) == 4
-    skipped = (tmp_path / "prepared" / "skipped.csv").read_text()
     assert skipped.count("resolves outside data.root") == 4
     assert "root:x" not in skipped and "b'" not in skipped
 
