@@ -20,7 +20,7 @@ import yaml
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from cnnlab.paths import config_dir, project_root
+from cnnlab.paths import config_dir, project_root, source_config_dir
 
 
 class ConfigError(ValueError):
@@ -242,8 +242,10 @@ def _targets_under(conf: Path) -> frozenset[str]:
 
 
 def conf_targets() -> frozenset[str]:
-    """Every `_target_` the project's conf/ tree names: the classes a config read back from a run may build."""
-    return _targets_under(config_dir().resolve())
+    """Every `_target_` the project's conf/ tree or cnnlab's own names: the classes a config read back from a run
+    may build (cnnlab's own too: `cnnlab-sync <dir>` may run outside any project)."""
+    trees = {config_dir().resolve(), source_config_dir().resolve()}
+    return frozenset().union(*(_targets_under(tree) for tree in trees if tree.is_dir()))
 
 
 def targets_in(cfg: Any, prefix: str = "") -> list[tuple[str, Any]]:

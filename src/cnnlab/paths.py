@@ -29,6 +29,11 @@ def config_dir() -> Path:
     return project_root() / "conf"
 
 
+def source_config_dir() -> Path:
+    """cnnlab's own conf/ tree, beside its sources (a checkout or an editable install)."""
+    return _SOURCE_CHECKOUT / "conf"
+
+
 def store_root() -> Path:
     """Where the embedded MLflow store lives: $CNNLAB_ROOT, else $DVC_ROOT, else the project root.
 

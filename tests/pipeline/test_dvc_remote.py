@@ -40,6 +40,7 @@ def test_push_from_one_clone_pull_into_another_and_nothing_is_left_to_do(tmp_pat
         "artifacts/configure/train.yaml",
         "artifacts/evaluate/metrics.json",
         "artifacts/evaluate/plots/confusion_matrix.png",
+        "artifacts/evaluate/plots/per_class_accuracy.csv",
         "artifacts/evaluate/plots/predictions.csv",
         "artifacts/evaluate/plots/test_predictions.png",
         "artifacts/train/config.yaml",

@@ -77,7 +77,9 @@ def run_app(
     except Exception as err:
         message = _hydra_config_error(err)
         if message is None:
-            raise
+            if saved is not None:  # the user asked for Hydra's full traceback
+                raise
+            _report_as_hydra_does(err)
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     finally:
@@ -85,6 +87,20 @@ def run_app(
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = saved
+
+
+def _report_as_hydra_does(err: Exception) -> None:
+    """Any other error as Hydra reports it without HYDRA_FULL_ERROR (a launcher's one line, a job's traceback
+    without Hydra's frames), exit 1: Hydra's own reporter, which HYDRA_FULL_ERROR above had bypassed."""
+    from hydra._internal.utils import run_and_report
+
+    os.environ.pop("HYDRA_FULL_ERROR", None)
+
+    def again():
+        raise err
+
+    run_and_report(again)
+    sys.exit(1)  # run_and_report exits itself; this only if it returned
 
 
 def _hydra_config_error(err: Exception) -> str | None:
