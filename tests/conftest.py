@@ -276,6 +276,15 @@ QUICK = (
 )
 
 
+def quick_run(tmp_path: Path, out_name: str = "train") -> tuple[Path, Path]:
+    """A project copy under tmp_path and one QUICK training of it into tmp_path/<out_name>: (root, output dir)."""
+    root = copy_project(tmp_path / "project")
+    out = tmp_path / out_name
+    done = call_in_process("cnnlab-train", [*QUICK, f"hydra.run.dir={out}"], root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root, out
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Files of `slow` tests first (the longest, end-to-end runs), the quick ones after.
 

@@ -44,7 +44,8 @@ def resume_arguments(arguments: list[str]) -> list[str]:
 
     if any(a.startswith("-") for a in arguments):  # -m, --cfg, --help ...: not a resume
         return arguments
-    parsed = OverridesParser.create().parse_overrides(arguments)
+    parser = OverridesParser.create()
+    parsed = parser.parse_overrides(arguments)
     given = {o.key_or_group.lstrip("+~"): o for o in parsed}
     resuming = given.get("resume") and given["resume"].value() is True
     resuming = resuming or (given.get("ckpt_path") and given["ckpt_path"].value() == "last")
@@ -55,7 +56,7 @@ def resume_arguments(arguments: list[str]) -> list[str]:
     if not (saved / "overrides.yaml").is_file():
         return arguments  # not a cnnlab-train output directory: training says what is missing
     run_arguments = [str(o) for o in OmegaConf.load(saved / "overrides.yaml")]
-    run_parsed = OverridesParser.create().parse_overrides(run_arguments)
+    run_parsed = parser.parse_overrides(run_arguments)
     run_overrides = {o.key_or_group.lstrip("+~"): o for o in run_parsed}
     run_config = OmegaConf.load(saved / "config.yaml")
     choices = OmegaConf.load(saved / "hydra.yaml").hydra.runtime.choices

@@ -6,14 +6,11 @@ import json
 
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import QUICK, call_in_process, copy_project
+from tests.conftest import QUICK, call_in_process, quick_run
 
 
 def test_a_directory_holding_a_run_is_refused_unless_resumed(tmp_path):
-    root = copy_project(tmp_path / "project")
-    out = tmp_path / "out"
-    first = call_in_process("cnnlab-train", [*QUICK, f"hydra.run.dir={out}"], root)
-    assert first.returncode == 0, first.stderr[-3000:]
+    root, out = quick_run(tmp_path, "out")
     record = (out / "run.json").read_text()
     run_id = json.loads(record)["run_id"]
     before = _files(out)

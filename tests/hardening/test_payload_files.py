@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from tests.conftest import QUICK, call_in_process, copy_project
+from tests.conftest import QUICK, call_in_process, quick_run
 
 
 class Payload:
@@ -22,12 +22,7 @@ class Payload:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("payload")
-    root = copy_project(tmp_path / "project")
-    out = tmp_path / "train"
-    done = call_in_process("cnnlab-train", [*QUICK, f"hydra.run.dir={out}"], root)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return root, out
+    return quick_run(tmp_path_factory.mktemp("payload"))
 
 
 def _one_clean_line(done, marker):

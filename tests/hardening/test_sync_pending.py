@@ -8,7 +8,7 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import QUICK, call_in_process, copy_project
+from tests.conftest import call_in_process, quick_run
 
 POINT = {"key": "val/loss", "value": 0.5, "timestamp": 1, "step": 1}
 BAD = {
@@ -34,11 +34,7 @@ BAD = {
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("sync")
-    root = copy_project(tmp_path / "project")
-    out = tmp_path / "train"
-    done = call_in_process("cnnlab-train", [*QUICK, f"hydra.run.dir={out}"], root)
-    assert done.returncode == 0, done.stderr[-3000:]
+    root, out = quick_run(tmp_path_factory.mktemp("sync"))
     return root, out, json.loads((out / "run.json").read_text())["run_id"]
 
 
