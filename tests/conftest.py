@@ -148,13 +148,20 @@ def call_in_process(
 
     Saves each command start-up (torch, Lightning, MLflow: seconds) for tests of outputs, MLflow
     contents and error messages. Global state a run changes is put back afterwards: environment
-    (PL_GLOBAL_SEED, CNNLAB_PARENT_RUN_ID...), Hydra's singletons, logging handlers, warning filters,
+    (PL_GLOBAL_SEED, CNNLAB_PARENT_RUN_ID...), Hydra's singletons, logging handlers and loggers, warning filters,
     torch's deterministic-algorithms switch and MLflow's tracking URI.
     """
     (script,) = entry_points(group="console_scripts", name=command)
     saved_env, saved_argv, saved_cwd = dict(os.environ), sys.argv[:], os.getcwd()
     root_logger = logging.getLogger()
     saved_handlers, saved_level = root_logger.handlers[:], root_logger.level
+    # Hydra's `disabled` logging (explain, predict, compare) is dictConfig(disable_existing_loggers=True):
+    # it would silence every logger that exists now for the rest of this test process
+    saved_loggers = {
+        name: (logger.disabled, logger.level)
+        for name, logger in logging.Logger.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+    }
     torch = sys.modules.get("torch")
     deterministic = (
         (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
@@ -200,6 +207,9 @@ def call_in_process(
             if handler not in saved_handlers:
                 handler.close()
         root_logger.handlers[:], root_logger.level = saved_handlers, saved_level
+        for name, (disabled, level) in saved_loggers.items():
+            logger = logging.getLogger(name)
+            logger.disabled, logger.level = disabled, level
         if deterministic is not None or "torch" in sys.modules:
             import torch
 
