@@ -36,6 +36,18 @@ def training_run_name(cfg, job_num: Optional[int]) -> str:
     return name if job_num is None else f"{name}-{job_num}"
 
 
+def config_params(cfg, output_dir: Path) -> dict[str, str]:
+    """The composed config as MLflow params, less where this run lives (paths.output_dir, the checkpoint
+    folders): those differ from run to run without being a setting, and MLflow's compare view opens its
+    parallel-coordinates plot on the first params that differ. The tag cnnlab.output_dir keeps the place."""
+    here = {str(output_dir), str(Path(output_dir).resolve())}
+    return {
+        key: value
+        for key, value in flatten(OmegaConf.to_container(cfg, resolve=True)).items()
+        if not any(value == place or value.startswith(place + os.sep) for place in here)
+    }
+
+
 def open_training_run(
     cfg,
     uri: str,
@@ -75,7 +87,7 @@ def open_training_run(
         parent = find_parent_run(sweep_dir) if sweep_dir else None
         run = TrackedRun.start(uri, cfg.logger.experiment_name, training_run_name(cfg, job_num), tags, parent)
         with run.failed_on_error():
-            run.log_params({**flatten(OmegaConf.to_container(cfg, resolve=True)), **(params or {})})
+            run.log_params({**config_params(cfg, output_dir), **(params or {})})
             run.log_dataset(Path(cfg.data.prepared_dir), meta, "training")
             run.log_environment(output_dir)
     run.files_at_end = slurm.log_files
@@ -152,5 +164,10 @@ def log_training_outputs(run: TrackedRun, cfg, output_dir: Path, summary: dict, 
         best = type(task).load_from_checkpoint(from_root(summary["best_checkpoint"]), map_location="cpu")
         register_name = registered_model_name(task.name, cfg.model.name) if cfg.register else None
         log_model(
-            run.uri, run.run_id, best, register_name, example=example_inputs(datamodule.dataset("val", augment=False))
+            run.uri,
+            run.run_id,
+            best,
+            register_name,
+            example=example_inputs(datamodule.dataset("val", augment=False)),
+            data_name=cfg.data.name,
         )

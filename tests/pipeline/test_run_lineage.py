@@ -34,6 +34,7 @@ def test_logged_model_lives_in_the_runs_experiment_not_in_mlruns(trained_and_eva
     models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
     assert [m.source_run_id for m in models] == [run.info.run_id]
     model = models[0]
+    assert model.name == "lenet5-classification-digits"  # what it is, not "model": the runs table's Models column
     assert model.experiment_id == run.info.experiment_id and model.status.name == "READY"
     assert model.artifact_location.startswith(experiment.artifact_location)  # beside the run's artifacts
     assert model.artifact_location.startswith((root / "mlartifacts").as_uri())
@@ -44,6 +45,23 @@ def test_logged_model_lives_in_the_runs_experiment_not_in_mlruns(trained_and_eva
     assert [o.model_id for o in run.outputs.model_outputs] == [model.model_id]
     version = client.get_model_version_by_alias("cnnlab-classification-lenet5", "champion")
     assert version.source == f"models:/{model.model_id}" and version.run_id == run.info.run_id
+
+
+def test_runs_uri_finds_the_model_by_its_name_or_as_model(trained_and_evaluated):
+    from cnnlab.config import ConfigError
+    from cnnlab.tracking.model_files import logged_model_uri
+
+    _, client, run, _ = trained_and_evaluated
+    uri = client.tracking_uri
+    (model,) = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    run_id = run.info.run_id
+    for source in (f"runs:/{run_id}", f"runs:/{run_id}/model", f"runs:/{run_id}/lenet5-classification-digits"):
+        assert logged_model_uri(source, uri) == f"models:/{model.model_id}"
+    with pytest.raises(ConfigError) as err:
+        logged_model_uri(f"runs:/{run_id}/resnet18-classification-digits", uri)
+    message = str(err.value)
+    assert "no model named 'resnet18-classification-digits'" in message
+    assert "its models: lenet5-classification-digits" in message
 
 
 def test_training_and_evaluation_log_the_prepared_dataset(trained_and_evaluated):

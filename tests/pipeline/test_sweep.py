@@ -23,6 +23,9 @@ def test_two_job_sweep_has_one_parent_with_the_best_child(call_cli, project, tra
         [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
     assert sorted(c.data.params["model.name"] for c in children) == ["lenet5", "simple_cnn"]
+    # a run's own place is a tag, not a param: MLflow's compare view opens on the params that differ
+    assert not [key for c in children for key, value in c.data.params.items() if str(sweep_dir) in value]
+    assert all(c.data.tags["cnnlab.output_dir"].startswith(str(sweep_dir)) for c in children)
     assert all(c.info.status == "FINISHED" for c in children) and parent.info.status == "FINISHED"
     assert parent.data.params["sweep.overrides"].startswith("model=lenet5,simple_cnn")
     assert parent.data.params["sweep.metric"] == "val/acc"

@@ -97,7 +97,8 @@ def test_ui_opens_on_the_sweeps_training_runs_with_datasets_and_models(ui):
             assert order[0] == "sweep-sweep" and sorted(order[1:]) == children  # the jobs right under their sweep
             for _, name, cells in table[1:]:
                 assert "digits-32" in cells["Dataset"], (name, cells)  # the prepared data, as a dataset input
-                assert cells["Models"].strip() == "model", (name, cells)  # the logged model, in the run's experiment
+                # the logged model, in the run's experiment, named after what it is
+                assert cells["Models"].strip() == "lenet5-classification-digits", (name, cells)
             page.screenshot(path=str(artifacts / "mlflow-ui-sweep-runs.png"), full_page=True)
         finally:
             browser.close()

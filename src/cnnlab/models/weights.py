@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from mlflow.exceptions import MlflowException
 from torch import nn
 
 from cnnlab.config import ConfigError
@@ -42,7 +41,6 @@ from cnnlab.models import hub
 from cnnlab.models.registry import _REGISTRY, available_models
 from cnnlab.models.stages import body_state_keys
 from cnnlab.tracking.model_files import open_model_files
-from cnnlab.tracking.store import client
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -247,8 +245,7 @@ def _read_mlflow(source: str, tracking_uri: Optional[str]) -> PretrainedWeights:
             f"{KEY}={source!r} is an MLflow URI but there is no tracking store (logger=none): "
             "set logger.tracking_uri, or give a file"
         )
-    uri = _logged_model_uri(source, tracking_uri) if source.startswith("runs:/") else source
-    with open_model_files(uri, tracking_uri, key=KEY) as model:
+    with open_model_files(source, tracking_uri, key=KEY) as model:
         state = {k: v.detach().clone() for k, v in _prefixed(model.network.state_dict(), MODEL_PREFIXES).items()}
         digest = file_hash(model.files / "data" / "model.pt2") if (model.files / "data" / "model.pt2").is_file() else ""
         info = model.info
@@ -262,27 +259,6 @@ def _read_mlflow(source: str, tracking_uri: Optional[str]) -> PretrainedWeights:
             architecture=info.get("model"),
             run_id=model.run_id,
         )
-
-
-def _logged_model_uri(source: str, tracking_uri: str) -> str:
-    """runs:/<run id>/<name> -> models:/<model id> of the LoggedModel that run logged under that name.
-
-    MLflow 3 keeps logged models apart from a run's artifacts, so the runs:/ path cannot be downloaded as is."""
-    run_id, _, name = source.removeprefix("runs:/").partition("/")
-    name = name.strip("/") or "model"
-    store = client(tracking_uri)
-    try:
-        run = store.get_run(run_id)
-    except MlflowException:
-        raise ConfigError(f"{KEY}={source!r}: there is no run {run_id!r} in the MLflow store {tracking_uri}") from None
-    for output in run.outputs.model_outputs if run.outputs else []:
-        model = store.get_logged_model(output.model_id)
-        if model.name == name:
-            return f"models:/{model.model_id}"
-    raise ConfigError(
-        f"{KEY}={source!r}: run {run_id} logged no model named {name!r} "
-        "(train it with logger.log_model=true, or give its checkpoint)"
-    )
 
 
 # ---- loading ------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from mlflow.models import Model
 from torch.export.pt2_archive import _package
 
 from cnnlab.config import ConfigError
-from cnnlab.tracking.model_registry import METADATA_KEY, use_tracking_uri
+from cnnlab.tracking.model_registry import GENERIC_NAME, METADATA_KEY, use_tracking_uri
 from cnnlab.tracking.store import client
 
 
@@ -53,17 +53,45 @@ def _registered_models(tracking_uri: str) -> str:
     return ", ".join(names) or "none"
 
 
+def logged_model_uri(source: str, tracking_uri: str, key: str = "model_uri") -> str:
+    """runs:/<run id>[/<name>] -> models:/<model id> of the LoggedModel that run logged under that name.
+
+    MLflow 3 keeps logged models apart from a run's artifacts, so the runs:/ path cannot be downloaded as
+    is. A cnnlab run logs one model, named after what it is (model_registry.logged_model_name); no name or
+    "model" means that one."""
+    run_id, _, name = source.removeprefix("runs:/").partition("/")
+    name = name.strip("/")
+    store = client(tracking_uri)
+    try:
+        run = store.get_run(run_id)
+    except MlflowException:
+        raise ConfigError(f"{key}={source!r}: there is no run {run_id!r} in the MLflow store {tracking_uri}") from None
+    models = [store.get_logged_model(output.model_id) for output in (run.outputs.model_outputs if run.outputs else [])]
+    named = [m for m in models if m.name == name]
+    if not named and name in ("", GENERIC_NAME) and len(models) == 1:
+        named = models
+    if named:
+        return f"models:/{named[-1].model_id}"
+    logged = ", ".join(m.name for m in models) or "none"
+    raise ConfigError(
+        f"{key}={source!r}: run {run_id} logged no model named {name or GENERIC_NAME!r} (its models: {logged}; "
+        "train with logger.log_model=true, or give its checkpoint)"
+    )
+
+
 @contextlib.contextmanager
 def open_model_files(model_uri: str, tracking_uri: str, key: str = "model_uri") -> Iterator[ModelFiles]:
-    """Download and load a cnnlab model (models:/name@alias, models:/name/version, models:/<id>, or a local
-    model directory); ConfigError naming the URI when it cannot be found or is not a cnnlab model."""
+    """Download and load a cnnlab model (models:/name@alias, models:/name/version, models:/<id>,
+    runs:/<run id>[/<name>], or a local model directory); ConfigError naming the URI when it cannot be found
+    or is not a cnnlab model."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory(prefix="cnnlab-model-") as scratch:
         local = Path(model_uri)
         if not (local.is_dir() and (local / "MLmodel").is_file()):
+            source = logged_model_uri(model_uri, tracking_uri, key) if model_uri.startswith("runs:/") else model_uri
             try:
                 with use_tracking_uri(tracking_uri):
-                    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=scratch))
+                    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=scratch))
             except (MlflowException, OSError, ValueError) as err:
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise ConfigError(

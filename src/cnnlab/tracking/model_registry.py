@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 from typing import Iterator, Optional
 
 import mlflow
@@ -33,7 +34,7 @@ from cnnlab.tracking.store import restored_environment, with_retry
 
 log = logging.getLogger(__name__)
 
-MODEL_NAME = "model"  # the LoggedModel's name (MLflow 3 `name=`)
+GENERIC_NAME = "model"  # what runs:/<id>/model means: the one model a cnnlab run logs, whatever its name
 METADATA_KEY = "cnnlab"
 METADATA_VERSION = 1
 SERIALIZATION_FORMAT = "pt2"  # torch.export: safe to load (no pickle), needs no cnnlab code
@@ -43,6 +44,13 @@ EXAMPLE_BATCH = 2  # torch.export fixes a size-1 dimension: two images keep the 
 def registered_model_name(task: str, model: str) -> str:
     """The registry name of a task x model: cnnlab-<task>-<model>."""
     return f"cnnlab-{task}-{model}"
+
+
+def logged_model_name(task: str, model: str, data: Optional[str] = None) -> str:
+    """The name a run's model has in MLflow (the LoggedModel's, and the path in runs:/<id>/<name>): what it is,
+    <model>-<task>[-<data>], e.g. resnet18-classification-digits. runs:/<id>/model still finds it."""
+    parts = [model, task, *([data] if data else [])]
+    return "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", str(part)) for part in parts)
 
 
 class Predictor(nn.Module):
@@ -109,8 +117,10 @@ def log_model(
     task_module: nn.Module,
     register_name: Optional[str] = None,
     example: Optional[torch.Tensor] = None,
+    data_name: Optional[str] = None,
 ) -> str:
-    """Log `task_module`'s network as the MLflow model "model" of run `run_id`; returns the model URI.
+    """Log `task_module`'s network as an MLflow model of run `run_id`, named by `logged_model_name` (model, task
+    and `data_name`); returns the model URI.
 
     `example` is a batch of normalised network inputs (N x C x H x W); its first two images become
     the input example the signature is inferred from. Without it, a batch of zeros (the training
@@ -133,12 +143,13 @@ def log_model(
     mlflow_client = tracking_client(uri)
     run = with_retry(lambda: mlflow_client.get_run(run_id), what="get run")
     tags = {"cnnlab.task": metadata["task"], "cnnlab.model": metadata["model"]}
+    name = logged_model_name(metadata["task"], metadata["model"], data_name)
     with use_tracking_uri(uri):
         # MLflow 3 files a LoggedModel under the *active* experiment (the Default one, artifacts in
         # ./mlruns of the cwd) unless it exists already: create it in the run's experiment first
         logged = with_retry(
             lambda: mlflow.initialize_logged_model(
-                name=MODEL_NAME,
+                name=name,
                 source_run_id=run_id,
                 tags=tags,
                 params=run.data.params,
@@ -149,7 +160,7 @@ def log_model(
         info = with_retry(
             lambda: mlflow.pytorch.log_model(
                 network,
-                name=MODEL_NAME,
+                name=name,
                 model_id=logged.model_id,
                 run_id=run_id,
                 serialization_format=SERIALIZATION_FORMAT,
