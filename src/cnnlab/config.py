@@ -327,7 +327,6 @@ def validate_config(cfg: DictConfig) -> None:
                 f"trainer.{key} is not a Trainer setting cnnlab knows{_did_you_mean(str(key), known, 'trainer.')}"
             )
     check_known_keys(cfg, CnnlabConfig)
-    check_target_arguments(cfg)
     check_bounds(cfg.trainer, TrainerConfig, "trainer.")
     validate_data_config(cfg.data)
     lr = OmegaConf.select(cfg, "optimizer.lr")
@@ -341,6 +340,7 @@ def validate_config(cfg: DictConfig) -> None:
         )
     if trainer.max_epochs == -1 and trainer.max_steps <= 0 and not trainer.max_time:
         raise ConfigError("trainer.max_epochs=-1 trains forever: set trainer.max_steps or trainer.max_time too")
+    check_target_arguments(cfg)  # last: it imports the targets (torch, Lightning), seconds
 
 
 def validate_transfer_config(cfg: DictConfig) -> None:

@@ -14,13 +14,14 @@ from omegaconf import OmegaConf
 
 from cnnlab import slurm
 from cnnlab.config import ConfigError
+from cnnlab.dvc_experiment import params_changed_from_baseline, warn_about_changes
 from cnnlab.paths import from_root
 from cnnlab.redaction import REDACTED
 from cnnlab.restore import TrainingDirectory
 from cnnlab.sweep import find_parent_run
 from cnnlab.tracking.model_registry import example_inputs, log_model, registered_model_name
 from cnnlab.tracking.run import PENDING_FILE, RUN_RECORD, TrackedRun, read_pending, read_run_record, write_run_record
-from cnnlab.tracking.store import flatten, redact, resolve_tracking_uri
+from cnnlab.tracking.store import MAX_PARAM_LENGTH, flatten, redact, resolve_tracking_uri
 from cnnlab.viz.augment import plot_augmentation_preview
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,10 @@ def open_training_run(
             **(tags or {}),
             **dict(cfg.logger.get("tags") or {}),
         }
+        changes = params_changed_from_baseline()  # a DVC experiment: what it runs beyond its commit
+        if changes is not None:
+            tags["cnnlab.dvc_params_changed"] = "; ".join(changes)[:MAX_PARAM_LENGTH] or "none"
+            warn_about_changes(changes)
         parent = find_parent_run(sweep_dir) if sweep_dir else None
         run = TrackedRun.start(uri, cfg.logger.experiment_name, training_run_name(cfg, job_num), tags, parent)
         with run.failed_on_error():

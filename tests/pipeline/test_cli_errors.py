@@ -5,11 +5,14 @@ the console script, cheap: no torch import); the ones found after the heavy impo
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
+import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import QUICK
+from tests.conftest import QUICK, cli_env
 
 
 def _runs(uri: str):
@@ -61,6 +64,40 @@ def test_a_cnnlab_config_error_is_printed_once(run_cli):
     """Once on the terminal (the log file keeps it too), not also through the console log handler."""
     done = run_cli("cnnlab-train", "task=segmentation", "data=digits", "hydra.run.dir=runs/twice", check=False)
     assert "task=segmentation needs labels" in _one_error_line(done)
+
+
+# runs a console script as its process does, then says which heavy packages the run had imported
+IMPORT_PROBE = (
+    "import atexit, sys; from importlib.metadata import entry_points; "
+    "atexit.register(lambda: print('heavy:', [m for m in ('torch', 'pytorch_lightning', 'mlflow') if m in sys.modules],"
+    " file=sys.stderr)); (script,) = entry_points(group='console_scripts', name=sys.argv[1]); "
+    "sys.argv = sys.argv[1:]; script.load()()"
+)
+
+
+@pytest.mark.parametrize(
+    "command, argument, message",
+    [
+        ("cnnlab-train", "data.image_size=-3", "data.image_size=-3 is not valid; expected an integer >= 1"),
+        ("cnnlab-train", "optimizer.lr=-1", "optimizer.lr=-1 is not valid; expected a learning rate > 0"),
+        ("cnnlab-predict", "top_k=0", "top_k=0 is not valid; expected an integer >= 1"),
+        ("cnnlab-explain", "num_images=-1", "num_images=-1 is not valid; expected an integer >= 1"),
+        ("cnnlab-compare", "top=-1", "top=-1 is not valid; expected an integer >= 1"),
+    ],
+)
+def test_a_bad_value_is_reported_before_the_heavy_imports(project, command, argument, message):
+    """A typo'd value answers in a second, not after torch, Lightning and MLflow load (5-12 s)."""
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_PROBE, command, argument],
+        cwd=project,
+        env=cli_env(project),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert lines == [f"error: {message}", "heavy: []"], lines
 
 
 def test_invalid_choice_lists_the_allowed_values(call_cli):

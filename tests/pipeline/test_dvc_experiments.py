@@ -146,6 +146,9 @@ def test_another_recipe_and_free_overrides_on_top_of_it(repo: Path):
     assert (run.data.params["data.name"], run.data.params["model.name"]) == ("shapes", "resnet18")
     assert run.data.params["model.width_mult"] == "0.25"  # the recipe's own value
     assert run.data.params["trainer.max_epochs"] == "1" and run.info.status == "FINISHED"  # the overrides win
+    assert run.data.tags["cnnlab.dvc_params_changed"] == (
+        "experiment: 'digits_lenet5' -> 'shapes_classification'; overrides: +data.source.num_samples=600"
+    )
 
     git(repo, "checkout", "--", ".")
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -155,3 +158,18 @@ def test_another_recipe_and_free_overrides_on_top_of_it(repo: Path):
         [e.experiment_id for e in client.search_experiments()], "tags.`cnnlab.dvc_experiment` = 'wider'"
     )
     assert run.data.params["model.dropout"] == "0.25" and run.info.status == "FINISHED"
+    # each run states what it changed from the committed params.yaml, override by override
+    assert run.data.tags["cnnlab.dvc_params_changed"] == "overrides: +model.dropout=0.25"
+
+    # "wider" left its values in the workspace's params.yaml (DVC keeps a workspace experiment there): a --temp
+    # experiment that names only another recipe runs with them too, and says so loudly and in its run
+    done = dvc(repo, "exp", "run", "--temp", "-n", "after-wider", "-S", "experiment=none")
+    (run,) = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "tags.`cnnlab.dvc_experiment` = 'after-wider'"
+    )
+    assert run.data.params["model.dropout"] == "0.25"  # DVC's behaviour: the copy of the workspace
+    assert run.data.tags["cnnlab.dvc_params_changed"] == (
+        "experiment: 'digits_lenet5' -> 'none'; overrides: +model.dropout=0.25"
+    )
+    printed = done.stdout + done.stderr
+    assert "runs with params.yaml changed from its baseline" in printed and "git checkout params.yaml" in printed

@@ -133,15 +133,12 @@ def exit_on_user_error():
     A job stopped by SIGTERM (a scheduler, `docker stop`, `kill`) or Ctrl-C exits 143 or 130, never 0:
     Lightning turns SIGTERM into a SystemExit without a code.
     """
-    # imported here, not at the top: every cnnlab-* command imports this module before answering --help
-    from cnnlab.checkpointing import CheckpointSpaceError
-    from cnnlab.data.prepared import PreparedDataChanged
-    from cnnlab.data.sources.base import BadSampleError
-
     try:
         yield
-    except (ConfigError, BadSampleError, PreparedDataChanged, FileNotFoundError, CheckpointSpaceError) as err:
-        from cnnlab.tracking.store import redact  # MLflow: only on the way out with an error
+    except Exception as err:
+        if not isinstance(err, _user_errors()):
+            raise
+        from cnnlab.redaction import redact
 
         message = redact(str(err))  # messages may name a tracking URI
         _log_to_files(message)
@@ -161,6 +158,18 @@ def exit_on_user_error():
         _log_to_files(message)
         print(f"error: {message}", file=sys.stderr)
         sys.exit(code)
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The errors that are the user's to fix: one line, exit 2. Imported here, not at the top: every cnnlab-*
+    command imports this module before answering --help."""
+    from cnnlab.data.prepared import PreparedDataChanged
+    from cnnlab.data.sources.base import BadSampleError
+
+    # checkpointing imports Lightning (seconds): a config error must not wait for it. Not loaded, it raised nothing
+    checkpointing = sys.modules.get("cnnlab.checkpointing")
+    space = (checkpointing.CheckpointSpaceError,) if checkpointing else ()
+    return (ConfigError, BadSampleError, PreparedDataChanged, FileNotFoundError, *space)
 
 
 def _log_to_files(message: str) -> None:

@@ -62,11 +62,13 @@ store_configs()
 def _compare(cfg: DictConfig) -> None:
     # the work is imported when the command runs: --help stays instant without MLflow and matplotlib
     from cnnlab.cli.app import exit_on_user_error
-    from cnnlab.tracking.comparison import compare, fetch_runs, format_table, plot_metric_against_param
-    from cnnlab.tracking.store import resolve_tracking_uri
 
     with exit_on_user_error():
         check_bounds(cfg, CompareConfig)
+        # after the checks: a bad value is one line in a second
+        from cnnlab.tracking.comparison import compare, fetch_runs, format_table, plot_metric_against_param
+        from cnnlab.tracking.store import resolve_tracking_uri
+
         uri = resolve_tracking_uri(cfg.tracking_uri)
         runs, sweeps = fetch_runs(uri, cfg.experiment, cfg.include_children, cfg.include_sweeps)
         comparison = compare(

@@ -88,7 +88,6 @@ def _explain(cfg: DictConfig) -> None:
     # the work is imported when the command runs: --help stays instant without torch, Captum and MLflow
     from cnnlab.cli.app import exit_on_user_error
     from cnnlab.config import ConfigError, check_bounds
-    from cnnlab.explain.report import explain_run
 
     with exit_on_user_error():
         check_bounds(cfg, ExplainConfig)
@@ -100,6 +99,8 @@ def _explain(cfg: DictConfig) -> None:
             )
         if cfg.run is not None and pretrained:
             raise ConfigError(f"run={cfg.run} and model={cfg.model.name}: give one of them")
+        from cnnlab.explain.report import explain_run  # after the checks: a bad value is one line in a second
+
         result = explain_run(cfg)
     logged = f", logged into MLflow run {result.run_id} under explain/" if result.run_id else ""
     print(f"{len(result.files)} pictures of {result.images} images -> {result.output_dir}{logged}")

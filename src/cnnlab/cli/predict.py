@@ -61,7 +61,6 @@ def _predict(cfg: DictConfig) -> None:
     # the work is imported when the command runs: --help stays instant without torch and MLflow
     from cnnlab.cli.app import exit_on_user_error
     from cnnlab.config import ConfigError, check_bounds
-    from cnnlab.prediction import predict
 
     with exit_on_user_error():
         check_bounds(cfg, PredictConfig)
@@ -76,6 +75,8 @@ def _predict(cfg: DictConfig) -> None:
             )
         if cfg.model_uri is not None and pretrained is not None:
             raise ConfigError(f"model_uri={cfg.model_uri} and model={pretrained.name}: give one of them")
+        from cnnlab.prediction import predict  # after the checks: a bad value is one line in a second
+
         result = predict(
             cfg.model_uri, cfg.input, cfg.output_dir, cfg.tracking_uri, cfg.batch_size, cfg.top_k, pretrained
         )

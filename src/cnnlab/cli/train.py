@@ -6,7 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 from cnnlab.cli.app import run_app
-from cnnlab.config import register_configs
+from cnnlab.config import register_configs, validate_config
 from cnnlab.paths import config_dir
 from cnnlab.resume import resume_arguments
 
@@ -33,11 +33,13 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def _train(cfg: DictConfig) -> float:
-    # heavy imports (torch, Lightning, MLflow) stay out of start-up so --help is instant
     from cnnlab.cli.app import exit_on_user_error
-    from cnnlab.training import train
 
     with exit_on_user_error():
+        validate_config(cfg)  # a bad value is one line in a second, before the heavy imports below
+        # heavy imports (torch, Lightning, MLflow) stay out of start-up so --help is instant
+        from cnnlab.training import train
+
         return train(cfg)
 
 
