@@ -125,8 +125,8 @@ def train(cfg: DictConfig) -> float:
             else contextlib.nullcontext()
         ):
             logger = run.lightning_logger(cfg.logger.experiment_name) if run else None
-            if logger is not None:  # checkpoints carry the points not yet sent (a killed run loses none)
-                callbacks.append(UnsentMetrics(logger))
+            if logger is not None:  # each checkpoint has the points not yet sent beside it (a killed run loses none)
+                callbacks.append(UnsentMetrics(logger, job.output_dir))
             trainer = pl.Trainer(
                 **_trainer_arguments(cfg, job),
                 callbacks=callbacks,

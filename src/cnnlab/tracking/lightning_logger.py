@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Optional
 
 from mlflow.entities import Metric
@@ -111,21 +114,38 @@ class OutboxLogger(MLFlowLogger):
 
 
 class UnsentMetrics(Callback):
-    """Each checkpoint carries the metric points the store has not confirmed yet; a run resumed from it
-    sends those the store lacks. A process killed without cleanup (SIGKILL, out of memory, a lost
-    node) loses what its outbox held, up to 2 s of points; resumed, the run still has every epoch once."""
+    """At each checkpoint, the metric points the store has not confirmed yet go to `<output dir>/unsent_metrics.json`;
+    a run resumed from that checkpoint sends those the store lacks. A process killed without cleanup (SIGKILL, out
+    of memory, a lost node) loses what its outbox held, up to 2 s of points; resumed, the run still has every epoch
+    once. Beside the checkpoint, not in it: the points carry wall-clock times, and a checkpoint must be the same
+    bytes for the same training (DVC versions it). A finished fit removes the file."""
 
-    KEY = "cnnlab_unsent_metrics"
+    FILE = "unsent_metrics.json"
+    KEY = "cnnlab_unsent_metrics"  # where checkpoints of earlier cnnlab versions kept them
 
-    def __init__(self, logger: OutboxLogger):
-        self.logger = logger
+    def __init__(self, logger: OutboxLogger, directory: Path):
+        self.logger, self.path = logger, Path(directory) / self.FILE
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        checkpoint[self.KEY] = self.logger.unsent()
+        if trainer.is_global_zero:
+            partial = self.path.with_name(f".{self.FILE}.tmp")
+            partial.write_text(json.dumps(self.logger.unsent()), encoding="utf-8")
+            os.replace(partial, self.path)  # a kill mid-write leaves the last whole list
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         points = checkpoint.get(self.KEY) or []
+        if self.path.is_file():
+            try:
+                points = points + json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as err:
+                log.warning(
+                    "%s is unreadable (%s): metric points a killed process had not sent may be missing", self.path, err
+                )
         if points and trainer.is_global_zero:
             sent = self.logger.send_missing(points)
             if sent:
                 log.info("resumed: %d metric points the killed process had not sent go to the run now", sent)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            self.path.unlink(missing_ok=True)
