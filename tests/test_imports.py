@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "cnnlab.paths",
             "cnnlab.config",
+            "cnnlab.dvc_experiment",
             "cnnlab.redaction",
             "cnnlab.resume",
             "cnnlab.seeding",
