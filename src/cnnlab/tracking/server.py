@@ -17,6 +17,7 @@ import argparse
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Mapping, Optional
 from urllib.parse import quote
@@ -121,7 +122,9 @@ def check_bucket(settings: Mapping[str, str], create: bool = False) -> None:
         ) from None
 
 
-def server_command(settings: Mapping[str, str], host: str, port: int, workers: int) -> tuple[list[str], dict[str, str]]:
+def server_command(
+    settings: Mapping[str, str], host: str, port: int, workers: int, allowed_hosts: Optional[str] = None
+) -> tuple[list[str], dict[str, str]]:
     """`mlflow server`'s argv and environment (the database URI and storage credentials go in the environment)."""
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     argv = [
@@ -136,6 +139,7 @@ def server_command(settings: Mapping[str, str], host: str, port: int, workers: i
         str(port),
         "--workers",
         str(workers),
+        *(["--allowed-hosts", allowed_hosts] if allowed_hosts else []),
     ]
     env = {
         **os.environ,
@@ -157,16 +161,37 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--create-bucket", action="store_true", help="create CNNLAB_BUCKET if it does not exist")
+    parser.add_argument(
+        "--allowed-hosts",
+        default=None,
+        help="host names clients may reach the server by (MLflow's --allowed-hosts; default: localhost and private "
+        "IPs), e.g. mlflow,mlflow:5000 for a compose service",
+    )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0,
+        help="seconds to keep retrying the database and storage checks (services starting beside it)",
+    )
     args = parser.parse_args(argv)
     env_file = args.env_file or (Path("docker/.env") if Path("docker/.env").is_file() else None)
     try:
         settings = load_settings(env_file)
-        check_database(settings)
-        check_bucket(settings, create=args.create_bucket)
+        deadline = time.monotonic() + args.wait
+        while True:
+            try:
+                check_database(settings)
+                check_bucket(settings, create=args.create_bucket)
+                break
+            except ConfigError as err:
+                if time.monotonic() >= deadline:
+                    raise
+                print(f"make server: waiting for the database and storage ({redact(str(err))[:160]})", flush=True)
+                time.sleep(2)
     except ConfigError as err:
         print(f"make server: {redact(str(err))}", file=sys.stderr)
         sys.exit(2)
-    command, env = server_command(settings, args.host, args.port, args.workers)
+    command, env = server_command(settings, args.host, args.port, args.workers, args.allowed_hosts)
     print(
         f"MLflow server on http://{args.host}:{args.port}: runs in {redact(backend_uri(settings))}, "
         f"artifacts in {artifacts_destination(settings)}",

@@ -48,13 +48,20 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     for name, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(name, value)
     try:
-        requests.get(f"{uri.rstrip('/')}/health", timeout=timeout)  # any answer, even a refusal, is reachable
+        answer = requests.get(f"{uri.rstrip('/')}/health", timeout=timeout)
     except requests.RequestException as err:
         reason = redact(str(err))[:200]
         raise ConfigError(
             f"the MLflow tracking server at {redact(uri)} does not answer ({reason}); start it, or point "
             f"logger.tracking_uri / $MLFLOW_TRACKING_URI at one that runs (unset both for the project's SQLite store)"
         ) from None
+    if answer.status_code == 403 and "host header" in answer.text.lower():
+        # MLflow 3's DNS-rebinding guard: the server accepts only the host names it was told
+        raise ConfigError(
+            f"the MLflow tracking server at {redact(uri)} refuses the host name {answer.request.headers.get('Host')!r} "
+            f"({answer.text.strip()[:120]}); start it with --allowed-hosts naming it (make server / "
+            "python -m cnnlab.tracking.server --allowed-hosts ...)"
+        )
 
 
 def recorded_uri(uri: Optional[str]) -> Optional[str]:
