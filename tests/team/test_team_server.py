@@ -45,7 +45,7 @@ def server_env(pg: Postgres, s3: S3Server, **changes: str) -> dict[str, str]:
     }
 
 
-def launch(env_file: Path, port: int, **popen) -> subprocess.Popen:
+def launch(env_file: Path, port: int, *options: str, **popen) -> subprocess.Popen:
     """What `make server ENV_FILE=<env_file> PORT=<port>` runs, from an environment without the team's secrets."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_", "POSTGRES_", "CNNLAB_"))}
     argv = [
@@ -58,6 +58,7 @@ def launch(env_file: Path, port: int, **popen) -> subprocess.Popen:
         str(port),
         "--workers",
         "1",
+        *options,
     ]
     return subprocess.Popen(argv, env=env, text=True, **popen)
 
@@ -316,6 +317,35 @@ def test_wrong_database_credentials_or_a_missing_bucket_stop_the_server_with_one
     assert done.returncode == 2 and time.time() - started < 30, stdout + stderr
     assert expected in stderr and stderr.startswith("make server: ") and len(stderr.strip().splitlines()) == 1
     assert "wrong-password-3c1" not in stderr and team["pg"].password not in stderr
+
+
+def test_with_wait_the_server_retries_then_says_what_is_missing(team):
+    """--wait (compose starts the database and the store beside it): retried, then the same one line."""
+    env_file = write_env_file(team["home"] / "late.env", server_env(team["pg"], team["s3"], CNNLAB_BUCKET="late"))
+    started = time.time()
+    done = launch(env_file, free_port(), "--wait", "4", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stdout, stderr = done.communicate(timeout=60)
+    assert done.returncode == 2 and 4 <= time.time() - started < 40, stdout + stderr
+    assert stdout.count("make server: waiting for the database and storage") >= 2
+    assert stderr.startswith("make server: bucket 'late' does not exist") and len(stderr.strip().splitlines()) == 1
+
+
+def test_a_client_whose_host_name_the_server_refuses_gets_one_line(team, tmp_path):
+    """MLflow 3 answers only the host names it is told (--allowed-hosts): a training names the refused one."""
+    env_file = write_env_file(team["home"] / "hosts.env", server_env(team["pg"], team["s3"]))
+    port = free_port()
+    server = launch(env_file, port, "--allowed-hosts", "mlflow.example", stdout=subprocess.DEVNULL)
+    try:
+        wait_for("the server", lambda: answers(f"http://127.0.0.1:{port}/health"), server, timeout=120)
+        root = copy_project(tmp_path / "proj")
+        uri = f"http://127.0.0.1:{port}"
+        done = call_in_process("cnnlab-train", [*QUICK, f"hydra.run.dir={root / 'run'}"], root, MLFLOW_TRACKING_URI=uri)
+        assert done.returncode == 2, done.stderr[-2000:]
+        (line,) = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert f"the MLflow tracking server at {uri} refuses the host name '127.0.0.1:{port}'" in line
+        assert "--allowed-hosts" in line and "Traceback" not in done.stderr
+    finally:
+        stop_process(server)
 
 
 def test_mlflow_models_serve_answers_like_cnnlab_predict(team, logged, tmp_path):

@@ -13,6 +13,7 @@ import re
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional, TypeVar
+from urllib.parse import urlparse
 
 import requests  # MLflow's own HTTP client: it takes user:password@ in the URL as basic auth
 from mlflow.exceptions import MlflowException
@@ -48,17 +49,24 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     for name, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(name, value)
     try:
-        answer = requests.get(f"{uri.rstrip('/')}/health", timeout=timeout)
+        requests.get(f"{uri.rstrip('/')}/health", timeout=timeout)  # any answer, even a refusal, is reachable
     except requests.RequestException as err:
         reason = redact(str(err))[:200]
         raise ConfigError(
             f"the MLflow tracking server at {redact(uri)} does not answer ({reason}); start it, or point "
             f"logger.tracking_uri / $MLFLOW_TRACKING_URI at one that runs (unset both for the project's SQLite store)"
         ) from None
+    # /health is open to every host name; an API call meets MLflow 3's DNS-rebinding guard, which answers only the
+    # host names the server was told
+    try:
+        answer = requests.get(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1", timeout=timeout)
+    except requests.RequestException:
+        return  # it answered /health: what follows reports any other trouble
     if answer.status_code == 403 and "host header" in answer.text.lower():
-        # MLflow 3's DNS-rebinding guard: the server accepts only the host names it was told
+        address = urlparse(uri)
+        host = f"{address.hostname}:{address.port}" if address.port else address.hostname  # no user:password@
         raise ConfigError(
-            f"the MLflow tracking server at {redact(uri)} refuses the host name {answer.request.headers.get('Host')!r} "
+            f"the MLflow tracking server at {redact(uri)} refuses the host name {host!r} "
             f"({answer.text.strip()[:120]}); start it with --allowed-hosts naming it (make server / "
             "python -m cnnlab.tracking.server --allowed-hosts ...)"
         )
