@@ -55,6 +55,13 @@ PY
 fi
 [ -z "${TORCH_INDEX:-}" ] || build_args+=(--build-arg "TORCH_INDEX=$TORCH_INDEX")
 
+# the base: local, else pulled; else say how to make it without a registry (rather than the engine's DNS error)
+if ! "$ENGINE" image inspect "$BASE" >/dev/null 2>&1 && ! "$ENGINE" pull -q "$BASE" >/dev/null 2>&1; then
+  echo "error: the base image $BASE is not here and cannot be pulled; make it from Debian packages with" \
+    "docker/base/make-base.sh (then BASE=localhost/python:3.11-slim with docker)" >&2
+  exit 2
+fi
+
 build() {  # build <tag> <Dockerfile> [context]
   echo "building $1 ($2, base $BASE, $ENGINE)"
   "$ENGINE" build "${build_args[@]}" -f "$2" -t "$1" "${3:-.}"

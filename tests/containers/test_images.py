@@ -119,9 +119,21 @@ def test_a_short_training_runs_as_the_unprivileged_user(cpu_image):
 
 
 @pytest.fixture(scope="module")
-def stack(cpu_image, tmp_path_factory):
-    """The compose stack on the locally built images, each secret fresh, ports free; taken down (volumes too)."""
+def stack_images(engine) -> None:
     build("stack", host_pip=False)
+
+
+def test_the_stack_images_refuse_to_start_without_their_secrets(stack_images):
+    postgres = podman("run", "--rm", "cnnlab-postgres:15", check=False, timeout=120)
+    assert postgres.returncode != 0
+    assert "POSTGRES_PASSWORD is not set: the database needs a password (docker/.env)" in postgres.stderr
+    s3 = podman("run", "--rm", "-e", "MINIO_ROOT_USER=cnnlab", "cnnlab-s3", check=False, timeout=120)
+    assert s3.returncode != 0 and "MINIO_ROOT_PASSWORD is not set" in s3.stderr
+
+
+@pytest.fixture(scope="module")
+def stack(cpu_image, stack_images, tmp_path_factory):
+    """The compose stack on the locally built images, each secret fresh, ports free; taken down (volumes too)."""
     compose = [str(BIN / "podman-compose")]
     if not Path(compose[0]).is_file():
         pytest.skip("podman-compose is not installed (pip install podman-compose: the test extra has it)")
