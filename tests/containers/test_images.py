@@ -55,6 +55,11 @@ def build(*targets: str, timeout: float = 1800, host_pip: bool = True) -> None:
     assert done.returncode == 0, f"docker/build.sh {' '.join(targets)}:\n{log[-3000:]}\n{done.stderr[-3000:]}"
 
 
+def logs_of(container: str) -> str:
+    done = podman("logs", container, check=False)
+    return done.stdout + done.stderr
+
+
 @pytest.fixture(scope="module")
 def engine() -> str:
     """podman, able to run a container of the local base (made here if missing); else skip, saying why."""
@@ -116,6 +121,32 @@ def test_a_short_training_runs_as_the_unprivileged_user(cpu_image):
     )
     assert done.stdout.splitlines()[:2] == ["cnnlab", "1000"]
     assert "val/acc" in done.stdout + done.stderr
+
+
+def test_docker_stop_ends_the_pipeline_with_its_run_killed_not_sigkilled(cpu_image, tmp_path):
+    """`docker stop` sends SIGTERM to PID 1 only: tini -g passes it to make, dvc and cnnlab-train, so the training
+    marks its MLflow run KILLED and exits within the grace period (make alone ignored it: SIGKILL, run RUNNING)."""
+    from mlflow.tracking import MlflowClient
+
+    name = f"cnnlab-stop-{uuid.uuid4().hex[:8]}"
+    podman("run", "-d", "--name", name, cpu_image)
+    try:
+        wait_for(
+            "the training's MLflow run",
+            lambda: re.search(r"MLflow run \w+ in ", logs_of(name)),
+            timeout=300,
+        )
+        podman("stop", "-t", "60", name, timeout=120)
+        code = int(podman("inspect", name, "--format", "{{.State.ExitCode}}").stdout)
+        logs = logs_of(name)
+        assert code not in (0, 137), (code, logs[-2000:])  # 137: SIGKILL after the grace period
+        assert "stopped by SIGTERM; an MLflow run it had opened is marked KILLED" in logs
+        podman("cp", f"{name}:/app/mlflow.db", str(tmp_path / "mlflow.db"))
+        client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        assert [run.info.status for run in runs] == ["KILLED"]
+    finally:
+        podman("rm", "-f", name, check=False)
 
 
 @pytest.fixture(scope="module")
