@@ -136,7 +136,7 @@ class UnsentMetrics(Callback):
         points = checkpoint.get(self.KEY) or []
         if self.path.is_file():
             try:
-                points = points + json.loads(self.path.read_text(encoding="utf-8"))
+                points = points + _metric_points(json.loads(self.path.read_text(encoding="utf-8")), self.path)
             except (OSError, ValueError) as err:
                 log.warning(
                     "%s is unreadable (%s): metric points a killed process had not sent may be missing", self.path, err
@@ -149,3 +149,24 @@ class UnsentMetrics(Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
             self.path.unlink(missing_ok=True)
+
+
+_METRIC_KEY = re.compile(r"[a-zA-Z0-9_/. -]+")  # what OutboxLogger.log_metrics writes
+
+
+def _metric_points(data, path: Path) -> list[list]:
+    """The [key, value, timestamp, step] points of a file written by UnsentMetrics; anything else is dropped
+    (data read back from a file decides nothing but which points to send)."""
+    points = data if isinstance(data, list) else []
+    valid = [
+        p
+        for p in points
+        if isinstance(p, list)
+        and len(p) == 4
+        and isinstance(p[0], str)
+        and _METRIC_KEY.fullmatch(p[0])
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p[1:])
+    ]
+    if len(valid) != len(points) or not isinstance(data, list):
+        log.warning("%s: %d entries are not metric points and were left out", path, len(points) - len(valid) or 1)
+    return valid
