@@ -124,8 +124,9 @@ def test_a_short_training_runs_as_the_unprivileged_user(cpu_image):
 
 
 def test_docker_stop_ends_the_pipeline_with_its_run_killed_not_sigkilled(cpu_image, tmp_path):
-    """`docker stop` sends SIGTERM to PID 1 only: tini -g passes it to make, dvc and cnnlab-train, so the training
-    marks its MLflow run KILLED and exits within the grace period (make alone ignored it: SIGKILL, run RUNNING)."""
+    """`docker stop` sends SIGTERM to PID 1 only. docker/init.py passes it to make, dvc and cnnlab-train and waits for
+    all of them, so the training marks its MLflow run KILLED within the grace period. (With make as PID 1 it was
+    SIGKILLed, run RUNNING; with tini -g it got the signal but died with tini, run RUNNING.)"""
     from mlflow.tracking import MlflowClient
 
     name = f"cnnlab-stop-{uuid.uuid4().hex[:8]}"
