@@ -34,7 +34,12 @@ CHOICES = {
     "task.mode": ("min", "max"),
     "scheduler.interval": ("step", "epoch"),
 }
-DATA_CHOICES = {"on_bad_sample": ("error", "skip"), "channels": (1, 3), "normalize": ("auto", "dataset")}
+DATA_CHOICES = {
+    "on_bad_sample": ("error", "skip"),
+    "channels": (1, 3),
+    "normalize": ("auto", "dataset"),
+    "storage": ("arrays", "shards"),
+}
 FREEZE_MODES = ("none", "backbone")  # or a stage name, checked against the model when it is built
 # nodes that go whole to the constructor their _target_ names: their keys are that class's arguments
 TARGET_ARGUMENTS = ("optimizer", "scheduler.scheduler", "data.source")
@@ -55,6 +60,18 @@ class TaskConfig:
 
 
 @dataclass
+class ShardsConfig:
+    """data.storage=shards (cnnlab.data.shards, README "Large datasets")."""
+
+    url: Optional[str] = None  # s3://bucket/prefix to stream from; None: the local data.prepared_dir
+    samples_per_shard: int = minimum(1000, 1)  # one changed image rewrites one shard of this many samples
+    max_side: Optional[int] = minimum(None, 1)  # re-encode images whose longer side is larger; None: original bytes
+    random_resized_crop: Optional[List[float]] = None  # [scale_min, scale_max]: train crops of the original image
+    cache_dir: Optional[str] = None  # where streamed shards are cached; None: <data_dir>/shard-cache/<name>
+    cache_limit: str = "10GB"  # the cache stays below this; older shards are evicted
+
+
+@dataclass
 class DataConfig:
     name: str = MISSING
     source: Any = MISSING  # instantiable reader of the raw data, see cnnlab.data.sources
@@ -69,6 +86,8 @@ class DataConfig:
     on_bad_sample: str = "error"  # error: stop at the first bad sample; skip: leave it out, listed
     max_image_pixels: int = minimum(64_000_000, 1)  # larger images (decompression bombs) are bad samples, never decoded
     prepared_dir: str = MISSING
+    storage: str = "arrays"  # arrays: decoded once into images.npy; shards: the encoded images, streamed
+    shards: ShardsConfig = field(default_factory=ShardsConfig)
     batch_size: int = minimum(64, 1)
     eval_batch_size: int = minimum(256, 1)
     num_workers: int = minimum(0, 0)

@@ -22,7 +22,7 @@ from cnnlab import slurm
 from cnnlab.checkpointing import AtomicCheckpointIO
 from cnnlab.config import ConfigError, validate_config
 from cnnlab.data.datamodule import datamodule_from_config, network_normalization
-from cnnlab.data.prepare import declared_label_kinds, ensure_prepared
+from cnnlab.data.prepare import data_location, declared_label_kinds, ensure_prepared
 from cnnlab.data.prepared import label_kinds
 from cnnlab.finetune import Finetuning, frozen_parameter_names
 from cnnlab.models.registry import check_image_size
@@ -152,7 +152,7 @@ def train(cfg: DictConfig) -> float:
             "best_score": _best_score(trainer, cfg.task.monitor, cfg.task.mode),
             "best_checkpoint": checkpoint.best_model_path if checkpoint else None,
             "last_checkpoint": _existing(_last_checkpoint(job.output_dir)),
-            "prepared_dir": str(cfg.data.prepared_dir),
+            "prepared_dir": data_location(cfg.data),
             "data_hash": meta["content_hash"],
             "epochs": trainer.current_epoch,
             "train_seconds": fit_seconds,

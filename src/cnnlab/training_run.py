@@ -4,6 +4,7 @@ what a store that did not answer could not take sent later by cnnlab-sync."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -14,6 +15,7 @@ from omegaconf import OmegaConf
 
 from cnnlab import slurm
 from cnnlab.config import ConfigError
+from cnnlab.data.prepare import data_location
 from cnnlab.dvc_experiment import params_changed_from_baseline, warn_about_changes
 from cnnlab.paths import from_root
 from cnnlab.redaction import REDACTED
@@ -93,7 +95,11 @@ def open_training_run(
         run = TrackedRun.start(uri, cfg.logger.experiment_name, training_run_name(cfg, job_num), tags, parent)
         with run.failed_on_error():
             run.log_params({**config_params(cfg, output_dir), **(params or {})})
-            run.log_dataset(Path(cfg.data.prepared_dir), meta, "training")
+            run.log_dataset(data_location(cfg.data), meta, "training")
+            if meta.get("storage") == "shards":  # the data's identity, shard by shard
+                shard_list = output_dir / "data_shards.json"
+                shard_list.write_text(json.dumps({k: meta[k] for k in ("content_hash", "shards", "file_hashes")}))
+                run.log_artifact(shard_list)
             run.log_environment(output_dir)
     run.files_at_end = slurm.log_files
     write_run_record(output_dir, {"run_id": run.run_id, "tracking_uri": uri, "status": "running"})

@@ -83,17 +83,20 @@ class PreparedSplit(Dataset):
         images = self.prepared.images[index]  # fancy indexing copies out of the memory map
         masks = self.prepared.masks[index] if self.masks else None
         boxes = self.prepared.boxes[index].astype(np.float32) if self.boxes else None
-        if self.augment is not None:
-            images, masks, boxes = self.augment.batch(images, masks, boxes)
-        batch = {
-            "image": self.normalize(images),
-            "label": torch.from_numpy(self.prepared.labels[index].astype(np.int64)),
-        }
-        if self.boxes:
-            batch["box"] = torch.from_numpy(boxes)
-        if self.masks:
-            batch["mask"] = torch.from_numpy(masks.astype(np.int64))
-        return batch
+        return finish_batch(images, self.prepared.labels[index], boxes, masks, self.augment, self.normalize)
+
+
+def finish_batch(images, labels, boxes, masks, augment, normalize) -> dict[str, torch.Tensor]:
+    """N x H x W x C uint8 images (and their boxes, masks) -> the augmented, normalised batch a task takes.
+    Both storage formats end here: the arrays' `PreparedSplit` and the shards' `ShardBatches`."""
+    if augment is not None:
+        images, masks, boxes = augment.batch(images, masks, boxes)
+    batch = {"image": normalize(images), "label": torch.from_numpy(np.asarray(labels).astype(np.int64))}
+    if boxes is not None:
+        batch["box"] = torch.from_numpy(np.asarray(boxes, np.float32))
+    if masks is not None:
+        batch["mask"] = torch.from_numpy(masks.astype(np.int64))
+    return batch
 
 
 def labelled_subset(prepared: PreparedDataset, split: str, fraction: float, seed: int) -> np.ndarray:
@@ -156,8 +159,10 @@ class CNNDataModule(pl.LightningDataModule):
         normalization: Optional[tuple[Sequence[float], Sequence[float]]] = None,  # (mean, std) the network expects
         train_fraction: float = 1.0,  # keep this stratified share of the train split (a small labelled set)
         split_seed: int = 0,
+        shards: Optional[dict] = None,  # data.storage=shards: what `shard_spec` gives
     ):
         super().__init__()
+        self.shards = shards
         self.normalization, self.train_fraction, self.split_seed = normalization, train_fraction, split_seed
         self.prepared_dir, self.train_transforms = prepared_dir, list(train_transforms)
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
@@ -166,7 +171,12 @@ class CNNDataModule(pl.LightningDataModule):
 
     def setup(self, stage: Optional[str] = None) -> None:
         if self.prepared is None:
-            self.prepared = PreparedDataset(self.prepared_dir)
+            if self.shards is not None:
+                from cnnlab.data.shards import ShardSet
+
+                self.prepared = ShardSet(self.shards["location"])
+            else:
+                self.prepared = PreparedDataset(self.prepared_dir)
 
     @property
     def meta(self) -> dict:
@@ -174,10 +184,15 @@ class CNNDataModule(pl.LightningDataModule):
         return self.prepared.meta
 
     def dataset(self, split: str, augment: bool) -> PreparedSplit:
+        """One split as a map-style dataset of normalised items (for previews and examples; loaders stream)."""
         self.setup()
         pipeline = None
         if augment:  # imported here: evaluation and prediction never augment, and albumentations takes 0.2 s to import
             pipeline = build_augmentation(self.train_transforms, with_boxes=self.boxes)
+        if self.shards is not None:
+            from cnnlab.data.shards import ShardItems
+
+            return ShardItems(self._shard_split(split, train=augment), self._shard_batches(pipeline))
         fraction = self.train_fraction if split == "train" else 1.0
         return PreparedSplit(
             self.prepared,
@@ -190,7 +205,44 @@ class CNNDataModule(pl.LightningDataModule):
             subset_seed=self.split_seed,
         )
 
+    def _normalizer(self) -> BatchNormalizer:
+        mean, std = self.normalization or (self.meta["mean"], self.meta["std"])
+        return BatchNormalizer(mean, std)
+
+    def _shard_split(self, split: str, train: bool):
+        from cnnlab.data.shards import RecordDecoder, shard_split
+
+        spec = self.shards
+        decoder = RecordDecoder(
+            spec["image_size"], spec["channels"], spec["crop"] if train else None, spec["on_bad_sample"]
+        )
+        return shard_split(spec["location"], split, decoder, shuffle=train, seed=self.seed, cache=spec["cache"])
+
+    def _shard_batches(self, pipeline):
+        from cnnlab.data.shards import ShardBatches
+
+        return ShardBatches(pipeline, self._normalizer(), self.boxes, self.masks)
+
+    def _shard_loader(self, split: str, train: bool):
+        from cnnlab.data.shards import shard_loader
+
+        if train and self.train_fraction < 1:
+            from cnnlab.config import ConfigError
+
+            raise ConfigError("data.train_fraction applies to data.storage=arrays; shards stream every sample")
+        pipeline = build_augmentation(self.train_transforms, with_boxes=self.boxes) if train else None
+        return shard_loader(
+            self._shard_split(split, train),
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            num_workers=self.num_workers,
+            collate_fn=self._shard_batches(pipeline),
+            train=train,
+        )
+
     def _loader(self, split: str, train: bool) -> DataLoader:
+        self.setup()
+        if self.shards is not None:
+            return self._shard_loader(split, train)
         dataset = self.dataset(split, augment=train)
         return DataLoader(
             dataset,
@@ -230,7 +282,23 @@ def datamodule_from_config(cfg, labels: Sequence[str], normalization=None) -> CN
         normalization=normalization,
         train_fraction=cfg.data.get("train_fraction", 1.0),
         split_seed=cfg.data.split_seed,
+        shards=shard_spec(cfg) if cfg.data.get("storage", "arrays") == "shards" else None,
     )
+
+
+def shard_spec(cfg) -> dict:
+    """What the DataModule needs to stream data.storage=shards."""
+    from cnnlab.data.shards import cache_settings
+
+    data = cfg.data
+    return {
+        "location": str(data.shards.url or data.prepared_dir),
+        "cache": cache_settings(data, cfg.paths.data_dir),
+        "crop": list(data.shards.random_resized_crop) if data.shards.random_resized_crop else None,
+        "image_size": data.image_size,
+        "channels": data.channels,
+        "on_bad_sample": data.on_bad_sample,
+    }
 
 
 def network_normalization(task) -> Optional[tuple[list[float], list[float]]]:

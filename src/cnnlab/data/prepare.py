@@ -14,7 +14,7 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -87,7 +87,7 @@ def split_indices(
     return {name: np.sort(splits[name]).astype(np.int64) for name in SPLITS}
 
 
-def _prepare_one(
+def load_checked(
     source: Source, item: Any, image_size: int, channels: int
 ) -> tuple[Optional[Sample], Optional[tuple[str, str]]]:
     """Load, validate and resize one item: (sample, None), or (None, (name, reason)) for a bad one."""
@@ -105,14 +105,20 @@ def _prepare_one(
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(source: Source, image_size: int, channels: int, max_image_pixels: int) -> None:
+def _init_worker(source: Source, work, args: tuple, max_image_pixels: int) -> None:
     cv2.setNumThreads(1)  # one decode per process; the pool is the parallelism
     set_max_image_pixels(max_image_pixels)
-    _worker.update(source=source, image_size=image_size, channels=channels)
+    _worker.update(source=source, work=work, args=args)
 
 
-def _prepare_in_worker(item: Any) -> tuple[Optional[Sample], Optional[tuple[str, str]]]:
-    return _prepare_one(_worker["source"], item, _worker["image_size"], _worker["channels"])
+def _work_in_worker(item: Any) -> tuple[Any, Optional[tuple[str, str]]]:
+    work = _worker["work"]
+    if work is load_checked:
+        return work(_worker["source"], item, *_worker["args"])
+    try:
+        return work(_worker["source"], item, *_worker["args"]), None
+    except BadSampleError as err:
+        return None, (_worker["source"].item_name(item), str(err))
 
 
 def prepare_workers(source: Source, count: int) -> int:
@@ -137,20 +143,20 @@ def check_memory(samples: int, image_size: int, channels: int, masks: bool = Fal
             f"data.image_size={image_size}: the prepared images of {samples} samples are {samples} x {image_size} x "
             f"{image_size} x {channels}{' (+1 mask)' if masks else ''} bytes = {array / gib:,.1f} GiB, and preparing "
             f"them needs about {2 * array / gib:,.1f} GiB; this machine has {available / gib:,.1f} GiB available. "
-            "Lower data.image_size"
+            'Lower data.image_size, or keep the images encoded with data.storage=shards (README "Large datasets")'
         )
 
 
-def load_samples(source: Source, image_size: int, channels: int, on_bad_sample: str, workers: Optional[int] = None):
-    """Every item of `source`, loaded and resized, in item order: (kept samples, skipped (name, reason)).
+def map_items(
+    source: Source, items: Sequence[Any], work, args: tuple, on_bad_sample: str, workers: Optional[int] = None
+) -> Iterator[tuple[Any, Optional[tuple[str, str]]]]:
+    """`work(source, item, *args)` for every item, in item order, as (result, problem) pairs: a generator, so the
+    caller can stream the results (nothing is held but what the pool has run ahead).
 
-    Decodes in a process pool when the source reads files (`parallel_load`); under
-    on_bad_sample=error the first bad item, in item order, stops everything.
+    Runs in a process pool when the source reads files (`parallel_load`). `work` reports a bad item by raising
+    BadSampleError (load_checked returns it): under on_bad_sample=error the first bad item, in item order, stops
+    everything; under skip it is logged and yielded as (None, (name, reason)).
     """
-    if hasattr(source, "set_target_size"):  # readers without pixel annotations may decode JPEGs smaller
-        source.set_target_size(image_size)
-    items = source.items()
-    check_memory(len(items), image_size, channels, bool(getattr(source, "has_masks", False)))
     workers = prepare_workers(source, len(items)) if workers is None else workers
     if workers > 1:
         # spawn, not fork: the caller may hold torch or OpenCV thread pools that a fork would copy half-alive
@@ -158,29 +164,41 @@ def load_samples(source: Source, image_size: int, channels: int, on_bad_sample: 
             workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(source, image_size, channels, pixel_limit()),
+            initargs=(source, work, args, pixel_limit()),
         )
         chunksize = max(1, min(64, len(items) // (workers * 8)))
-        results = executor.map(_prepare_in_worker, items, chunksize=chunksize)
+        results = executor.map(_work_in_worker, items, chunksize=chunksize)
     else:
         executor = None
-        results = (_prepare_one(source, item, image_size, channels) for item in items)
-    kept: list[Sample] = []
-    skipped: list[tuple[str, str]] = []
+        _worker.update(source=source, work=work, args=args)
+        results = (_work_in_worker(item) for item in items)
     try:
-        for sample, problem in results:
-            if problem is None:
-                kept.append(sample)
-                continue
-            if on_bad_sample != "skip":
-                raise BadSampleError(
-                    f"{problem[1]} (data.on_bad_sample=error; set it to skip to leave such samples out)"
-                )
-            log.warning("skipping %s", problem[1])
-            skipped.append(problem)
+        for result, problem in results:
+            if problem is not None:
+                if on_bad_sample != "skip":
+                    raise BadSampleError(
+                        f"{problem[1]} (data.on_bad_sample=error; set it to skip to leave such samples out)"
+                    )
+                log.warning("skipping %s", problem[1])
+            yield result, problem
     finally:
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
+
+
+def load_samples(source: Source, image_size: int, channels: int, on_bad_sample: str, workers: Optional[int] = None):
+    """Every item of `source`, loaded and resized, in item order: (kept samples, skipped (name, reason))."""
+    if hasattr(source, "set_target_size"):  # readers without pixel annotations may decode JPEGs smaller
+        source.set_target_size(image_size)
+    items = source.items()
+    check_memory(len(items), image_size, channels, bool(getattr(source, "has_masks", False)))
+    kept: list[Sample] = []
+    skipped: list[tuple[str, str]] = []
+    for sample, problem in map_items(source, items, load_checked, (image_size, channels), on_bad_sample, workers):
+        if problem is None:
+            kept.append(sample)
+        else:
+            skipped.append(problem)
     return kept, skipped
 
 
@@ -273,7 +291,11 @@ def prepare_settings(data_cfg) -> dict:
         "on_bad_sample",
         "max_image_pixels",
     )
-    return {key: plain.get(key) for key in keys}
+    settings = {key: plain.get(key) for key in keys}
+    if plain.get("storage", "arrays") != "arrays":  # the array format's fingerprint stays what it was
+        shards = plain.get("shards") or {}
+        settings.update(storage=plain["storage"], shards={k: shards.get(k) for k in ("samples_per_shard", "max_side")})
+    return settings
 
 
 def build_source(data_cfg) -> Source:
@@ -316,6 +338,23 @@ def prepare_from_config(data_cfg, workers: Optional[int] = None) -> dict:
     source = build_source(data_cfg)
     settings = prepare_settings(data_cfg)
     log.info("preparing %s -> %s", source.describe(), data_cfg.prepared_dir)
+    if data_cfg.get("storage", "arrays") == "shards":
+        from cnnlab.data.shards import write_shards
+
+        return write_shards(
+            source,
+            Path(data_cfg.prepared_dir),
+            meta=_meta_facts(source, data_cfg, settings),
+            image_size=data_cfg.image_size,
+            channels=data_cfg.channels,
+            val_fraction=data_cfg.val_fraction,
+            test_fraction=data_cfg.test_fraction,
+            seed=data_cfg.split_seed,
+            on_bad_sample=data_cfg.on_bad_sample,
+            samples_per_shard=data_cfg.shards.samples_per_shard,
+            max_side=data_cfg.shards.max_side,
+            workers=workers,
+        )
     return build_prepared_dataset(
         source,
         Path(data_cfg.prepared_dir),
@@ -331,8 +370,36 @@ def prepare_from_config(data_cfg, workers: Optional[int] = None) -> dict:
     )
 
 
+def _meta_facts(source: Source, data_cfg, settings: dict) -> dict:
+    """What a shard set's meta.json records of its reader and settings (the array format's keys)."""
+    return {
+        "name": data_cfg.name,
+        "source": source.describe(),
+        "image_size": data_cfg.image_size,
+        "channels": data_cfg.channels,
+        "split_seed": data_cfg.split_seed,
+        "input": source.input_spec(),
+        "has_boxes": bool(source.has_boxes),
+        "has_masks": bool(source.has_masks),
+        "prepare_settings": settings,
+    }
+
+
+def data_location(data_cfg) -> str:
+    """Where a run's data is: data.shards.url for streamed shards, else data.prepared_dir."""
+    if data_cfg.get("storage", "arrays") == "shards" and data_cfg.shards.url:
+        return str(data_cfg.shards.url)
+    return str(data_cfg.prepared_dir)
+
+
 def ensure_prepared(data_cfg) -> dict:
-    """The prepared meta for this data config, preparing first if it is missing or was built differently."""
+    """The prepared meta for this data config, preparing first if it is missing or was built differently.
+
+    Shards streamed from data.shards.url are read as they are (meta.json checked against their files)."""
+    if data_cfg.get("storage", "arrays") == "shards" and data_cfg.shards.url:
+        from cnnlab.data.shards import read_shard_meta
+
+        return read_shard_meta(str(data_cfg.shards.url))
     meta_path = Path(data_cfg.prepared_dir) / "meta.json"
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())

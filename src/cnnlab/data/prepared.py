@@ -87,12 +87,12 @@ def verify_prepared(directory: Path, meta: dict) -> None:
     expected = meta.get("file_hashes") or {"*": meta.get("content_hash")}
     stats = {
         name: [(directory / name).stat().st_size, (directory / name).stat().st_mtime_ns]
-        for name in _FILES
-        if (directory / name).exists()
+        for name in (*_FILES, *expected)
+        if name != "*" and (directory / name).is_file()
     }
     checked = {}
     for name, recorded in expected.items():
-        stat = stats if name == "*" else stats.get(name)
+        stat = {k: v for k, v in stats.items() if k in _FILES} if name == "*" else stats.get(name)
         if stat is None:
             raise PreparedDataChanged(
                 f"{directory / name} is missing; prepare the data again (cnnlab-prepare or dvc repro prepare)"
@@ -177,15 +177,20 @@ def write_prepared(directory: Path, arrays: PreparedArrays, meta: dict, skipped:
             "file_hashes": {name: file_hash(staging / name) for name in _FILES if (staging / name).exists()},
         }
         (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        previous = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-        if directory.exists():
-            directory.rename(previous)
-        staging.rename(directory)
-        shutil.rmtree(previous, ignore_errors=True)
+        publish_directory(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return meta
+
+
+def publish_directory(staging: Path, directory: Path) -> None:
+    """Move a complete `staging` directory into place: the previous `directory` stays until the new one is whole."""
+    previous = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+    if directory.exists():
+        directory.rename(previous)
+    staging.rename(directory)
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def label_kinds(meta: dict) -> list[str]:

@@ -17,6 +17,8 @@ from cnnlab.data.sources.base import BadSampleError, Sample
 if TYPE_CHECKING:
     import torch
 
+PADDING = "padding"  # a batch key: a DDP rank's filler step, which the task weighs 0 (cnnlab.data.shards)
+
 
 def to_channels(image: np.ndarray, channels: int, name: str) -> np.ndarray:
     """H x W (x C) uint8 -> H x W x `channels`: gray repeated to RGB, alpha dropped, RGB to luma."""

@@ -21,6 +21,7 @@ task's name:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from hydra.utils import get_class, instantiate
 from torch import nn
 
 from cnnlab.config import ConfigError
+from cnnlab.data.preprocess import PADDING
 from cnnlab.models.base import Backbone
 from cnnlab.models.networks import ClassificationNetwork, TaskNetwork
 from cnnlab.models.stages import parameters_up_to
@@ -87,6 +89,8 @@ class CNNTask(pl.LightningModule):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "training_step" in cls.__dict__:
+            cls.training_step = _skipping_padding(cls.__dict__["training_step"])
         if cls.__dict__.get("name"):  # a subclass that keeps its parent's name does not replace it
             unknown = set(cls.labels) - set(LABEL_KINDS)
             if unknown:
@@ -120,6 +124,7 @@ class CNNTask(pl.LightningModule):
         self._train_sums: dict[str, torch.Tensor] = {}  # this epoch's batch-size-weighted sums (log_training)
         self._train_samples = 0
         self._per_step: set[str] = set()
+        self._padding_step = False
 
     # ---- training metrics -----------------------------------------------------------------------
     def log_training(
@@ -132,6 +137,8 @@ class CNNTask(pl.LightningModule):
         The same metrics Lightning's `self.log(on_step, on_epoch)` gives, at a fraction of the cost: each
         self.log call walks Lightning's result metadata (about 0.3 ms on one core), which at every
         step was a quarter of LeNet-5's step time (benchmarks/overhead.py)."""
+        if self._padding_step:  # a DDP rank's filler step (cnnlab.data.shards): no sample of the epoch
+            return
         for name, value in values.items():
             weighted = value.detach().float() * batch_size
             self._train_sums[name] = self._train_sums[name] + weighted if name in self._train_sums else weighted
@@ -277,6 +284,25 @@ class CNNTask(pl.LightningModule):
     def cam_prediction(self, output: Any) -> CamPrediction:
         """What the network predicted for each image (`output`: this task's forward output)."""
         raise NotImplementedError(f"{type(self).__name__} declares no cam_prediction")
+
+
+def _skipping_padding(training_step):
+    """A task's training_step that gives a padding batch (data.storage=shards under DDP: a rank whose part of
+    the epoch ran out) zero weight: the loss and gradients are 0 and no training metric counts it, so every
+    sample of the epoch counts once while every rank still takes the step DDP synchronises."""
+
+    @functools.wraps(training_step)
+    def step(self, batch: dict, batch_idx: int):
+        if not (isinstance(batch, dict) and batch.get(PADDING)):
+            return training_step(self, batch, batch_idx)
+        self._padding_step = True
+        try:
+            loss = training_step(self, {k: v for k, v in batch.items() if k != PADDING}, batch_idx)
+        finally:
+            self._padding_step = False
+        return loss * 0.0
+
+    return step
 
 
 def _move_legacy_keys(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:

@@ -43,11 +43,14 @@ def prepared_dataset(
     prepared_dir: Path, meta: dict, splits: tuple[str, ...] = ("train", "val", "test")
 ) -> ProfiledDataset:
     """The dataset input of the prepared data in `prepared_dir` (its meta.json as `meta`), limited to `splits`."""
-    prepared_dir = Path(prepared_dir).resolve()
-    try:  # a path in the project, as DVC tracks it: the same on every team member's checkout
-        location = str(prepared_dir.relative_to(project_root().resolve()))
-    except ValueError:
-        location = str(prepared_dir)
+    if str(prepared_dir).startswith("s3://"):  # data.storage=shards streamed from object storage
+        location, prepared_dir = str(prepared_dir), Path(str(prepared_dir).rstrip("/"))
+    else:
+        prepared_dir = Path(prepared_dir).resolve()
+        try:  # a path in the project, as DVC tracks it: the same on every team member's checkout
+            location = str(prepared_dir.relative_to(project_root().resolve()))
+        except ValueError:
+            location = str(prepared_dir)
     # named by what it holds (data=<name> at <size> px), not by its folder: the pipeline's is data/prepared/pipeline
     base = f"{meta['name']}-{meta['image_size']}" if "name" in meta and "image_size" in meta else prepared_dir.name
     name = base if set(splits) == {"train", "val", "test"} else f"{base}/{'+'.join(splits)}"
@@ -58,6 +61,9 @@ def prepared_dataset(
         "num_classes": len(meta.get("classes") or []),
         "content_hash": meta["content_hash"],
     }
+    if meta.get("storage") == "shards":  # which shards make up the data (each file's hash is in meta.json)
+        profile["storage"] = "shards"
+        profile["shards"] = {s: len(meta["shards"].get(s, [])) for s in splits}
     with warnings.catch_warnings():  # "can be interpreted in multiple ways": each is the local-file source
         warnings.simplefilter("ignore", UserWarning)
         source = resolve_dataset_source(location)

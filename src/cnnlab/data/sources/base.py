@@ -46,6 +46,12 @@ class Source:
     def load(self, item: Any) -> Sample:
         raise NotImplementedError
 
+    def encoded_bytes(self, item: Any) -> Optional[bytes]:
+        """The item's image file as stored (JPEG/PNG bytes), which data.storage=shards keeps as it is; None
+        where the reader decodes something other than one image file (arrays, spectrograms): those are stored
+        PNG-encoded."""
+        return None
+
     def item_name(self, item: Any) -> str:
         """How a sample is named in errors and in skipped.csv (a file path, usually)."""
         return str(item)

@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from cnnlab.data.decode import decode_image
+from cnnlab.data.decode import decode_image, read_bytes
 from cnnlab.data.sources.base import Sample, Source, Unusable
 from cnnlab.data.sources.files import is_system_file, resolve_root
 
@@ -41,7 +41,10 @@ class ImageFolderSource(Source):
         self.classes: list[str] = list(self.declared or [])
         self._min_side: Optional[int] = None
 
-    def set_target_size(self, size: int) -> None:
+    def encoded_bytes(self, item: Item) -> Optional[bytes]:
+        return read_bytes(item[0])
+
+    def set_target_size(self, size: Optional[int]) -> None:
         """prepare resizes to size x size: large JPEGs may be decoded at a reduced scale (see decode_image)."""
         self._min_side = size
 

@@ -1,0 +1,548 @@
+"""Sharded storage (data.storage=shards): the source images as they were encoded, streamed with LitData.
+
+A shard set is a directory (a DVC output), or the same layout under s3://bucket/prefix:
+  train/ val/ test/   one LitData dataset per split: index.json and chunk-*.bin files of
+                      `data.shards.samples_per_shard` samples each (image: the original JPEG/PNG bytes, or
+                      re-encoded at data.shards.max_side; label; name; box normalised to [0, 1]; mask as PNG)
+  skipped.csv         samples the reader rejected under on_bad_sample=skip
+  meta.json           the prepared format's facts (classes, counts, splits, mean/std, content hash) plus
+                      "storage": "shards", each file's sha256 and size
+Preparing reads the source twice, streaming both times (memory stays flat as the dataset grows): once to
+validate every sample and collect labels and statistics, once to write each split's shards in item order.
+A fixed number of samples per shard (not bytes) keeps a changed image's change to its own shard.
+
+Training decodes in the DataLoader workers (OpenCV's libjpeg-turbo, at a reduced scale where the
+original is much larger than needed), crops at the original resolution (data.shards.random_resized_crop),
+resizes to data.image_size, then runs the same batch augmentation and normalisation as the array format.
+LitData gives each rank a disjoint part of each epoch, in an order that is a function of (seed, epoch),
+keeps the local cache under data.shards.cache_limit, and its loader's state rides in Lightning's
+checkpoints, so a mid-epoch resume continues with the samples not yet seen. Under DDP the ranks'
+parts differ by at most a few batches; `ShardLoader` fills the shorter ranks with zero-weight padding
+batches, so every rank takes the same number of steps and every sample counts exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+from urllib.parse import urlparse
+
+import cv2
+import numpy as np
+
+from cnnlab.data.datamodule import finish_batch
+from cnnlab.data.decode import decode_image_bytes, sniff_format
+from cnnlab.data.prepared import IGNORE_INDEX, SPLITS, file_hash, publish_directory, remove_stale_temporaries
+from cnnlab.data.preprocess import PADDING, resize_sample, to_channels
+from cnnlab.data.sources.base import BadSampleError, Sample, Source
+from cnnlab.tables import write_csv
+
+os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")  # LitData asks PyPI for a newer version otherwise
+
+from litdata import StreamingDataLoader, StreamingDataset  # noqa: E402 (after the setting above)
+from litdata.streaming.writer import BinaryWriter  # noqa: E402
+from litdata.utilities.env import _DistributedEnv  # noqa: E402
+
+log = logging.getLogger(__name__)
+# its advice to cache 25 GB (it assumes 64 MB chunks and many workers), and a line per dataset opened
+logging.getLogger("litdata.streaming.dataset").setLevel(logging.ERROR)
+
+# what a shard's fields may be stored as: LitData would also unpickle ("pickle") or open files ("file"), and a
+# shard set is data from a shared store, which must never choose code to run
+SAFE_FORMATS = ("no_header_numpy", "numpy", "int")
+
+STORAGE = "shards"
+
+
+# ---- writing ---------------------------------------------------------------------------------------------------
+def scan_item(source: Source, item: Any, image_size: int, channels: int) -> dict:
+    """Load and validate one item: {label, split, sum, sum_sq, pixels}; BadSampleError naming a bad one.
+
+    The statistics are of the image at data.image_size, as the array format computes them."""
+    from cnnlab.data.prepare import load_checked
+
+    sample, problem = load_checked(source, item, image_size, channels)
+    if problem:
+        raise BadSampleError(problem[1])
+    pixels = sample.image.reshape(-1, sample.image.shape[-1]).astype(np.float64) / 255.0
+    facts = {
+        "label": sample.label,
+        "split": sample.split,
+        "sum": pixels.sum(axis=0),
+        "sum_sq": (pixels * pixels).sum(axis=0),
+        "pixels": len(pixels),
+    }
+    return facts
+
+
+def record_item(source: Source, item: Any, channels: int, max_side: Optional[int]) -> dict:
+    """One shard record: the image's encoded bytes (the file's own where the reader has them), label, name,
+    and the box (normalised) and mask (PNG) where the source has them."""
+    sample = source.load(item)
+    image = to_channels(sample.image, channels, sample.name)
+    height, width = image.shape[:2]
+    encoded = source.encoded_bytes(item) if hasattr(source, "encoded_bytes") else None
+    mask = sample.mask
+    if max_side and max(height, width) > max_side:
+        scale = max_side / max(height, width)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST) if mask is not None else None
+        encoded = _encode(image, "jpeg" if encoded is None or sniff_format(encoded) == "jpeg" else "png")
+    elif encoded is None:  # decoded arrays (MNIST, CIFAR-10, generated shapes): lossless
+        encoded = _encode(image, "png")
+    # as uint8 arrays: LitData would otherwise recognise JPEG bytes and decode them with torchvision on read
+    # (the name too: LitData reads a string ending in .jpg as a path to an image file)
+    record = {
+        "image": np.frombuffer(encoded, np.uint8),
+        "label": int(sample.label),
+        "name": np.frombuffer(sample.name.encode(), np.uint8),
+    }
+    if sample.box is not None:
+        x_min, y_min, x_max, y_max = sample.box
+        record["box"] = np.array([x_min / width, y_min / height, x_max / width, y_max / height], np.float32)
+    if mask is not None:
+        record["mask"] = np.frombuffer(_encode(mask, "png"), np.uint8)
+    return record
+
+
+def _encode(image: np.ndarray, kind: str) -> bytes:
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    params = [cv2.IMWRITE_JPEG_QUALITY, 90] if kind == "jpeg" else [cv2.IMWRITE_PNG_COMPRESSION, 3]
+    ok, buffer = cv2.imencode(".jpg" if kind == "jpeg" else ".png", image, params)
+    if not ok:
+        raise BadSampleError(f"could not encode a {image.shape} image as {kind}")
+    return buffer.tobytes()
+
+
+def write_shards(
+    source: Source,
+    directory: Path,
+    *,
+    meta: dict,
+    image_size: int,
+    channels: int,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    on_bad_sample: str,
+    samples_per_shard: int,
+    max_side: Optional[int],
+    workers: Optional[int] = None,
+) -> dict:
+    """Read `source` (twice, streaming) and write its shard set to `directory` atomically; returns the meta."""
+    from cnnlab.data.prepare import map_items, split_indices
+
+    items = source.items()
+    if hasattr(source, "set_target_size"):  # the checking pass may decode large JPEGs at a reduced scale
+        source.set_target_size(image_size)
+    facts, skipped = [], []
+    for position, (fact, problem) in enumerate(
+        map_items(source, items, scan_item, (image_size, channels), on_bad_sample, workers)
+    ):
+        if problem:
+            skipped.append(problem)
+        else:
+            facts.append((position, fact))
+    if not facts:
+        reasons = "; ".join(reason for _, reason in skipped[:3])
+        raise BadSampleError(f"{source.describe()}: no usable samples ({len(skipped)} skipped: {reasons})")
+    labels = np.array([f["label"] for _, f in facts], np.int64)
+    splits = split_indices(labels, [f["split"] for _, f in facts], val_fraction, test_fraction, seed)
+    train = [facts[i][1] for i in splits["train"]]
+    count = max(1, sum(f["pixels"] for f in train))
+    mean = sum(f["sum"] for f in train) / count if train else np.full(channels, np.nan)
+    std = np.sqrt(np.maximum(sum(f["sum_sq"] for f in train) / count - mean**2, 0.0)) if train else mean
+
+    if hasattr(source, "set_target_size"):  # the writing pass keeps (or re-encodes) the original resolution
+        source.set_target_size(None)
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(directory)
+    staging = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        for split in SPLITS:
+            split_items = [items[facts[i][0]] for i in splits[split]]
+            writer = BinaryWriter(str(staging / split), chunk_size=samples_per_shard)
+            records = map_items(source, split_items, record_item, (channels, max_side), "error", workers)
+            for index, (record, _) in enumerate(records):
+                writer.add_item(index, record)
+            writer.done()
+            writer.merge()
+            if not split_items:  # LitData writes nothing for an empty split: an empty index keeps the layout whole
+                (staging / split).mkdir(exist_ok=True)
+                (staging / split / "index.json").write_text(json.dumps({"chunks": [], "config": None}))
+        write_csv(staging / "skipped.csv", ["name", "reason"], skipped)
+        files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+        file_hashes = {name: file_hash(staging / name) for name in files}
+        meta = {
+            **meta,
+            "classes": list(source.classes),  # known once the reader listed its items
+            "mask_classes": list(source.mask_classes) if source.has_masks and source.mask_classes else None,
+            "storage": STORAGE,
+            "format_version": 1,
+            "num_samples": len(facts),
+            "split_sizes": {s: int(len(splits[s])) for s in SPLITS},
+            "mean": np.asarray(mean).tolist(),
+            "std": np.maximum(np.asarray(std), 1e-6).tolist(),
+            "ignore_index": IGNORE_INDEX,
+            "skipped": [n for n, _ in skipped],
+            "num_skipped": len(skipped),
+            "shards": {s: [f for f in files if f.startswith(f"{s}/chunk-")] for s in SPLITS},
+            "file_hashes": file_hashes,
+            "file_sizes": {name: (staging / name).stat().st_size for name in files},
+            "content_hash": hashlib.sha256(json.dumps(file_hashes, sort_keys=True).encode()).hexdigest(),
+        }
+        (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        publish_directory(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return meta
+
+
+# ---- where a shard set lives -----------------------------------------------------------------------------------
+def is_remote(location: str) -> bool:
+    return urlparse(str(location)).scheme == "s3"
+
+
+def storage_options() -> dict:
+    """boto3 client options for s3:// shards: the endpoint and credentials the team's server set-up uses
+    ($AWS_ENDPOINT_URL or $MLFLOW_S3_ENDPOINT_URL, $AWS_ACCESS_KEY_ID / $AWS_SECRET_ACCESS_KEY)."""
+    options = {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+    if endpoint:
+        options["endpoint_url"] = endpoint
+    for key in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token"):
+        if os.environ.get(key.upper()):
+            options[key] = os.environ[key.upper()]
+    return options
+
+
+class ShardStoreError(ValueError):
+    """A shard set that cannot be read as recorded: the message names the place and what is wrong."""
+
+
+def _s3_client():
+    import boto3
+
+    options = storage_options()
+    return boto3.client("s3", region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"), **options)
+
+
+def _s3_error(err: Exception, url: str) -> ShardStoreError:
+    code = getattr(err, "response", {}).get("Error", {}).get("Code", type(err).__name__)
+    if code in ("NoSuchBucket", "404", "NoSuchKey"):
+        return ShardStoreError(f"{url}: no such bucket or no shard set there (meta.json not found)")
+    if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "ExpiredToken"):
+        return ShardStoreError(
+            f"{url}: the S3 server refused the credentials ({code}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        )
+    return ShardStoreError(f"{url}: cannot read the shard set ({code}: {err})")
+
+
+def read_shard_meta(location: str) -> dict:
+    """meta.json of the shard set at a local folder or s3:// URL, its files checked against it."""
+    if not is_remote(location):
+        from cnnlab.data.prepared import verify_prepared
+
+        meta_path = Path(location) / "meta.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"no shard set at {location} (missing meta.json); run cnnlab-prepare first")
+        meta = json.loads(meta_path.read_text())
+        _check_storage(meta, location)
+        verify_prepared(Path(location), meta)
+        for split in SPLITS:
+            index_path = Path(location) / split / "index.json"
+            check_index(json.loads(index_path.read_text()), str(index_path))
+        return meta
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    parsed = urlparse(location)
+    bucket, prefix = parsed.netloc, parsed.path.strip("/")
+    client = _s3_client()
+    try:
+        body = client.get_object(Bucket=bucket, Key=f"{prefix}/meta.json")["Body"].read()
+        listed = {}
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
+            for entry in page.get("Contents", []):
+                listed[entry["Key"][len(prefix) + 1 :]] = entry["Size"]
+        meta = json.loads(body)
+        _check_storage(meta, location)
+        for split in SPLITS:  # the indexes say which chunks there are: they must be the ones meta.json records
+            name = f"{split}/index.json"
+            data = client.get_object(Bucket=bucket, Key=f"{prefix}/{name}")["Body"].read()
+            if hashlib.sha256(data).hexdigest() != meta["file_hashes"].get(name):
+                raise ShardStoreError(
+                    f"{location}/{name} does not match meta.json's record: the shard set was changed after it was "
+                    "prepared; upload it again (python -m cnnlab.data.shards upload)"
+                )
+            check_index(json.loads(data), f"{location}/{name}")
+    except (ClientError, BotoCoreError) as err:
+        raise _s3_error(err, location) from None
+    for name, size in meta["file_sizes"].items():  # a truncated shard would make LitData wait for its missing bytes
+        if listed.get(name) != size:
+            found = "missing" if name not in listed else f"{listed[name]} bytes"
+            raise ShardStoreError(
+                f"{location}/{name} is {found} where meta.json records {size} bytes: the upload is incomplete or "
+                "the shard was truncated; upload the shard set again"
+            )
+    return meta
+
+
+def check_index(index: dict, where: str) -> None:
+    """ShardStoreError unless every field of a split's index.json is stored in one of SAFE_FORMATS."""
+    formats = (index.get("config") or {}).get("data_format") or []
+    unsafe = [f for f in formats if str(f).split(":")[0] not in SAFE_FORMATS]
+    if unsafe:
+        raise ShardStoreError(
+            f"{where}: fields stored as {unsafe}; cnnlab reads shard fields stored as {list(SAFE_FORMATS)} only "
+            "(never pickles or file references): prepare the shard set with cnnlab-prepare"
+        )
+
+
+def _check_storage(meta: dict, location: str) -> None:
+    if meta.get("storage") != STORAGE:
+        stored = meta.get("storage", "arrays")
+        raise ShardStoreError(f"{location} holds a prepared dataset of storage={stored}, not shards")
+
+
+def upload(directory: Path, url: str) -> int:
+    """Copy a local shard set to s3://bucket/prefix, meta.json last (a reader never sees half an upload as whole)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    directory = Path(directory)
+    meta = read_shard_meta(str(directory))
+    parsed = urlparse(url)
+    bucket, prefix = parsed.netloc, parsed.path.strip("/")
+    client = _s3_client()
+    try:
+        for name in [*meta["file_sizes"], "meta.json"]:
+            client.upload_file(str(directory / name), bucket, f"{prefix}/{name}")
+    except (ClientError, BotoCoreError) as err:
+        raise _s3_error(err, url) from None
+    return len(meta["file_sizes"]) + 1
+
+
+# ---- reading ---------------------------------------------------------------------------------------------------
+class ShardSet:
+    """A shard set's place and its meta.json (checked against its files): what a run records as its data."""
+
+    def __init__(self, location: str):
+        self.directory = str(location)
+        self.meta = read_shard_meta(self.directory)
+
+
+class ShardSplit(StreamingDataset):
+    """One split of a shard set: LitData's streaming dataset, each record decoded and cropped on read."""
+
+    def __init__(self, location: str, split: str, decoder: "RecordDecoder", *, shuffle: bool, seed: int, cache: dict):
+        remote = is_remote(location)
+        super().__init__(
+            input_dir=f"{location.rstrip('/')}/{split}" if remote else str(Path(location) / split),
+            cache_dir=str(Path(cache["dir"]) / split) if remote else None,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=False,
+            max_cache_size=cache["limit"],
+            storage_options=storage_options() if remote else None,
+        )
+        self.decoder = decoder
+
+    def __getitem__(self, index):
+        record = super().__getitem__(index)
+        position = getattr(index, "index", index)
+        return self.decoder(record, seed=(self.seed, self.current_epoch, int(position)))
+
+
+def shard_split(location: str, split: str, decoder: "RecordDecoder", *, shuffle: bool, seed: int, cache: dict):
+    return ShardSplit(location, split, decoder, shuffle=shuffle, seed=seed, cache=cache)
+
+
+class ShardItems:
+    """A split as a map-style dataset of normalised items, like the array format's (previews, model examples)."""
+
+    def __init__(self, split: ShardSplit, batches: "ShardBatches"):
+        self.split, self.batches = split, batches
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, position: int) -> dict:
+        return {key: value[0] for key, value in self.batches([self.split[int(position)]]).items()}
+
+
+class RecordDecoder:
+    """A shard record -> {image: size x size x C uint8, label, box, mask}, or None for a bad sample under skip."""
+
+    def __init__(self, image_size: int, channels: int, crop: Optional[Sequence[float]], on_bad_sample: str):
+        self.image_size, self.channels, self.crop, self.on_bad_sample = image_size, channels, crop, on_bad_sample
+        self._crop = None
+
+    def _cropper(self):
+        if self._crop is None:
+            import albumentations as A
+
+            self._crop = A.RandomResizedCrop(
+                size=(self.image_size, self.image_size), scale=tuple(self.crop), ratio=(3 / 4, 4 / 3), p=1.0
+            )
+        return self._crop
+
+    def __call__(self, record: dict, seed: tuple[int, int, int]) -> Optional[dict]:
+        name = np.asarray(record.get("name", np.frombuffer(b"?", np.uint8))).tobytes().decode(errors="replace")
+        try:
+            image = decode_image_bytes(
+                np.asarray(record["image"]).tobytes(), name, min_side=None if self.crop else self.image_size
+            )
+            mask = None
+            if "mask" in record:
+                mask = cv2.imdecode(np.asarray(record["mask"], np.uint8), cv2.IMREAD_UNCHANGED)
+                if mask is None:
+                    raise BadSampleError(f"{name}: its mask in the shard is not a readable PNG")
+                if mask.shape[:2] != image.shape[:2]:  # decoded at a reduced scale
+                    image = cv2.resize(image, (mask.shape[1], mask.shape[0]), interpolation=cv2.INTER_AREA)
+            box = None
+            if "box" in record:
+                height, width = image.shape[:2]
+                x_min, y_min, x_max, y_max = (float(v) for v in record["box"])
+                box = (x_min * width, y_min * height, x_max * width, y_max * height)
+            sample = Sample(image=image, label=int(record["label"]), name=name, box=box, mask=mask)
+            if self.crop:
+                sample = self._random_crop(sample, seed)
+            else:
+                sample = resize_sample(sample, self.image_size, self.channels)
+        except (BadSampleError, KeyError) as err:
+            if self.on_bad_sample != "skip":
+                raise BadSampleError(
+                    f"{err} (data.on_bad_sample=error; set it to skip to leave such samples out)"
+                ) from None
+            log.warning("skipping %s", err)
+            return None
+        seed_ = int(np.random.SeedSequence([s % 2**63 for s in (*seed, 1)]).generate_state(1)[0])
+        return {"image": sample.image, "label": sample.label, "box": sample.box, "mask": sample.mask, "seed": seed_}
+
+    def _random_crop(self, sample: Sample, seed: tuple[int, int, int]) -> Sample:
+        image = to_channels(sample.image, self.channels, sample.name)
+        crop = self._cropper()
+        crop.set_random_seed(int(np.random.SeedSequence([s % 2**63 for s in seed]).generate_state(1)[0]))
+        out = crop(image=image, **({"mask": sample.mask} if sample.mask is not None else {}))
+        image = out["image"] if out["image"].ndim == 3 else out["image"][:, :, None]
+        return Sample(image=image, label=sample.label, name=sample.name, mask=out.get("mask"))
+
+
+class ShardBatches:
+    """DataLoader collate for shard records: stack, then the batch augmentation and normalisation the
+    array format uses (`cnnlab.data.datamodule.finish_batch`)."""
+
+    def __init__(self, augment, normalize, boxes: bool, masks: bool):
+        self.augment, self.normalize, self.boxes, self.masks = augment, normalize, boxes, masks
+
+    def __call__(self, records: list[Optional[dict]]) -> dict:
+        kept = [r for r in records if r is not None]
+        if not kept:
+            raise BadSampleError("every sample of a batch was bad (data.on_bad_sample=skip): the shards are damaged")
+        images = np.stack([r["image"] for r in kept])
+        labels = np.array([r["label"] for r in kept], np.int64)
+        boxes = np.array([r["box"] for r in kept], np.float32).reshape(-1, 4) if self.boxes else None
+        masks = np.stack([r["mask"] for r in kept]) if self.masks else None
+        if self.augment is not None:  # drawn from (seed, epoch, the batch's first sample), as the array format's
+            self.augment.set_random_seed(kept[0]["seed"])
+        return finish_batch(images, labels, boxes, masks, self.augment, self.normalize)
+
+
+class ShardLoader(StreamingDataLoader):
+    """LitData's StreamingDataLoader; a training loader's epochs have the same number of batches on every
+    DDP rank (see the module doc)."""
+
+    def __init__(self, *args, train: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.train, self._batches_done = train, 0
+
+    def _steps_per_rank(self) -> list[int]:
+        env = _DistributedEnv.detect()
+        if env.world_size == 1:
+            return [super().__len__()]
+        self.dataset.get_len(self.num_workers, self.batch_size)  # creates LitData's shuffler
+        steps = []
+        for rank in range(env.world_size):
+            other = _DistributedEnv(env.world_size, rank, env.num_nodes)
+            length = self.dataset.shuffler.get_len(
+                other, max(1, self.num_workers), self.batch_size, self.dataset.current_epoch
+            )
+            steps.append(math.ceil(length / self.batch_size))
+        return steps
+
+    def __len__(self) -> int:
+        return max(self._steps_per_rank()) if self.train else super().__len__()
+
+    def __iter__(self) -> Iterator[Any]:
+        target = len(self) if self.train else 0
+        done = self._batches_done if self.restore else 0
+        last = None
+        for batch in super().__iter__():
+            done += 1
+            self._batches_done = done
+            last = batch
+            yield batch
+        while done < target:  # this rank's part is shorter: zero-weight steps keep DDP's collectives in step
+            done += 1
+            self._batches_done = done
+            yield {**(last if last is not None else self.collate_fn([self.dataset[0]])), PADDING: True}
+        self._batches_done = 0
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "cnnlab_batches_done": self._batches_done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._batches_done = int(state.get("cnnlab_batches_done", 0))
+        super().load_state_dict({k: v for k, v in state.items() if k != "cnnlab_batches_done"})
+
+
+def shard_loader(dataset: ShardSplit, *, batch_size: int, num_workers: int, collate_fn, train: bool) -> ShardLoader:
+    return ShardLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_fn, train=train)
+
+
+def cache_settings(data_cfg, data_dir: str) -> dict:
+    """Where streamed shards are cached, and its bound (data.shards.cache_dir, cache_limit)."""
+    shards = data_cfg.shards
+    directory = shards.cache_dir or str(Path(data_dir) / "shard-cache" / data_cfg.name)
+    return {"dir": str(Path(directory).expanduser()), "limit": shards.cache_limit}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """python -m cnnlab.data.shards upload <shard dir> s3://bucket/prefix"""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m cnnlab.data.shards",
+        description="Copy a prepared shard set (data.storage=shards) to S3-compatible storage, for "
+        "data.shards.url=s3://bucket/prefix. The endpoint and credentials come from AWS_ENDPOINT_URL "
+        "(or MLFLOW_S3_ENDPOINT_URL), AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("upload", help="upload a local shard set (meta.json last)")
+    up.add_argument("directory", type=Path)
+    up.add_argument("url", help="s3://bucket/prefix")
+    args = parser.parse_args(argv)
+    if not is_remote(args.url):
+        parser.error(f"{args.url} is not an s3:// URL")
+    try:
+        count = upload(args.directory, args.url)
+    except (ShardStoreError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}")
+        return 2
+    print(f"uploaded {count} files to {args.url}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
