@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from cnnlab.data.augment import build_augmentation
 from cnnlab.data.prepared import PreparedDataset
-from cnnlab.data.preprocess import BatchNormalizer
+from cnnlab.data.preprocess import BATCH_NUMBER, BatchNormalizer
 from cnnlab.seeding import epoch_seed
 
 
@@ -168,6 +168,7 @@ class CNNDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.boxes, self.masks, self.seed = boxes, masks, seed
         self.prepared: Optional[PreparedDataset] = None
+        self._shard_loader_state: Optional[dict] = None
 
     def setup(self, stage: Optional[str] = None) -> None:
         if self.prepared is None:
@@ -256,7 +257,29 @@ class CNNDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
+        self._train_loader = self._loader("train", train=True)
+        if self._shard_loader_state is not None:
+            self._train_loader.load_state_dict(self._shard_loader_state)
+            self._shard_loader_state = None
+        return self._train_loader
+
+    # A shard loader's position travels in the DataModule's checkpoint state: Lightning restores its own record of
+    # stateful loaders only when the loader is created after the checkpoint's loops are restored, and a schedule
+    # that asks for trainer.estimated_stepping_batches (one-cycle) creates it before.
+    def state_dict(self) -> dict:
+        loader = getattr(self, "_train_loader", None)
+        return {"shard_loader": loader.state_dict()} if self.shards is not None and loader is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._shard_loader_state = state.get("shard_loader")
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Tell a shard loader which training batch training takes now: its checkpointed state is taken there,
+        not at the batches Lightning fetched ahead (cnnlab.data.shards.ShardLoader)."""
+        if isinstance(batch, dict) and BATCH_NUMBER in batch:
+            self._train_loader.batches_trained = int(batch[BATCH_NUMBER])
+            batch = {key: value for key, value in batch.items() if key != BATCH_NUMBER}
+        return batch
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", train=False)

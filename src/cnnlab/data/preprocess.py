@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import torch
 
 PADDING = "padding"  # a batch key: a DDP rank's filler step, which the task weighs 0 (cnnlab.data.shards)
+BATCH_NUMBER = "cnnlab_batch_number"  # a shard training batch's number in its epoch, read by the DataModule
 
 
 def to_channels(image: np.ndarray, channels: int, name: str) -> np.ndarray:

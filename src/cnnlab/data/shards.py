@@ -39,7 +39,7 @@ import numpy as np
 from cnnlab.data.datamodule import finish_batch
 from cnnlab.data.decode import decode_image_bytes, sniff_format
 from cnnlab.data.prepared import IGNORE_INDEX, SPLITS, file_hash, publish_directory, remove_stale_temporaries
-from cnnlab.data.preprocess import PADDING, resize_sample, to_channels
+from cnnlab.data.preprocess import BATCH_NUMBER, PADDING, resize_sample, to_channels
 from cnnlab.data.sources.base import BadSampleError, Sample, Source
 from cnnlab.tables import write_csv
 
@@ -428,7 +428,14 @@ class RecordDecoder:
             log.warning("skipping %s", err)
             return None
         seed_ = int(np.random.SeedSequence([s % 2**63 for s in (*seed, 1)]).generate_state(1)[0])
-        return {"image": sample.image, "label": sample.label, "box": sample.box, "mask": sample.mask, "seed": seed_}
+        return {
+            "image": sample.image,
+            "label": sample.label,
+            "box": sample.box,
+            "mask": sample.mask,
+            "seed": seed_,
+            "name": name,
+        }
 
     def _random_crop(self, sample: Sample, seed: tuple[int, int, int]) -> Sample:
         image = to_channels(sample.image, self.channels, sample.name)
@@ -460,12 +467,20 @@ class ShardBatches:
 
 
 class ShardLoader(StreamingDataLoader):
-    """LitData's StreamingDataLoader; a training loader's epochs have the same number of batches on every
-    DDP rank (see the module doc)."""
+    """LitData's StreamingDataLoader, with a training loader's state taken at the batches training consumed.
+
+    Lightning fetches batches ahead of the one it trains on, and LitData's state counts what the loader
+    yielded: a checkpoint would then skip the fetched-ahead batches on resume. Each training batch carries its
+    number (BATCH_NUMBER), the DataModule reports the one training took (`batches_trained`), and `state_dict`
+    gives LitData's counters as they were after that batch. Training epochs also have the same number of
+    batches on every DDP rank (see the module doc).
+    """
 
     def __init__(self, *args, train: bool, **kwargs):
         super().__init__(*args, **kwargs)
-        self.train, self._batches_done = train, 0
+        self.train, self.batches_trained, self._batches_in_epoch = train, 0, 0
+        self._resumed_epoch_started = False
+        self._counters: list[tuple[int, int]] = []  # LitData's (samples yielded, latest worker) after k batches
 
     def _steps_per_rank(self) -> list[int]:
         env = _DistributedEnv.detect()
@@ -484,27 +499,54 @@ class ShardLoader(StreamingDataLoader):
     def __len__(self) -> int:
         return max(self._steps_per_rank()) if self.train else super().__len__()
 
+    def _counter(self) -> tuple[int, int]:
+        return self._num_samples_yielded_streaming, self._latest_worker_idx
+
     def __iter__(self) -> Iterator[Any]:
-        target = len(self) if self.train else 0
-        done = self._batches_done if self.restore else 0
+        if not self.train:
+            yield from super().__iter__()
+            return
+        if self._resumed_epoch_started:  # Lightning stops at the epoch's length: LitData never saw that epoch end
+            self.restore, self._resumed_epoch_started = False, False
+        target = self._batches_in_epoch = len(self)
+        restoring = self.restore
+        done = self.batches_trained if restoring else 0
+        # LitData's counters after `done` batches: restored by load_state_dict, else zero (reset on first fetch)
+        self._counters = [None] * done + [self._counter() if restoring else (0, 0)]
         last = None
-        for batch in super().__iter__():
+        batches = super().__iter__()
+        for batch in batches:
             done += 1
-            self._batches_done = done
+            self._counters.append(self._counter())
+            self._resumed_epoch_started = restoring
             last = batch
-            yield batch
+            yield {**batch, BATCH_NUMBER: done}
         while done < target:  # this rank's part is shorter: zero-weight steps keep DDP's collectives in step
             done += 1
-            self._batches_done = done
-            yield {**(last if last is not None else self.collate_fn([self.dataset[0]])), PADDING: True}
-        self._batches_done = 0
+            self._counters.append(self._counter())
+            filler = last if last is not None else self.collate_fn([self.dataset[0]])
+            yield {**filler, PADDING: True, BATCH_NUMBER: done}
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "cnnlab_batches_done": self._batches_done}
+        ours = {"cnnlab_batches_trained": self.batches_trained, "cnnlab_batches_in_epoch": self._batches_in_epoch}
+        trained = self._counters[min(self.batches_trained, len(self._counters) - 1)] if self._counters else None
+        if not self.train or trained is None:
+            return {**super().state_dict(), **ours}
+        now = self._counter()
+        self._num_samples_yielded_streaming, self._latest_worker_idx = trained
+        try:
+            state = super().state_dict()
+        finally:
+            self._num_samples_yielded_streaming, self._latest_worker_idx = now
+        return {**state, **ours}
 
     def load_state_dict(self, state: dict) -> None:
-        self._batches_done = int(state.get("cnnlab_batches_done", 0))
-        super().load_state_dict({k: v for k, v in state.items() if k != "cnnlab_batches_done"})
+        trained, in_epoch = int(state.get("cnnlab_batches_trained", 0)), int(state.get("cnnlab_batches_in_epoch", 0))
+        if trained >= in_epoch:  # taken at the end of an epoch: the next one starts afresh
+            self.current_epoch, self.batches_trained = int(state["current_epoch"]), 0
+            return
+        self.batches_trained = trained
+        super().load_state_dict({k: v for k, v in state.items() if not k.startswith("cnnlab_")})
 
 
 def shard_loader(dataset: ShardSplit, *, batch_size: int, num_workers: int, collate_fn, train: bool) -> ShardLoader:

@@ -168,10 +168,18 @@ class CNNTask(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["cnnlab_epoch_history"] = self.epoch_history
+        # the epoch's training sums so far: a checkpoint taken mid-epoch resumes them (shards' every_n_train_steps)
+        checkpoint["cnnlab_train_sums"] = {
+            "sums": {name: float(value) for name, value in self._train_sums.items()},
+            "samples": self._train_samples,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # a resumed run's history.csv keeps the epochs before the interruption
         self.epoch_history = list(checkpoint.get("cnnlab_epoch_history", []))
+        sums = checkpoint.get("cnnlab_train_sums") or {}  # an epoch's start resets them: only mid-epoch matters
+        self._train_sums = {name: torch.tensor(value) for name, value in (sums.get("sums") or {}).items()}
+        self._train_samples = int(sums.get("samples") or 0)
 
     @property
     def backbone(self) -> Backbone:
