@@ -29,6 +29,9 @@ $(STAMP): pyproject.toml .ci/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c .ci/constraints.txt -e ".[$(EXTRAS)]"
+	# LitData (data.storage=shards) without its declared torchvision, which has no CPU build for this torch:
+	# cnnlab stores shard fields as arrays and decodes with OpenCV, so no code path of LitData's it uses needs it
+	$(BIN)/python -m pip install --quiet --no-deps -c .ci/constraints.txt litdata
 	rm -f $(VENV)/.installed-* && touch $@
 
 run: setup

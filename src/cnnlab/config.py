@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import re
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
@@ -328,11 +329,37 @@ def validate_data_config(data: DictConfig) -> None:
             raise ConfigError(f"data.{key}={data[key]} is not valid; expected a fraction in [0, 1)")
     if not 0 < data.get("train_fraction", 1.0) <= 1:
         raise ConfigError(f"data.train_fraction={data.train_fraction} is not valid; expected a fraction in (0, 1]")
+    if data.get("storage", "arrays") == "shards":
+        _validate_shards(data.shards)
+    elif "shards" in data:  # a shard setting under the array format would be dropped silently
+        defaults = dataclasses.asdict(ShardsConfig())
+        changed = [key for key in data.shards if data.shards.get(key) != defaults.get(key)]
+        if changed:
+            raise ConfigError(
+                f"data.shards.{changed[0]}={data.shards.get(changed[0])} applies to data.storage=shards; "
+                'add data.storage=shards (README "Large datasets") or drop the setting'
+            )
     if data.val_fraction + data.test_fraction >= 1:
         raise ConfigError(
             f"data.val_fraction={data.val_fraction} and data.test_fraction={data.test_fraction} leave no training "
             "data; their sum must be below 1"
         )
+
+
+def _validate_shards(shards: DictConfig) -> None:
+    """data.shards.* of data.storage=shards (ConfigError naming the key); the numbers' bounds are check_bounds'."""
+    crop = shards.random_resized_crop
+    if crop is not None and not (len(crop) == 2 and 0 < float(crop[0]) <= float(crop[1]) <= 1):
+        raise ConfigError(
+            f"data.shards.random_resized_crop={list(crop)} is not valid; expected [scale_min, scale_max] with "
+            "0 < scale_min <= scale_max <= 1 (ImageNet's recipe: [0.08, 1.0]), or null for no crop"
+        )
+    if shards.url is not None and not str(shards.url).startswith("s3://"):
+        raise ConfigError(
+            f"data.shards.url={shards.url} is not an s3:// URL; local shards are read from data.prepared_dir"
+        )
+    if not re.fullmatch(r"\d+(\.\d+)?\s*([KMGT]?B)?", str(shards.cache_limit).strip(), re.IGNORECASE):
+        raise ConfigError(f"data.shards.cache_limit={shards.cache_limit} is not a size; expected e.g. 500MB or 10GB")
 
 
 def validate_config(cfg: DictConfig) -> None:

@@ -69,6 +69,11 @@ def train(cfg: DictConfig) -> float:
     if not resuming and not slurm.restarts() and pl.utilities.rank_zero_only.rank == 0:
         _check_output_dir_free(job.output_dir)  # DDP's other ranks start after rank 0 wrote run.json
     task_class = task_class_for(cfg, declared_label_kinds(cfg.data))
+    if "box" in task_class.labels and OmegaConf.select(cfg, "data.shards.random_resized_crop"):
+        raise ConfigError(
+            f"data.shards.random_resized_crop with task={cfg.task.name}: a random crop can cut the one box out of "
+            "the image; set data.shards.random_resized_crop=null (augment= shifts and scales keep the box)"
+        )
     check_image_size(cfg.model.name, cfg.data.image_size, bool(OmegaConf.select(cfg, "model.small_input")))
     uri = resolve_tracking_uri(cfg.logger.tracking_uri) if cfg.logger.enabled else None
     if uri:

@@ -233,6 +233,11 @@ class PreparedDataset:
                 f"with the same data= options first (or `dvc repro prepare`)"
             )
         self.meta = json.loads(meta_path.read_text())
+        if self.meta.get("storage") == "shards":
+            raise ValueError(
+                f"{self.directory} holds shards (data.storage=shards), not decoded arrays: read it with "
+                "data.storage=shards"
+            )
         if self.meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(
                 f"{meta_path}: format_version {self.meta.get('format_version')} but this cnnlab reads "

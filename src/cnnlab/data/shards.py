@@ -178,6 +178,7 @@ def write_shards(
                 writer.add_item(index, record)
             writer.done()
             writer.merge()
+            _stamp_index(staging / split)
             if not split_items:  # LitData writes nothing for an empty split: an empty index keeps the layout whole
                 (staging / split).mkdir(exist_ok=True)
                 (staging / split / "index.json").write_text(json.dumps({"chunks": [], "config": None}))
@@ -208,6 +209,21 @@ def write_shards(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return meta
+
+
+def _stamp_index(split_dir: Path) -> None:
+    """Replace the wall-clock "updated_at" LitData writes into index.json by one drawn from the chunks' contents:
+    the same data gives the same bytes (content hash, DVC), and LitData still clears a stale cache when the data
+    changes (it keys its cache on this value)."""
+    index_path = split_dir / "index.json"
+    if not index_path.is_file():
+        return
+    index = json.loads(index_path.read_text())
+    digest = hashlib.sha256()
+    for chunk in index.get("chunks", []):
+        digest.update(file_hash(split_dir / chunk["filename"]).encode())
+    index["updated_at"] = str(int(digest.hexdigest()[:12], 16))
+    index_path.write_text(json.dumps(index, sort_keys=True))
 
 
 # ---- where a shard set lives -----------------------------------------------------------------------------------
@@ -378,7 +394,11 @@ class ShardItems:
         return len(self.split)
 
     def __getitem__(self, position: int) -> dict:
-        return {key: value[0] for key, value in self.batches([self.split[int(position)]]).items()}
+        return {key: value[0] for key, value in self.__getitems__([position]).items()}
+
+    def __getitems__(self, positions: Sequence[int]) -> dict:
+        """The collated batch of these positions (split order), as the array format's `PreparedSplit` gives it."""
+        return self.batches([self.split[int(p)] for p in positions])
 
 
 class RecordDecoder:
@@ -459,8 +479,9 @@ class ShardBatches:
             raise BadSampleError("every sample of a batch was bad (data.on_bad_sample=skip): the shards are damaged")
         images = np.stack([r["image"] for r in kept])
         labels = np.array([r["label"] for r in kept], np.int64)
-        boxes = np.array([r["box"] for r in kept], np.float32).reshape(-1, 4) if self.boxes else None
-        masks = np.stack([r["mask"] for r in kept]) if self.masks else None
+        has_boxes, has_masks = self.boxes and kept[0]["box"] is not None, self.masks and kept[0]["mask"] is not None
+        boxes = np.array([r["box"] for r in kept], np.float32).reshape(-1, 4) if has_boxes else None
+        masks = np.stack([r["mask"] for r in kept]) if has_masks else None
         if self.augment is not None:  # drawn from (seed, epoch, the batch's first sample), as the array format's
             self.augment.set_random_seed(kept[0]["seed"])
         return finish_batch(images, labels, boxes, masks, self.augment, self.normalize)

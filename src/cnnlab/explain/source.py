@@ -158,10 +158,18 @@ def test_images(source: ExplainSource, count: int, indices: Optional[Sequence[in
     """The first `count` test images of the data the run was trained on (or those at `indices`), with every label the
     data has.
     """
-    prepared = PreparedDataset(source.train_cfg.data.prepared_dir)
-    split = PreparedSplit(
-        prepared, "test", None, boxes=True, masks=True, normalization=network_normalization(source.task)
-    )
+    if source.train_cfg.data.get("storage", "arrays") == "shards":  # decoded from the shards, as evaluation does
+        from cnnlab.data.datamodule import datamodule_from_config
+
+        datamodule = datamodule_from_config(
+            source.train_cfg, ("label", "box", "mask"), normalization=network_normalization(source.task)
+        )
+        split = datamodule.dataset("test", augment=False)
+    else:
+        prepared = PreparedDataset(source.train_cfg.data.prepared_dir)
+        split = PreparedSplit(
+            prepared, "test", None, boxes=True, masks=True, normalization=network_normalization(source.task)
+        )
     positions = list(indices) if indices else list(range(min(count, len(split))))
     bad = [p for p in positions if not 0 <= p < len(split)]
     if bad:
