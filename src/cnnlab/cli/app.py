@@ -169,7 +169,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
     # checkpointing imports Lightning (seconds): a config error must not wait for it. Not loaded, it raised nothing
     checkpointing = sys.modules.get("cnnlab.checkpointing")
     space = (checkpointing.CheckpointSpaceError,) if checkpointing else ()
-    return (ConfigError, BadSampleError, PreparedDataChanged, FileNotFoundError, *space)
+    shards = sys.modules.get("cnnlab.data.shards")  # likewise LitData's import: only data.storage=shards loads it
+    store = (shards.ShardStoreError,) if shards else ()
+    return (ConfigError, BadSampleError, PreparedDataChanged, FileNotFoundError, *space, *store)
 
 
 def _log_to_files(message: str) -> None:

@@ -292,9 +292,14 @@ def prepare_settings(data_cfg) -> dict:
         "max_image_pixels",
     )
     settings = {key: plain.get(key) for key in keys}
-    if plain.get("storage", "arrays") != "arrays":  # the array format's fingerprint stays what it was
-        shards = plain.get("shards") or {}
-        settings.update(storage=plain["storage"], shards={k: shards.get(k) for k in ("samples_per_shard", "max_side")})
+    shards = plain.get("shards") or {}  # what decides the shards' bytes (not where they are read from)
+    settings.update(
+        {
+            "storage": plain.get("storage", "arrays"),
+            "shards.samples_per_shard": shards.get("samples_per_shard"),
+            "shards.max_side": shards.get("max_side"),
+        }
+    )
     return settings
 
 

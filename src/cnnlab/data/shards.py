@@ -373,6 +373,12 @@ class ShardSplit(StreamingDataset):
             storage_options=storage_options() if remote else None,
         )
         self.decoder = decoder
+        # evaluation splits are dealt to ranks sample by sample (not in whole batches, LitData's way for training):
+        # every rank gets a part, and together they evaluate each sample once
+        self.by_sample = not shuffle
+
+    def set_batch_size(self, batch_size: int) -> None:
+        super().set_batch_size(1 if self.by_sample else batch_size)
 
     def __getitem__(self, index):
         record = super().__getitem__(index)
@@ -518,7 +524,19 @@ class ShardLoader(StreamingDataLoader):
         return steps
 
     def __len__(self) -> int:
-        return max(self._steps_per_rank()) if self.train else super().__len__()
+        return max(self._steps_per_rank()) if self.train else self._evaluation_batches()
+
+    def _evaluation_batches(self) -> int:
+        """The batches this rank's workers yield for its part of an evaluation split (each worker's last may be
+        partial): what Lightning must run, not fewer."""
+        env = _DistributedEnv.detect()
+        self.dataset.get_len(self.num_workers, self.batch_size)  # creates LitData's shuffler
+        workers = max(1, self.num_workers)
+        _, intervals = self.dataset.shuffler.get_chunks_and_intervals_per_workers(
+            env, workers, 1, self.dataset.current_epoch
+        )
+        mine = intervals[env.global_rank * workers : (env.global_rank + 1) * workers]
+        return sum(math.ceil(sum(end - start for _, start, end, *_ in worker) / self.batch_size) for worker in mine)
 
     def _counter(self) -> tuple[int, int]:
         return self._num_samples_yielded_streaming, self._latest_worker_idx
