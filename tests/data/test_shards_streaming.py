@@ -240,3 +240,51 @@ def test_a_crash_while_streaming_from_s3_ends_the_process_and_fails_the_run(s3, 
     assert crashed.returncode == 1
     run_id = json.loads((project / "runs/crash/run.json").read_text())["run_id"]
     assert MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_run(run_id).info.status == "FAILED"
+
+
+def test_shards_are_a_dvc_output_and_one_changed_image_pushes_one_shard(s3, tmp_path):
+    import hashlib
+
+    from tests.conftest import dvc_project
+    from tests.data.test_shards import write_folder
+
+    overrides = "data=image_folder data.root=data/raw/folder data.storage=shards data.shards.samples_per_shard=5"
+    root = dvc_project(tmp_path / "repo", lambda params: params.update(overrides=overrides))
+    files = write_folder(root / "data" / "raw" / "folder")
+    s3.client().create_bucket(Bucket="dvc-shards")
+    env = {**cli_env(root), "DVC_NO_ANALYTICS": "1", **_s3_env(s3)}
+
+    def dvc(*args: str) -> str:
+        done = subprocess.run([str(BIN / "dvc"), *args], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        return done.stdout
+
+    def pushed() -> set[str]:
+        listing = s3.client().list_objects_v2(Bucket="dvc-shards").get("Contents", [])
+        return {o["Key"] for o in listing}
+
+    dvc("remote", "add", "-d", "team", "s3://dvc-shards/cache")
+    dvc("remote", "modify", "team", "endpointurl", s3.url)
+    dvc("repro", "prepare")
+    prepared = root / "data/prepared/pipeline"
+    meta = json.loads((prepared / "meta.json").read_text())
+    assert meta["storage"] == "shards" and meta["num_samples"] == len(files)
+    dvc("push")
+    first = pushed()
+    assert len(first) == len(meta["file_sizes"]) + 2  # each file (meta.json too) and the directory's manifest
+
+    changed = sorted(files)[4]  # one image, edited in place
+    from tests.data.data_writers import image_array, write_image
+
+    write_image(Path(changed), image_array(70, 50, seed=4242), quality=90)
+    dvc("repro", "prepare")
+    after = json.loads((prepared / "meta.json").read_text())
+    dvc("push")
+    new = pushed() - first
+    changed_files = [n for n in after["file_hashes"] if after["file_hashes"][n] != meta["file_hashes"].get(n)]
+    chunks = [n for n in changed_files if "/chunk-" in n]
+    assert len(chunks) == 1  # the edited image's shard; the others are the same bytes
+    md5 = hashlib.md5((prepared / chunks[0]).read_bytes()).hexdigest()
+    assert any(key.endswith(md5[2:]) for key in new)  # uploaded
+    # that shard, its split's index, meta.json and the directory manifest: nothing else goes up again
+    assert len(new) == len(changed_files) + 2, (sorted(new), changed_files)

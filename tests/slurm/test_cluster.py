@@ -311,3 +311,45 @@ def test_a_tracking_uri_the_jobs_cannot_reach_fails_them_fast_naming_it(slurm, p
     ), said[-3000:]
     assert "Traceback" not in done.stderr.split("MLflowSweepCallback")[-1]
     _no_run_left_running(tracking_uri, sweep_dir)
+
+
+def test_ddp_over_srun_streams_each_shard_sample_to_one_rank(slurm, project, tmp_path):
+    """data.storage=shards under SLURM: the two srun tasks split every epoch, each sample trained on once."""
+    from collections import Counter
+
+    from tests.data.shard_probe import read_ranks
+
+    shards = ("data=digits", "data.storage=shards", "data.shards.samples_per_shard=50", "augment=none")
+    common = (*shards, "trainer.accelerator=cpu", *QUICK[1:], "trainer.limit_train_batches=1.0")
+    single, ranks_dir = tmp_path / "single", tmp_path / "ranks"
+    probe = "+callbacks.probe._target_=tests.data.shard_probe.RecordSamples"
+    done = call_in_process(
+        "cnnlab-train", [*common, probe, f"+callbacks.probe.directory={single}", "logger=none"], project
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = project / "runs" / "ddp-shards.out"
+    job = slurm.sbatch(
+        project,
+        "srun "
+        + cnnlab_train(
+            *common,
+            "trainer=ddp",
+            "trainer.devices=2",
+            probe,
+            f"+callbacks.probe.directory={ranks_dir}",
+            "logger.run_name=ddp-shards",
+            f"hydra.run.dir={project / 'runs' / 'ddp-shards'}",
+        ),
+        "--nodes=1",
+        "--ntasks-per-node=2",
+        f"--output={log}",
+    )
+    state = slurm.wait(project, job, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"})
+    assert state["JobState"] == "COMPLETED", job_out(log)[-4000:]
+    (reference,) = read_ranks(single)
+    ranks = read_ranks(ranks_dir)
+    assert len(ranks) == 2
+    for epoch in reference:
+        assert ranks[0][epoch]["steps"] == ranks[1][epoch]["steps"]
+        together = Counter(ranks[0][epoch]["samples"]) + Counter(ranks[1][epoch]["samples"])
+        assert together == Counter(reference[epoch]["samples"])
