@@ -138,12 +138,16 @@ def decode_image_bytes(data: bytes, name: str, min_side: Optional[int] = None) -
 def _check_pixel_count(data: bytes, name: str, kind: str) -> None:
     """BadSampleError if the header declares more pixels than allowed (read without decoding)."""
     limit = _limits["max_image_pixels"]
-    Image.MAX_IMAGE_PIXELS = None  # Pillow's own bomb check would stop the header read; this is cnnlab's
-    try:
-        with Image.open(io.BytesIO(data)) as img:  # reads the header only
-            width, height = img.size
-    except Exception:  # an unreadable header: the decoder says what is wrong with it
-        return
+    frame = _jpeg_frame(data) if kind == "jpeg" else None  # a JPEG's size without Pillow: a tenth of its time
+    if frame is not None:
+        height, width = frame[:2]
+    else:
+        Image.MAX_IMAGE_PIXELS = None  # Pillow's own bomb check would stop the header read; this is cnnlab's
+        try:
+            with Image.open(io.BytesIO(data)) as img:  # reads the header only
+                width, height = img.size
+        except Exception:  # an unreadable header: the decoder says what is wrong with it
+            return
     if width * height > limit:
         raise BadSampleError(
             f"{name}: {width}x{height} {kind.upper()} image has {width * height:,} pixels, over "

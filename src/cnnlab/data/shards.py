@@ -172,15 +172,18 @@ def write_shards(
     try:
         for split in SPLITS:
             split_items = [items[facts[i][0]] for i in splits[split]]
-            writer = BinaryWriter(str(staging / split), chunk_size=samples_per_shard)
+            writer = None
             records = map_items(source, split_items, record_item, (channels, max_side), "error", workers)
             for index, (record, _) in enumerate(records):
+                if writer is None:
+                    writer = _single_writer(staging / split, samples_per_shard)
                 writer.add_item(index, record)
-            writer.done()
-            writer.merge()
-            _stamp_index(staging / split)
-            if not split_items:  # LitData writes nothing for an empty split: an empty index keeps the layout whole
-                (staging / split).mkdir(exist_ok=True)
+            if writer is not None:
+                writer.done()
+                writer.merge()
+                _stamp_index(staging / split)
+            else:  # LitData writes nothing for an empty split: an empty index keeps the layout whole
+                (staging / split).mkdir()
                 (staging / split / "index.json").write_text(json.dumps({"chunks": [], "config": None}))
         write_csv(staging / "skipped.csv", ["name", "reason"], skipped)
         files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
@@ -209,6 +212,14 @@ def write_shards(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return meta
+
+
+def _single_writer(directory: Path, samples_per_shard: int) -> BinaryWriter:
+    """LitData's chunk writer as the only writer there is: it would otherwise take a DDP rank's or DataLoader
+    worker's number from the environment (prepare can run inside a rank) and wait for the others' indexes."""
+    writer = BinaryWriter(str(directory), chunk_size=samples_per_shard)
+    writer._distributed_env, writer._rank = _DistributedEnv(1, 0, 1), 0
+    return writer
 
 
 def _stamp_index(split_dir: Path) -> None:
@@ -424,6 +435,8 @@ class RecordDecoder:
         return self._crop
 
     def __call__(self, record: dict, seed: tuple[int, int, int]) -> Optional[dict]:
+        # this sample's crop and its batch's augmentation (if it comes first) from (seed, epoch, sample)
+        crop_seed, augment_seed = (int(v) for v in np.random.SeedSequence([s % 2**63 for s in seed]).generate_state(2))
         name = np.asarray(record.get("name", np.frombuffer(b"?", np.uint8))).tobytes().decode(errors="replace")
         try:
             image = decode_image_bytes(
@@ -443,7 +456,7 @@ class RecordDecoder:
                 box = (x_min * width, y_min * height, x_max * width, y_max * height)
             sample = Sample(image=image, label=int(record["label"]), name=name, box=box, mask=mask)
             if self.crop:
-                sample = self._random_crop(sample, seed)
+                sample = self._random_crop(sample, crop_seed)
             else:
                 sample = resize_sample(sample, self.image_size, self.channels)
         except (BadSampleError, KeyError) as err:
@@ -453,20 +466,19 @@ class RecordDecoder:
                 ) from None
             log.warning("skipping %s", err)
             return None
-        seed_ = int(np.random.SeedSequence([s % 2**63 for s in (*seed, 1)]).generate_state(1)[0])
         return {
             "image": sample.image,
             "label": sample.label,
             "box": sample.box,
             "mask": sample.mask,
-            "seed": seed_,
+            "seed": augment_seed,
             "name": name,
         }
 
-    def _random_crop(self, sample: Sample, seed: tuple[int, int, int]) -> Sample:
+    def _random_crop(self, sample: Sample, seed: int) -> Sample:
         image = to_channels(sample.image, self.channels, sample.name)
         crop = self._cropper()
-        crop.set_random_seed(int(np.random.SeedSequence([s % 2**63 for s in seed]).generate_state(1)[0]))
+        crop.set_random_seed(seed)
         out = crop(image=image, **({"mask": sample.mask} if sample.mask is not None else {}))
         image = out["image"] if out["image"].ndim == 3 else out["image"][:, :, None]
         return Sample(image=image, label=sample.label, name=sample.name, mask=out.get("mask"))
