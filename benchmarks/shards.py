@@ -15,8 +15,9 @@ scikit-image's real colour photos, 10 classes = 10 photos, JPEG quality --qualit
       arrays    today's prepared format at 224 px: flip + normalise only (it cannot crop the original)
       webdataset  (--webdataset) WebDataset tar shards of the same JPEG bytes, the same decode and crop
     interleaved over --rounds rounds; the best round of each is reported (images per CPU second and per second).
-memory: N small JPEGs (160 x 120), prepared to shards in a child process, and one training worker streaming them:
-  the peak resident memory of each (prepare: the process and its decode workers together), for each N.
+memory: N small JPEGs (160 x 120), prepared to shards in a child process, then one epoch streamed by a loader with
+  one worker process: the peak memory (PSS) of each process tree and of its largest child (a decode worker, the
+  training loader's worker), for each N.
 """
 
 from __future__ import annotations
@@ -290,21 +291,25 @@ def run_input(args) -> dict:
 
 
 # ---- the memory benchmark ---------------------------------------------------------------------------------------
-def peak_rss(command: list[str], env: dict | None = None) -> tuple[int, float]:
-    """Run `command`; the peak of its resident memory plus its children's (sampled every 20 ms), and seconds."""
+def peak_memory(command: list[str], env: dict | None = None) -> tuple[int, int, float]:
+    """Run `command`; the peak proportional set size (PSS: shared pages counted once, fairly split) of it and its
+    children together, the peak PSS of one child alone (a decode or loader worker), sampled every 20 ms, and
+    the seconds it took."""
     started = time.perf_counter()
     process = subprocess.Popen(command, env={**os.environ, **(env or {})})
-    root, peak = psutil.Process(process.pid), 0
+    root, total_peak, child_peak = psutil.Process(process.pid), 0, 0
     while process.poll() is None:
         try:
-            members = [root, *root.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in members if p.is_running()))
+            children = root.children(recursive=True)
+            sizes = [p.memory_full_info().pss for p in children]
+            total_peak = max(total_peak, root.memory_full_info().pss + sum(sizes))
+            child_peak = max([child_peak, *sizes])
         except psutil.Error:
             pass
         time.sleep(0.02)
     if process.returncode:
         raise SystemExit(f"{command} exited {process.returncode}")
-    return peak, time.perf_counter() - started
+    return total_peak, child_peak, time.perf_counter() - started
 
 
 def run_memory(args) -> dict:
@@ -315,13 +320,15 @@ def run_memory(args) -> dict:
             folder = work / f"photos-{count}"
             write_photo_folder(folder, count, size=(160, 120))
             out = work / f"shards-{count}"
-            prep_peak, prep_s = peak_rss([sys.executable, __file__, "_prepare", str(folder), str(out)])
-            worker_peak, read_s = peak_rss([sys.executable, __file__, "_stream", str(out)])
+            prep_total, prep_worker, prep_s = peak_memory([sys.executable, __file__, "_prepare", str(folder), str(out)])
+            read_total, read_worker, read_s = peak_memory([sys.executable, __file__, "_stream", str(out)])
             results["counts"][count] = {
                 "jpeg_bytes": folder_bytes(folder),
-                "prepare_peak_rss_mib": round(prep_peak / 2**20),
+                "prepare_peak_pss_mib": round(prep_total / 2**20),
+                "prepare_worker_peak_pss_mib": round(prep_worker / 2**20),
                 "prepare_s": round(prep_s, 1),
-                "stream_peak_rss_mib": round(worker_peak / 2**20),
+                "training_peak_pss_mib": round(read_total / 2**20),
+                "training_worker_peak_pss_mib": round(read_worker / 2**20),
                 "stream_s": round(read_s, 1),
             }
             print(count, results["counts"][count], flush=True)

@@ -17,9 +17,16 @@ validate it, resize to data.image_size, split by data.split_seed, compute the tr
 mean/std, and write the prepared dataset to data.prepared_dir (atomically: a failed run leaves
 the previous one intact). data.on_bad_sample=skip leaves bad samples out, listed in skipped.csv.
 
+data.storage=shards keeps the images encoded instead (their original JPEG/PNG bytes, or re-encoded at
+data.shards.max_side), data.shards.samples_per_shard to a LitData shard, streamed and decoded at training
+time: datasets larger than memory or disk, random resized crops of the original (README "Large datasets").
+
 examples:
   cnnlab-prepare data=digits
   cnnlab-prepare data=shapes data.image_size=64
+  cnnlab-prepare data=image_folder data.root=/data/photos data.storage=shards data.image_size=224
+  python -m cnnlab.data.shards upload data/prepared/image_folder-224 s3://bucket/photos   # then train with
+      # data.storage=shards data.shards.url=s3://bucket/photos (endpoint, keys: AWS_* as for the team server)
 """
 
 register_configs()

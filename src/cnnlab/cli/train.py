@@ -26,6 +26,10 @@ examples:
   cnnlab-train model=resnet18 model.weights=resnet18.pth finetune.freeze=backbone   # transfer learning:
       # weights from a .pth/.pt, a .ckpt or run directory, runs:/<id>/model or models:/<name>@<alias>;
       # finetune.freeze=none|backbone|stageK, finetune.unfreeze_at_epoch=N, finetune.backbone_lr(_mult)=
+  cnnlab-train data=image_folder data.root=/data/photos data.storage=shards data.image_size=224
+      # shards: decoded on the fly; data.shards.random_resized_crop=[0.08,1.0] crops the original
+  cnnlab-train data.storage=shards data.shards.url=s3://bucket/photos data.shards.cache_limit=50GB
+      # streamed from S3; +callbacks.last_checkpoint.every_n_train_steps=500: resume=true mid-epoch
 """
 
 register_configs()

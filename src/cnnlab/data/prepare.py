@@ -167,7 +167,13 @@ def map_items(
             initargs=(source, work, args, pixel_limit()),
         )
         chunksize = max(1, min(64, len(items) // (workers * 8)))
-        results = executor.map(_work_in_worker, items, chunksize=chunksize)
+        # submitted a window at a time: Executor.map makes a future per item up front (half a KB each)
+        window = workers * chunksize * 16
+        results = (
+            result
+            for start in range(0, len(items), window)
+            for result in executor.map(_work_in_worker, items[start : start + window], chunksize=chunksize)
+        )
     else:
         executor = None
         _worker.update(source=source, work=work, args=args)

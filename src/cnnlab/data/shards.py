@@ -33,14 +33,13 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 from urllib.parse import urlparse
 
-import cv2
 import numpy as np
 
 from cnnlab.data.datamodule import finish_batch
-from cnnlab.data.decode import decode_image_bytes, sniff_format
 from cnnlab.data.prepared import IGNORE_INDEX, SPLITS, file_hash, publish_directory, remove_stale_temporaries
-from cnnlab.data.preprocess import BATCH_NUMBER, PADDING, resize_sample, to_channels
-from cnnlab.data.sources.base import BadSampleError, Sample, Source
+from cnnlab.data.preprocess import BATCH_NUMBER, PADDING
+from cnnlab.data.shard_records import RecordDecoder, record_item, scan_item
+from cnnlab.data.sources.base import BadSampleError, Source
 from cnnlab.tables import write_csv
 
 os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")  # LitData asks PyPI for a newer version otherwise
@@ -61,67 +60,6 @@ STORAGE = "shards"
 
 
 # ---- writing ---------------------------------------------------------------------------------------------------
-def scan_item(source: Source, item: Any, image_size: int, channels: int) -> dict:
-    """Load and validate one item: {label, split, sum, sum_sq, pixels}; BadSampleError naming a bad one.
-
-    The statistics are of the image at data.image_size, as the array format computes them."""
-    from cnnlab.data.prepare import load_checked
-
-    sample, problem = load_checked(source, item, image_size, channels)
-    if problem:
-        raise BadSampleError(problem[1])
-    pixels = sample.image.reshape(-1, sample.image.shape[-1]).astype(np.float64) / 255.0
-    facts = {
-        "label": sample.label,
-        "split": sample.split,
-        "sum": pixels.sum(axis=0),
-        "sum_sq": (pixels * pixels).sum(axis=0),
-        "pixels": len(pixels),
-    }
-    return facts
-
-
-def record_item(source: Source, item: Any, channels: int, max_side: Optional[int]) -> dict:
-    """One shard record: the image's encoded bytes (the file's own where the reader has them), label, name,
-    and the box (normalised) and mask (PNG) where the source has them."""
-    sample = source.load(item)
-    image = to_channels(sample.image, channels, sample.name)
-    height, width = image.shape[:2]
-    encoded = source.encoded_bytes(item) if hasattr(source, "encoded_bytes") else None
-    mask = sample.mask
-    if max_side and max(height, width) > max_side:
-        scale = max_side / max(height, width)
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST) if mask is not None else None
-        encoded = _encode(image, "jpeg" if encoded is None or sniff_format(encoded) == "jpeg" else "png")
-    elif encoded is None:  # decoded arrays (MNIST, CIFAR-10, generated shapes): lossless
-        encoded = _encode(image, "png")
-    # as uint8 arrays: LitData would otherwise recognise JPEG bytes and decode them with torchvision on read
-    # (the name too: LitData reads a string ending in .jpg as a path to an image file)
-    record = {
-        "image": np.frombuffer(encoded, np.uint8),
-        "label": int(sample.label),
-        "name": np.frombuffer(sample.name.encode(), np.uint8),
-    }
-    if sample.box is not None:
-        x_min, y_min, x_max, y_max = sample.box
-        record["box"] = np.array([x_min / width, y_min / height, x_max / width, y_max / height], np.float32)
-    if mask is not None:
-        record["mask"] = np.frombuffer(_encode(mask, "png"), np.uint8)
-    return record
-
-
-def _encode(image: np.ndarray, kind: str) -> bytes:
-    if image.ndim == 3 and image.shape[2] == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    params = [cv2.IMWRITE_JPEG_QUALITY, 90] if kind == "jpeg" else [cv2.IMWRITE_PNG_COMPRESSION, 3]
-    ok, buffer = cv2.imencode(".jpg" if kind == "jpeg" else ".png", image, params)
-    if not ok:
-        raise BadSampleError(f"could not encode a {image.shape} image as {kind}")
-    return buffer.tobytes()
-
-
 def write_shards(
     source: Source,
     directory: Path,
@@ -143,23 +81,31 @@ def write_shards(
     items = source.items()
     if hasattr(source, "set_target_size"):  # the checking pass may decode large JPEGs at a reduced scale
         source.set_target_size(image_size)
-    facts, skipped = [], []
-    for position, (fact, problem) in enumerate(
-        map_items(source, items, scan_item, (image_size, channels), on_bad_sample, workers)
-    ):
+    # per item, only what the split and the statistics need: arrays, not objects (prepare's memory stays flat)
+    count = len(items)
+    kept, labels = np.zeros(count, bool), np.zeros(count, np.int64)
+    given: list = [None] * count
+    sums = np.zeros((count, 2 * channels + 1))  # pixel sums, sums of squares, pixel count
+    skipped = []
+    scanned = map_items(source, items, scan_item, (image_size, channels), on_bad_sample, workers)
+    for position, (fact, problem) in enumerate(scanned):
         if problem:
             skipped.append(problem)
-        else:
-            facts.append((position, fact))
-    if not facts:
+            continue
+        kept[position], labels[position], given[position] = True, fact[0], fact[1]
+        sums[position] = [*fact[2], *fact[3], fact[4]]
+    positions = np.flatnonzero(kept)
+    if not len(positions):
         reasons = "; ".join(reason for _, reason in skipped[:3])
         raise BadSampleError(f"{source.describe()}: no usable samples ({len(skipped)} skipped: {reasons})")
-    labels = np.array([f["label"] for _, f in facts], np.int64)
-    splits = split_indices(labels, [f["split"] for _, f in facts], val_fraction, test_fraction, seed)
-    train = [facts[i][1] for i in splits["train"]]
-    count = max(1, sum(f["pixels"] for f in train))
-    mean = sum(f["sum"] for f in train) / count if train else np.full(channels, np.nan)
-    std = np.sqrt(np.maximum(sum(f["sum_sq"] for f in train) / count - mean**2, 0.0)) if train else mean
+    splits = split_indices(labels[positions], [given[p] for p in positions], val_fraction, test_fraction, seed)
+    train = sums[positions[splits["train"]]].sum(axis=0)
+    if len(splits["train"]):
+        mean = train[:channels] / train[-1]
+        std = np.sqrt(np.maximum(train[channels:-1] / train[-1] - mean**2, 0.0))
+    else:
+        mean = std = np.full(channels, np.nan)
+    del sums, given
 
     if hasattr(source, "set_target_size"):  # the writing pass keeps (or re-encodes) the original resolution
         source.set_target_size(None)
@@ -171,7 +117,7 @@ def write_shards(
     staging.mkdir()
     try:
         for split in SPLITS:
-            split_items = [items[facts[i][0]] for i in splits[split]]
+            split_items = [items[p] for p in positions[splits[split]]]
             writer = None
             records = map_items(source, split_items, record_item, (channels, max_side), "error", workers)
             for index, (record, _) in enumerate(records):
@@ -194,7 +140,7 @@ def write_shards(
             "mask_classes": list(source.mask_classes) if source.has_masks and source.mask_classes else None,
             "storage": STORAGE,
             "format_version": 1,
-            "num_samples": len(facts),
+            "num_samples": int(len(positions)),
             "split_sizes": {s: int(len(splits[s])) for s in SPLITS},
             "mean": np.asarray(mean).tolist(),
             "std": np.maximum(np.asarray(std), 1e-6).tolist(),
@@ -416,72 +362,6 @@ class ShardItems:
     def __getitems__(self, positions: Sequence[int]) -> dict:
         """The collated batch of these positions (split order), as the array format's `PreparedSplit` gives it."""
         return self.batches([self.split[int(p)] for p in positions])
-
-
-class RecordDecoder:
-    """A shard record -> {image: size x size x C uint8, label, box, mask}, or None for a bad sample under skip."""
-
-    def __init__(self, image_size: int, channels: int, crop: Optional[Sequence[float]], on_bad_sample: str):
-        self.image_size, self.channels, self.crop, self.on_bad_sample = image_size, channels, crop, on_bad_sample
-        self._crop = None
-
-    def _cropper(self):
-        if self._crop is None:
-            import albumentations as A
-
-            self._crop = A.RandomResizedCrop(
-                size=(self.image_size, self.image_size), scale=tuple(self.crop), ratio=(3 / 4, 4 / 3), p=1.0
-            )
-        return self._crop
-
-    def __call__(self, record: dict, seed: tuple[int, int, int]) -> Optional[dict]:
-        # this sample's crop and its batch's augmentation (if it comes first) from (seed, epoch, sample)
-        crop_seed, augment_seed = (int(v) for v in np.random.SeedSequence([s % 2**63 for s in seed]).generate_state(2))
-        name = np.asarray(record.get("name", np.frombuffer(b"?", np.uint8))).tobytes().decode(errors="replace")
-        try:
-            image = decode_image_bytes(
-                np.asarray(record["image"]).tobytes(), name, min_side=None if self.crop else self.image_size
-            )
-            mask = None
-            if "mask" in record:
-                mask = cv2.imdecode(np.asarray(record["mask"], np.uint8), cv2.IMREAD_UNCHANGED)
-                if mask is None:
-                    raise BadSampleError(f"{name}: its mask in the shard is not a readable PNG")
-                if mask.shape[:2] != image.shape[:2]:  # decoded at a reduced scale
-                    image = cv2.resize(image, (mask.shape[1], mask.shape[0]), interpolation=cv2.INTER_AREA)
-            box = None
-            if "box" in record:
-                height, width = image.shape[:2]
-                x_min, y_min, x_max, y_max = (float(v) for v in record["box"])
-                box = (x_min * width, y_min * height, x_max * width, y_max * height)
-            sample = Sample(image=image, label=int(record["label"]), name=name, box=box, mask=mask)
-            if self.crop:
-                sample = self._random_crop(sample, crop_seed)
-            else:
-                sample = resize_sample(sample, self.image_size, self.channels)
-        except (BadSampleError, KeyError) as err:
-            if self.on_bad_sample != "skip":
-                raise BadSampleError(
-                    f"{err} (data.on_bad_sample=error; set it to skip to leave such samples out)"
-                ) from None
-            log.warning("skipping %s", err)
-            return None
-        return {
-            "image": sample.image,
-            "label": sample.label,
-            "box": sample.box,
-            "mask": sample.mask,
-            "seed": augment_seed,
-            "name": name,
-        }
-
-    def _random_crop(self, sample: Sample, seed: int) -> Sample:
-        image = to_channels(sample.image, self.channels, sample.name)
-        crop = self._cropper()
-        crop.set_random_seed(seed)
-        out = crop(image=image, **({"mask": sample.mask} if sample.mask is not None else {}))
-        image = out["image"] if out["image"].ndim == 3 else out["image"][:, :, None]
-        return Sample(image=image, label=sample.label, name=sample.name, mask=out.get("mask"))
 
 
 class ShardBatches:
