@@ -103,14 +103,13 @@ def folder_bytes(path: Path) -> int:
 
 
 def prepare(folder: Path, out: Path, storage: str, image_size: int = 224) -> tuple[dict, float]:
-    from cnnlab.data.prepare import build_prepared_dataset
-    from cnnlab.data.shards import write_shards
+    from cnnlab.data.prepare import build_prepared_dataset, build_shard_dataset
     from cnnlab.data.sources.image_folder import ImageFolderSource
 
     options = dict(image_size=image_size, channels=3, val_fraction=0.0, test_fraction=0.0, seed=0)
     started = time.perf_counter()
     if storage == "shards":
-        meta = write_shards(
+        meta = build_shard_dataset(
             ImageFolderSource(str(folder)),
             out,
             meta={"name": "photos"},

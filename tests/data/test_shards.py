@@ -45,7 +45,7 @@ def write_folder(root: Path, per_class: int = 12, seed: int = 0) -> dict[str, by
 
 
 def prepare_shards(root: Path, out: Path, **settings):
-    from cnnlab.data.shards import write_shards
+    from cnnlab.data.prepare import build_shard_dataset
 
     options = dict(
         image_size=16,
@@ -59,7 +59,7 @@ def prepare_shards(root: Path, out: Path, **settings):
         workers=1,
     )
     options.update(settings)
-    return write_shards(ImageFolderSource(str(root)), out, meta={"name": "folder"}, **options)
+    return build_shard_dataset(ImageFolderSource(str(root)), out, meta={"name": "folder"}, **options)
 
 
 def raw_records(location: Path, split: str) -> list[dict]:

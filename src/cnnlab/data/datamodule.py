@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from cnnlab.data.augment import build_augmentation
 from cnnlab.data.prepared import PreparedDataset
-from cnnlab.data.preprocess import BATCH_NUMBER, BatchNormalizer
+from cnnlab.data.preprocess import BATCH_NUMBER, BatchNormalizer, finish_batch
 from cnnlab.seeding import epoch_seed
 
 
@@ -84,19 +84,6 @@ class PreparedSplit(Dataset):
         masks = self.prepared.masks[index] if self.masks else None
         boxes = self.prepared.boxes[index].astype(np.float32) if self.boxes else None
         return finish_batch(images, self.prepared.labels[index], boxes, masks, self.augment, self.normalize)
-
-
-def finish_batch(images, labels, boxes, masks, augment, normalize) -> dict[str, torch.Tensor]:
-    """N x H x W x C uint8 images (and their boxes, masks) -> the augmented, normalised batch a task takes.
-    Both storage formats end here: the arrays' `PreparedSplit` and the shards' `ShardBatches`."""
-    if augment is not None:
-        images, masks, boxes = augment.batch(images, masks, boxes)
-    batch = {"image": normalize(images), "label": torch.from_numpy(np.asarray(labels).astype(np.int64))}
-    if boxes is not None:
-        batch["box"] = torch.from_numpy(np.asarray(boxes, np.float32))
-    if masks is not None:
-        batch["mask"] = torch.from_numpy(masks.astype(np.int64))
-    return batch
 
 
 def labelled_subset(prepared: PreparedDataset, split: str, fraction: float, seed: int) -> np.ndarray:

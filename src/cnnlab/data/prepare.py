@@ -102,6 +102,16 @@ def load_checked(
         return None, (name, str(err))
 
 
+def scan_item(source: Source, item: Any, image_size: int, channels: int) -> tuple:
+    """Load and validate one item: (label, split, pixel sums, sums of squares, pixel count); BadSampleError naming
+    a bad one. The statistics are of the image at data.image_size, as the array format computes them."""
+    sample, problem = load_checked(source, item, image_size, channels)
+    if problem:
+        raise BadSampleError(problem[1])
+    pixels = sample.image.reshape(-1, sample.image.shape[-1]).astype(np.float64) / 255.0
+    return sample.label, sample.split, pixels.sum(axis=0), (pixels * pixels).sum(axis=0), len(pixels)
+
+
 _worker: dict[str, Any] = {}
 
 
@@ -261,6 +271,90 @@ def build_prepared_dataset(
     return meta
 
 
+def build_shard_dataset(
+    source: Source,
+    directory: Path,
+    *,
+    meta: dict,
+    image_size: int,
+    channels: int,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    on_bad_sample: str,
+    samples_per_shard: int,
+    max_side: Optional[int],
+    workers: Optional[int] = None,
+) -> dict:
+    """data.storage=shards: read `source` twice, streaming, and write its shard set (cnnlab.data.shards).
+
+    Pass one validates every item (the on_bad_sample policy) and keeps, per item, its label, given split and
+    pixel sums at `image_size`, in arrays: the splits and the train split's mean/std, as the array format
+    computes them. Pass two writes each split's records in item order. Returns the meta."""
+    from cnnlab.data.shard_records import record_item
+    from cnnlab.data.shards import write_shard_set
+
+    started = time.perf_counter()
+    items = source.items()
+    if hasattr(source, "set_target_size"):  # the checking pass may decode large JPEGs at a reduced scale
+        source.set_target_size(image_size)
+    count = len(items)
+    kept, labels = np.zeros(count, bool), np.zeros(count, np.int64)
+    given: list = [None] * count
+    sums = np.zeros((count, 2 * channels + 1))  # pixel sums, sums of squares, pixel count
+    skipped = []
+    scanned = map_items(source, items, scan_item, (image_size, channels), on_bad_sample, workers)
+    for position, (fact, problem) in enumerate(scanned):
+        if problem:
+            skipped.append(problem)
+            continue
+        kept[position], labels[position], given[position] = True, fact[0], fact[1]
+        sums[position] = [*fact[2], *fact[3], fact[4]]
+    positions = np.flatnonzero(kept)
+    if not len(positions):
+        reasons = "; ".join(reason for _, reason in skipped[:3])
+        raise BadSampleError(f"{source.describe()}: no usable samples ({len(skipped)} skipped: {reasons})")
+    if skipped:
+        log.warning("skipped %d bad samples (listed in %s/skipped.csv)", len(skipped), directory)
+    splits = split_indices(labels[positions], [given[p] for p in positions], val_fraction, test_fraction, seed)
+    train = sums[positions[splits["train"]]].sum(axis=0)
+    mean, std = np.full(channels, np.nan), np.full(channels, np.nan)
+    if len(splits["train"]):
+        mean = train[:channels] / train[-1]
+        std = np.sqrt(np.maximum(train[channels:-1] / train[-1] - mean**2, 0.0))
+    del sums, given
+    if hasattr(source, "set_target_size"):  # the writing pass keeps (or re-encodes) the original resolution
+        source.set_target_size(None)
+
+    def records(split: str):
+        split_items = [items[p] for p in positions[splits[split]]]
+        for record, _ in map_items(source, split_items, record_item, (channels, max_side), "error", workers):
+            yield record
+
+    meta = write_shard_set(
+        directory,
+        {split: records(split) for split in SPLITS},
+        meta={
+            **meta,
+            "classes": list(source.classes),  # known once the reader listed its items
+            "mask_classes": list(source.mask_classes) if source.has_masks and source.mask_classes else None,
+            "num_samples": int(len(positions)),
+            "split_sizes": {s: int(len(splits[s])) for s in SPLITS},
+            "mean": mean.tolist(),
+            "std": np.maximum(std, 1e-6).tolist(),
+        },
+        skipped=skipped,
+        samples_per_shard=samples_per_shard,
+    )
+    log.info(
+        "prepared %d samples as %s shards in %.1f s",
+        meta["num_samples"],
+        len(sum(meta["shards"].values(), [])),
+        time.perf_counter() - started,
+    )
+    return meta
+
+
 def check_root(data_cfg) -> None:
     """A reader of files on disk needs data.root set to an existing path: ConfigError naming it."""
     from cnnlab.config import ConfigError
@@ -350,9 +444,7 @@ def prepare_from_config(data_cfg, workers: Optional[int] = None) -> dict:
     settings = prepare_settings(data_cfg)
     log.info("preparing %s -> %s", source.describe(), data_cfg.prepared_dir)
     if data_cfg.get("storage", "arrays") == "shards":
-        from cnnlab.data.shards import write_shards
-
-        return write_shards(
+        return build_shard_dataset(
             source,
             Path(data_cfg.prepared_dir),
             meta=_meta_facts(source, data_cfg, settings),

@@ -94,3 +94,18 @@ class BatchNormalizer:
         out = torch.empty(pixels.shape, dtype=torch.float32)  # contiguous N x C x H x W
         out.copy_(pixels)
         return out.mul_(self.scale).sub_(self.shift)
+
+
+def finish_batch(images, labels, boxes, masks, augment, normalize) -> dict[str, torch.Tensor]:
+    """N x H x W x C uint8 images (and their boxes, masks) -> the augmented, normalised batch a task takes.
+    Both storage formats end here: the arrays' `PreparedSplit` and the shards' `ShardBatches`."""
+    import torch  # see BatchNormalizer
+
+    if augment is not None:
+        images, masks, boxes = augment.batch(images, masks, boxes)
+    batch = {"image": normalize(images), "label": torch.from_numpy(np.asarray(labels).astype(np.int64))}
+    if boxes is not None:
+        batch["box"] = torch.from_numpy(np.asarray(boxes, np.float32))
+    if masks is not None:
+        batch["mask"] = torch.from_numpy(masks.astype(np.int64))
+    return batch

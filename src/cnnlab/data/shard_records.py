@@ -19,18 +19,6 @@ from cnnlab.data.sources.base import BadSampleError, Sample, Source
 log = logging.getLogger(__name__)
 
 
-def scan_item(source: Source, item: Any, image_size: int, channels: int) -> tuple:
-    """Load and validate one item: (label, split, pixel sums, sums of squares, pixel count); BadSampleError naming
-    a bad one. The statistics are of the image at data.image_size, as the array format computes them."""
-    from cnnlab.data.prepare import load_checked
-
-    sample, problem = load_checked(source, item, image_size, channels)
-    if problem:
-        raise BadSampleError(problem[1])
-    pixels = sample.image.reshape(-1, sample.image.shape[-1]).astype(np.float64) / 255.0
-    return sample.label, sample.split, pixels.sum(axis=0), (pixels * pixels).sum(axis=0), len(pixels)
-
-
 def record_item(source: Source, item: Any, channels: int, max_side: Optional[int]) -> dict:
     """One shard record: the image's encoded bytes (the file's own where the reader has them), label, name,
     and the box (normalised) and mask (PNG) where the source has them."""

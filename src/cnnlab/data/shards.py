@@ -30,16 +30,15 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 from urllib.parse import urlparse
 
 import numpy as np
 
-from cnnlab.data.datamodule import finish_batch
 from cnnlab.data.prepared import IGNORE_INDEX, SPLITS, file_hash, publish_directory, remove_stale_temporaries
-from cnnlab.data.preprocess import BATCH_NUMBER, PADDING
-from cnnlab.data.shard_records import RecordDecoder, record_item, scan_item
-from cnnlab.data.sources.base import BadSampleError, Source
+from cnnlab.data.preprocess import BATCH_NUMBER, PADDING, finish_batch
+from cnnlab.data.shard_records import RecordDecoder
+from cnnlab.data.sources.base import BadSampleError
 from cnnlab.tables import write_csv
 
 os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")  # LitData asks PyPI for a newer version otherwise
@@ -60,55 +59,11 @@ STORAGE = "shards"
 
 
 # ---- writing ---------------------------------------------------------------------------------------------------
-def write_shards(
-    source: Source,
-    directory: Path,
-    *,
-    meta: dict,
-    image_size: int,
-    channels: int,
-    val_fraction: float,
-    test_fraction: float,
-    seed: int,
-    on_bad_sample: str,
-    samples_per_shard: int,
-    max_side: Optional[int],
-    workers: Optional[int] = None,
+def write_shard_set(
+    directory: Path, records: dict[str, Iterable[dict]], *, meta: dict, skipped: list, samples_per_shard: int
 ) -> dict:
-    """Read `source` (twice, streaming) and write its shard set to `directory` atomically; returns the meta."""
-    from cnnlab.data.prepare import map_items, split_indices
-
-    items = source.items()
-    if hasattr(source, "set_target_size"):  # the checking pass may decode large JPEGs at a reduced scale
-        source.set_target_size(image_size)
-    # per item, only what the split and the statistics need: arrays, not objects (prepare's memory stays flat)
-    count = len(items)
-    kept, labels = np.zeros(count, bool), np.zeros(count, np.int64)
-    given: list = [None] * count
-    sums = np.zeros((count, 2 * channels + 1))  # pixel sums, sums of squares, pixel count
-    skipped = []
-    scanned = map_items(source, items, scan_item, (image_size, channels), on_bad_sample, workers)
-    for position, (fact, problem) in enumerate(scanned):
-        if problem:
-            skipped.append(problem)
-            continue
-        kept[position], labels[position], given[position] = True, fact[0], fact[1]
-        sums[position] = [*fact[2], *fact[3], fact[4]]
-    positions = np.flatnonzero(kept)
-    if not len(positions):
-        reasons = "; ".join(reason for _, reason in skipped[:3])
-        raise BadSampleError(f"{source.describe()}: no usable samples ({len(skipped)} skipped: {reasons})")
-    splits = split_indices(labels[positions], [given[p] for p in positions], val_fraction, test_fraction, seed)
-    train = sums[positions[splits["train"]]].sum(axis=0)
-    if len(splits["train"]):
-        mean = train[:channels] / train[-1]
-        std = np.sqrt(np.maximum(train[channels:-1] / train[-1] - mean**2, 0.0))
-    else:
-        mean = std = np.full(channels, np.nan)
-    del sums, given
-
-    if hasattr(source, "set_target_size"):  # the writing pass keeps (or re-encodes) the original resolution
-        source.set_target_size(None)
+    """Write each split's records (consumed as they come) into `directory` atomically, with meta.json: the given
+    facts plus the files' hashes and sizes, the shard list and the content hash. Returns the meta."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(directory)
@@ -117,10 +72,8 @@ def write_shards(
     staging.mkdir()
     try:
         for split in SPLITS:
-            split_items = [items[p] for p in positions[splits[split]]]
             writer = None
-            records = map_items(source, split_items, record_item, (channels, max_side), "error", workers)
-            for index, (record, _) in enumerate(records):
+            for index, record in enumerate(records[split]):
                 if writer is None:
                     writer = _single_writer(staging / split, samples_per_shard)
                 writer.add_item(index, record)
@@ -136,14 +89,8 @@ def write_shards(
         file_hashes = {name: file_hash(staging / name) for name in files}
         meta = {
             **meta,
-            "classes": list(source.classes),  # known once the reader listed its items
-            "mask_classes": list(source.mask_classes) if source.has_masks and source.mask_classes else None,
             "storage": STORAGE,
             "format_version": 1,
-            "num_samples": int(len(positions)),
-            "split_sizes": {s: int(len(splits[s])) for s in SPLITS},
-            "mean": np.asarray(mean).tolist(),
-            "std": np.maximum(np.asarray(std), 1e-6).tolist(),
             "ignore_index": IGNORE_INDEX,
             "skipped": [n for n, _ in skipped],
             "num_skipped": len(skipped),
