@@ -443,33 +443,26 @@ def prepare_from_config(data_cfg, workers: Optional[int] = None) -> dict:
     source = build_source(data_cfg)
     settings = prepare_settings(data_cfg)
     log.info("preparing %s -> %s", source.describe(), data_cfg.prepared_dir)
-    if data_cfg.get("storage", "arrays") == "shards":
-        return build_shard_dataset(
-            source,
-            Path(data_cfg.prepared_dir),
-            meta=_meta_facts(source, data_cfg, settings),
-            image_size=data_cfg.image_size,
-            channels=data_cfg.channels,
-            val_fraction=data_cfg.val_fraction,
-            test_fraction=data_cfg.test_fraction,
-            seed=data_cfg.split_seed,
-            on_bad_sample=data_cfg.on_bad_sample,
-            samples_per_shard=data_cfg.shards.samples_per_shard,
-            max_side=data_cfg.shards.max_side,
-            workers=workers,
-        )
-    return build_prepared_dataset(
-        source,
-        Path(data_cfg.prepared_dir),
-        name=data_cfg.name,
+    common = dict(
         image_size=data_cfg.image_size,
         channels=data_cfg.channels,
         val_fraction=data_cfg.val_fraction,
         test_fraction=data_cfg.test_fraction,
         seed=data_cfg.split_seed,
         on_bad_sample=data_cfg.on_bad_sample,
-        extra_meta={"prepare_settings": settings},
         workers=workers,
+    )
+    if data_cfg.get("storage", "arrays") == "shards":
+        return build_shard_dataset(
+            source,
+            Path(data_cfg.prepared_dir),
+            meta=_meta_facts(source, data_cfg, settings),
+            samples_per_shard=data_cfg.shards.samples_per_shard,
+            max_side=data_cfg.shards.max_side,
+            **common,
+        )
+    return build_prepared_dataset(
+        source, Path(data_cfg.prepared_dir), name=data_cfg.name, extra_meta={"prepare_settings": settings}, **common
     )
 
 

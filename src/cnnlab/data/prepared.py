@@ -16,13 +16,14 @@ the last check, remembered under $XDG_CACHE_HOME/cnnlab), so an edited file is n
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -148,13 +149,7 @@ def channel_statistics(
 
 def write_prepared(directory: Path, arrays: PreparedArrays, meta: dict, skipped: list[tuple[str, str]]) -> dict:
     """Write atomically; returns the final meta (with statistics, counts and content hash)."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(directory)
-    staging = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+    with staged_directory(Path(directory)) as staging:
         for name in _ARRAYS:
             value = getattr(arrays, name)
             if value is not None:
@@ -177,11 +172,24 @@ def write_prepared(directory: Path, arrays: PreparedArrays, meta: dict, skipped:
             "file_hashes": {name: file_hash(staging / name) for name in _FILES if (staging / name).exists()},
         }
         (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+@contextlib.contextmanager
+def staged_directory(directory: Path) -> Iterator[Path]:
+    """A temporary sibling of `directory` to write into (.<name>.tmp-<pid>): moved into place when the block ends
+    without an error, removed when it does not. Stale ones of killed processes are removed first."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(directory)
+    staging = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield staging
         publish_directory(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return meta
 
 
 def publish_directory(staging: Path, directory: Path) -> None:

@@ -28,14 +28,13 @@ import json
 import logging
 import math
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 from urllib.parse import urlparse
 
 import numpy as np
 
-from cnnlab.data.prepared import IGNORE_INDEX, SPLITS, file_hash, publish_directory, remove_stale_temporaries
+from cnnlab.data.prepared import IGNORE_INDEX, SPLITS, file_hash, staged_directory
 from cnnlab.data.preprocess import BATCH_NUMBER, PADDING, finish_batch
 from cnnlab.data.shard_records import RecordDecoder
 from cnnlab.data.sources.base import BadSampleError
@@ -64,13 +63,7 @@ def write_shard_set(
 ) -> dict:
     """Write each split's records (consumed as they come) into `directory` atomically, with meta.json: the given
     facts plus the files' hashes and sizes, the shard list and the content hash. Returns the meta."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(directory)
-    staging = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+    with staged_directory(Path(directory)) as staging:
         for split in SPLITS:
             writer = None
             for index, record in enumerate(records[split]):
@@ -100,10 +93,6 @@ def write_shard_set(
             "content_hash": hashlib.sha256(json.dumps(file_hashes, sort_keys=True).encode()).hexdigest(),
         }
         (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        publish_directory(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return meta
 
 
