@@ -130,7 +130,10 @@ def test_docker_stop_ends_the_pipeline_with_its_run_killed_not_sigkilled(cpu_ima
     from mlflow.tracking import MlflowClient
 
     name = f"cnnlab-stop-{uuid.uuid4().hex[:8]}"
-    podman("run", "-d", "--name", name, cpu_image)
+    # the default pipeline, trained long enough that the stop lands in training on any CPU (40 epochs take
+    # 4 s on a fast one: the stop then caught evaluate); `exec make run` keeps the image's process chain
+    longer = "sed -i 's/^overrides: .*/overrides: \"trainer.max_epochs=2000\"/' params.yaml && exec make run"
+    podman("run", "-d", "--name", name, cpu_image, "bash", "-c", longer)
     try:
         wait_for(
             "the training's MLflow run",
