@@ -336,6 +336,14 @@ def test_training_from_local_shards_logs_the_shard_set(folder, tmp_path):
     )
     assert shard_list["file_hashes"] == meta["file_hashes"]
     assert "val/acc" in run.data.metrics and run.data.metrics["train/acc"] >= 0
+    # evaluation and explain read the test split from the shards too
+    evaluated = call_in_process("cnnlab-evaluate", [f"evaluate.train_dir={out}"], root)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    metrics = json.loads((out / "evaluate" / "metrics.json").read_text())
+    assert 0 <= metrics["test/acc"] <= 1
+    explained = call_in_process("cnnlab-explain", [f"run={out}", "num_images=2", "pictures=[cam]"], root)
+    assert explained.returncode == 0, explained.stderr[-3000:]
+    assert list((root / "explain" / "cam").glob("gradcam_*.png"))  # output_dir: explain/ where it ran
 
 
 def test_shard_settings_need_shard_storage(compose_config):
