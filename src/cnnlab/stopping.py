@@ -19,27 +19,29 @@ def stop_signal(err: BaseException) -> Optional[str]:
     return None
 
 
-class SigtermOutsideFit:
-    """SIGTERM before or after fit (while preparing, logging outputs) stops the job at once, as
-    Lightning's SIGTERMException, so the run ends KILLED and the exit code says so; inside fit
-    Lightning's own handler (which calls this one too) stops it at the next batch."""
-
-    fitting = False
+class SigtermUnlessLightningStops:
+    """SIGTERM stops the job at once, as Lightning's SIGTERMException, so the run ends KILLED and the exit
+    code says so: before fit (preparing), after it (logging outputs), and inside `trainer.fit` until
+    Lightning installs its own handler. That handler (which calls this one too) stops at the next batch,
+    so while it is installed this one does nothing. (A flag set just before `trainer.fit` lost a SIGTERM
+    that came during fit's setup: Lightning installs its handler only after the model summary, and the
+    job trained on to SIGKILL.)"""
 
     def __call__(self, signum, frame) -> None:
-        if not self.fitting:
+        if signal.getsignal(signal.SIGTERM) is self:  # not wrapped by Lightning's: nothing else will stop
             raise SIGTERMException()
 
 
 @contextlib.contextmanager
-def stop_on_sigterm() -> Iterator[SigtermOutsideFit]:
-    """Install `SigtermOutsideFit` for the block; set its `fitting` while Lightning's fit runs."""
-    handler = SigtermOutsideFit()
-    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
-        yield handler
+def stop_on_sigterm() -> Iterator[None]:
+    """Install `SigtermUnlessLightningStops` for the block (a no-op outside the main thread, which alone gets
+    signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
         return
+    handler = SigtermUnlessLightningStops()
     previous = signal.signal(signal.SIGTERM, handler)
     try:
-        yield handler
+        yield
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -123,7 +123,7 @@ def train(cfg: DictConfig) -> float:
     else:  # logger=none, or a DDP rank other than 0: nothing to monitor the LR into
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
 
-    with run.failed_on_error(job.output_dir) if run else contextlib.nullcontext(), stop_on_sigterm() as sigterm:
+    with run.failed_on_error(job.output_dir) if run else contextlib.nullcontext(), stop_on_sigterm():
         with (
             run.system_metrics(cfg.logger.system_metrics_interval, resuming)
             if run and cfg.logger.system_metrics
@@ -144,10 +144,8 @@ def train(cfg: DictConfig) -> float:
             # read, so the results are the same bits without the fill (the committed pipeline's history.csv)
             torch.utils.deterministic.fill_uninitialized_memory = False
             started = time.time()  # train_seconds: fit alone (what benchmarks/overhead.py compares)
-            sigterm.fitting = True  # inside fit, Lightning's own handler stops at the next batch boundary
             trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
             fit_seconds = round(time.time() - started, 2)  # before the system-metrics sampler is joined
-            sigterm.fitting = False
         summary = {
             "run_id": run.run_id if run else None,
             "tracking_uri": run.uri if run else None,
