@@ -102,12 +102,91 @@ def optimizer_and_schedule(cfg, network, total_steps: int):
     return optimizer, instantiate(schedule, optimizer=optimizer, **extra)
 
 
-def plain_loop(project: Path, overrides: list[str], metrics: bool = False) -> dict:
+def plain_device(cfg, device: str | None = None):
+    """The torch device the plain loop runs on: `device` if given, else the config's trainer.accelerator
+    (gpu/cuda: cuda; auto: cuda when one is visible; anything else: cpu)."""
+    import torch
+
+    if device is None:
+        accelerator = str(cfg.trainer.get("accelerator", "cpu")).lower()
+        auto_cuda = accelerator == "auto" and torch.cuda.is_available()
+        device = "cuda" if accelerator in ("gpu", "cuda") or auto_cuda else "cpu"
+    return torch.device(device)
+
+
+def configure_backends(cfg, device) -> None:
+    """torch's determinism and cuDNN autotuning as cnnlab-train's Trainer sets them for `device`."""
+    import torch
+
+    deterministic = bool(cfg.trainer.get("deterministic", False))
+    if device.type == "cuda":
+        if deterministic:  # cuBLAS refuses deterministic mode without a workspace setting (Lightning sets the same)
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        benchmark = cfg.trainer.get("benchmark")  # None: torch's setting, off under deterministic (Lightning's rule)
+        if benchmark is not None or deterministic:
+            torch.backends.cudnn.benchmark = bool(benchmark)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def autocast_dtype(cfg):
+    """The autocast dtype of the config's trainer.precision (Lightning's names), None for full precision."""
+    import torch
+
+    precision = str(cfg.trainer.get("precision", "32-true"))
+    dtypes = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16, "32-true": None, "32": None}
+    if precision not in dtypes:
+        raise ValueError(f"the plain loop runs trainer.precision {sorted(dtypes)}, not {precision!r}")
+    return dtypes[precision]
+
+
+def autocast_context(device, dtype):
+    """torch.autocast on the device's type in `dtype`; no autocast for None."""
+    import contextlib
+
+    import torch
+
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def device_batch(batch: dict, device, channels_last: bool) -> dict:
+    """A batch's tensors on `device`, the images NHWC with `channels_last` (what CNNTask.network_input feeds)."""
+    import torch
+
+    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    if channels_last:
+        batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
+    return batch
+
+
+def plain_loop(
+    project: Path,
+    overrides: list[str],
+    metrics: bool = False,
+    *,
+    device: str | None = None,
+    compile: bool = False,
+    test: bool = False,
+    max_batches: int | None = None,
+) -> dict:
     """The baseline: the same config trained by a hand-written loop (no Lightning, no logging).
 
     With `metrics`, the loop also computes what cnnlab-train records of each epoch (train loss and
     accuracy means, val loss, and the task's torchmetrics collection: accuracy, top-5, macro F1),
-    the numbers a user of either gets; without, only the val accuracy."""
+    the numbers a user of either gets; without, only the val accuracy.
+
+    As cnnlab-train, it runs on the config's trainer.accelerator (or `device`: "cpu", "cuda"), under
+    autocast for trainer.precision bf16-mixed (16-mixed: float16 with a gradient scaler), and feeds NHWC
+    images when task.module.channels_last is true. `compile`: the training steps run `torch.compile`'s
+    network; validation and test run the eager one (the same parameters), sparing a second compilation
+    for eval mode. `test`: after training, the accuracy on the prepared test split (`test_acc`), the
+    logits averaged with the mirror image's when task.module.tta_flip is true (as ClassificationNetwork
+    evaluates). `images_per_s`: training images per second of the fit window (validation included);
+    `epoch_s`: each epoch's seconds (its validation included; the first also builds the loaders);
+    `max_memory_allocated_mb`: the peak of torch's CUDA allocator over the fit (None on CPU).
+    `max_batches`: at most this many batches an epoch of training, of validation and of the test (as
+    Lightning's trainer.limit_*_batches=<int>), for smoke runs."""
+    import itertools
+
     import torch
     import torch.nn.functional as F
 
@@ -115,34 +194,65 @@ def plain_loop(project: Path, overrides: list[str], metrics: bool = False) -> di
     from cnnlab.tasks import build_task
 
     cfg, meta = prepared(project, overrides)
-    torch.use_deterministic_algorithms(bool(cfg.trainer.get("deterministic", False)))
+    target = plain_device(cfg, device)
+    configure_backends(cfg, target)
     datamodule = datamodule_from_config(cfg, ("label",))
     task = build_task(cfg, meta)
-    network = task.backbone  # the same network and initial weights as cnnlab-train's
-    val_metrics = task.val_metrics.clone() if metrics else None
+    network = task.backbone.to(target)  # the same network and initial weights as cnnlab-train's
+    trained = torch.compile(network) if compile else network
+    val_metrics = task.val_metrics.clone().to(target) if metrics else None
+    dtype = autocast_dtype(cfg)
+    scaler = torch.amp.GradScaler(target.type) if dtype is torch.float16 else None
+
+    channels_last = bool(cfg.task.module.get("channels_last", False))
+
+    def autocast():
+        return autocast_context(target, dtype)
+
+    def on_device(batch: dict) -> dict:
+        return device_batch(batch, target, channels_last)
+
+    def limited(loader):
+        return itertools.islice(loader, max_batches) if max_batches is not None else loader
+
+    def synchronize() -> None:
+        if target.type == "cuda":
+            torch.cuda.synchronize(target)
+
+    if target.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(target)
     # the window trainer.fit has: from building the loaders (which imports albumentations), optimizer
     # and schedule to the last validation pass
     started, cpu = time.perf_counter(), time.process_time()
     train_loader, val_loader = datamodule.train_dataloader(), datamodule.val_dataloader()
     epochs = int(cfg.trainer.max_epochs)
-    optimizer, scheduler = optimizer_and_schedule(cfg, network, epochs * len(train_loader))
+    epoch_steps = min(len(train_loader), max_batches) if max_batches is not None else len(train_loader)
+    optimizer, scheduler = optimizer_and_schedule(cfg, network, epochs * epoch_steps)
     smoothing = float(cfg.task.module.get("label_smoothing", 0.0))
     steps, images, accuracy = 0, 0, 0.0
     history: list[dict] = []
+    epoch_ends: list[float] = []
     for epoch in range(epochs):
         train_loader.sampler.set_epoch(epoch)
         network.train()
-        sums, epoch_images = torch.zeros(2), 0
-        for batch in train_loader:
-            logits = network(batch["image"])
-            loss = F.cross_entropy(logits, batch["label"], label_smoothing=smoothing)
+        sums, epoch_images = torch.zeros(2, device=target), 0
+        for batch in limited(train_loader):
+            batch = on_device(batch)
+            with autocast():
+                logits = trained(batch["image"])
+                loss = F.cross_entropy(logits, batch["label"], label_smoothing=smoothing)
             optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
             if scheduler is not None:
                 scheduler.step()
             if metrics:
-                sums += torch.stack([loss.detach(), (logits.argmax(1) == batch["label"]).float().mean()]) * len(
+                sums += torch.stack([loss.detach().float(), (logits.argmax(1) == batch["label"]).float().mean()]) * len(
                     batch["label"]
                 )
             steps, images, epoch_images = steps + 1, images + len(batch["label"]), epoch_images + len(batch["label"])
@@ -150,15 +260,17 @@ def plain_loop(project: Path, overrides: list[str], metrics: bool = False) -> di
         correct = total = 0
         val_loss = 0.0
         with torch.no_grad():
-            for batch in val_loader:
-                logits = network(batch["image"])
+            for batch in limited(val_loader):
+                batch = on_device(batch)
+                with autocast():
+                    logits = network(batch["image"])
                 correct += int((logits.argmax(1) == batch["label"]).sum())
                 total += len(batch["label"])
                 if metrics:
-                    val_loss += float(F.cross_entropy(logits, batch["label"], label_smoothing=smoothing)) * len(
+                    val_loss += float(F.cross_entropy(logits.float(), batch["label"], label_smoothing=smoothing)) * len(
                         batch["label"]
                     )
-                    val_metrics.update(logits, batch["label"])
+                    val_metrics.update(logits.float(), batch["label"])
         accuracy = correct / total
         if metrics:  # the epoch's row, as cnnlab-train's history.csv has it
             history.append(
@@ -170,14 +282,48 @@ def plain_loop(project: Path, overrides: list[str], metrics: bool = False) -> di
                 }
             )
             val_metrics.reset()
-    return {
-        "fit_s": time.perf_counter() - started,
+        synchronize()
+        epoch_ends.append(time.perf_counter() - started)
+    fit_s = time.perf_counter() - started
+    result = {
+        "fit_s": fit_s,
         "fit_cpu_s": time.process_time() - cpu,
         "steps": steps,
         "images": images,
         "val_acc": accuracy,
         "last_epoch": history[-1] if history else None,
+        "images_per_s": images / fit_s,
+        "epoch_s": [end - start for start, end in zip([0.0, *epoch_ends], epoch_ends)],
+        "device": str(target),
+        "max_memory_allocated_mb": (torch.cuda.max_memory_allocated(target) / 2**20 if target.type == "cuda" else None),
     }
+    if test:
+        result["test_acc"] = evaluate_accuracy(
+            network,
+            limited(datamodule.test_dataloader()),
+            on_device,
+            autocast,
+            bool(cfg.task.module.get("tta_flip", False)),
+        )
+    return result
+
+
+def evaluate_accuracy(network, loader, on_device, autocast, tta_flip: bool) -> float:
+    """Top-1 accuracy of `network` over `loader`; `tta_flip`: logits averaged with the mirror image's."""
+    import torch
+
+    network.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for batch in loader:
+            batch = on_device(batch)
+            with autocast():
+                logits = network(batch["image"]).float()
+                if tta_flip:
+                    logits = (logits + network(batch["image"].flip(-1)).float()) / 2
+            correct += int((logits.argmax(1) == batch["label"]).sum())
+            total += len(batch["label"])
+    return correct / max(total, 1)
 
 
 def lightning_floor(project: Path, overrides: list[str]) -> dict:
