@@ -62,14 +62,21 @@ class TaskNetwork(nn.Module):
 
 
 class ClassificationNetwork(TaskNetwork):
-    """Class logits from the backbone's classifier; `sigmoid`: one logit for class 1 of two classes."""
+    """Class logits from the backbone's classifier; `sigmoid`: one logit for class 1 of two classes.
 
-    def __init__(self, backbone: Backbone, sigmoid: bool = False):
+    `tta_flip`: in eval mode (validation, test, prediction, the logged model) the logits are the mean of
+    the image's and its mirror image's, the flip test-time augmentation of the speedrun literature.
+    """
+
+    def __init__(self, backbone: Backbone, sigmoid: bool = False, tta_flip: bool = False):
         super().__init__()
         self.backbone = backbone
         self.sigmoid = sigmoid
+        self.tta_flip = tta_flip
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.tta_flip and not self.training:
+            return (self.backbone(images) + self.backbone(images.flip(-1))) / 2
         return self.backbone(images)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:

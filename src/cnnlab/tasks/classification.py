@@ -36,6 +36,7 @@ BINARY_MODES = ("softmax", "sigmoid")
 class ClassificationTask(CNNTask):
     """Backbone logits trained with cross-entropy (optional label smoothing and mixup).
 
+    tta_flip: evaluation averages the logits of each image and its mirror image (ClassificationNetwork).
     binary_mode applies to two-class data only: softmax (default) keeps two logits and the
     multiclass path; sigmoid gives the backbone one logit (positive = class index 1), trained with
     BCEWithLogits, and logs acc, f1 (positive class) and auroc from the binary torchmetrics.
@@ -46,7 +47,7 @@ class ClassificationTask(CNNTask):
     output = "N x K class probabilities"
     prediction_columns = ("label", "score", "top_k")
 
-    def __init__(self, *args, mixup_alpha: float = 0.0, binary_mode: str = "softmax", **kwargs):
+    def __init__(self, *args, mixup_alpha: float = 0.0, binary_mode: str = "softmax", tta_flip: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         n = self.hparams.num_classes
         if self.sigmoid:
@@ -66,7 +67,9 @@ class ClassificationTask(CNNTask):
         return self.hparams.get("binary_mode", "softmax") == "sigmoid"
 
     def build_network(self) -> ClassificationNetwork:
-        return ClassificationNetwork(self.build_backbone(), sigmoid=self.sigmoid)
+        return ClassificationNetwork(
+            self.build_backbone(), sigmoid=self.sigmoid, tta_flip=bool(self.hparams.get("tta_flip", False))
+        )
 
     def build_backbone(self, num_classes: Optional[int] = None) -> torch.nn.Module:
         mode = self.hparams.get("binary_mode", "softmax")
