@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml .ci/constraints.txt | cks
 PORT ?= 5000
 HOST ?= 127.0.0.1
 ENV_FILE ?= docker/.env
-EXTRAS ?= test
+EXTRAS ?= test,bench
 # two workers, one test file each, the files of slow end-to-end tests first (tests/conftest.py):
 # most tests wait on a cnnlab CLI start-up or a training run, single-threaded
 PYTEST_ARGS ?= -n 2 --dist loadfile
