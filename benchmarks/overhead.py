@@ -205,6 +205,7 @@ def plain_loop(
     scaler = torch.amp.GradScaler(target.type) if dtype is torch.float16 else None
 
     channels_last = bool(cfg.task.module.get("channels_last", False))
+    tta_flip = bool(cfg.task.module.get("tta_flip", False))  # validation and test, as ClassificationNetwork in eval
 
     def autocast():
         return autocast_context(target, dtype)
@@ -263,7 +264,7 @@ def plain_loop(
             for batch in limited(val_loader):
                 batch = on_device(batch)
                 with autocast():
-                    logits = network(batch["image"])
+                    logits = eval_logits(network, batch["image"], tta_flip)
                 correct += int((logits.argmax(1) == batch["label"]).sum())
                 total += len(batch["label"])
                 if metrics:
@@ -303,9 +304,15 @@ def plain_loop(
             limited(datamodule.test_dataloader()),
             on_device,
             autocast,
-            bool(cfg.task.module.get("tta_flip", False)),
+            tta_flip,
         )
     return result
+
+
+def eval_logits(network, images, tta_flip: bool):
+    """The network's logits in eval mode; `tta_flip`: averaged with the mirror image's (ClassificationNetwork)."""
+    logits = network(images)
+    return (logits + network(images.flip(-1))) / 2 if tta_flip else logits
 
 
 def evaluate_accuracy(network, loader, on_device, autocast, tta_flip: bool) -> float:
@@ -318,9 +325,7 @@ def evaluate_accuracy(network, loader, on_device, autocast, tta_flip: bool) -> f
         for batch in loader:
             batch = on_device(batch)
             with autocast():
-                logits = network(batch["image"]).float()
-                if tta_flip:
-                    logits = (logits + network(batch["image"].flip(-1)).float()) / 2
+                logits = eval_logits(network, batch["image"], tta_flip).float()
             correct += int((logits.argmax(1) == batch["label"]).sum())
             total += len(batch["label"])
     return correct / max(total, 1)
