@@ -45,7 +45,7 @@ ABLATIONS = {
     "no label smoothing": ["task.module.label_smoothing=0.0"],
     "no augmentation": ["augment=none"],
     "constant lr 0.05 (no one-cycle)": ["scheduler=none", "optimizer.lr=0.05"],
-    "LeNet-5 at 32 px (no compact net)": ["model=lenet5", "data.image_size=32"],
+    "LeNet-5 at 32 px (no compact net)": ["model=lenet5", "~model.widths", "data.image_size=32"],
 }
 
 

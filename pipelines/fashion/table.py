@@ -1,7 +1,9 @@
-"""The Fashion-MNIST table: per recipe of pipelines/fashion/params.yaml, test accuracy min / mean / max over its
-seeds and the mean fit time, from each seed's evaluate/metrics.json and metrics.json.
+"""The Fashion-MNIST table: per recipe of a pipeline's params.yaml, test accuracy min / mean / max over its seeds
+and the mean fit time, from each seed's evaluate/metrics.json and metrics.json. A recipe with a test-accuracy
+target (params.yaml `targets`, as pipelines/speedrun/ has) also gets its target, how many seeds reached it and
+the fit time min / max: the speedrun's time to target, a miss counted as a miss.
 
-    python pipelines/fashion/table.py artifacts/fashion artifacts/fashion_table.json
+    python pipelines/fashion/table.py artifacts/fashion artifacts/fashion_table.json [pipelines/<name>/params.yaml]
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import yaml
 PARAMS = Path(__file__).with_name("params.yaml")
 
 
-def table(runs: Path) -> dict:
-    params = yaml.safe_load(PARAMS.read_text())
+def table(runs: Path, params_file: Path | None = None) -> dict:
+    params = yaml.safe_load((params_file or PARAMS).read_text())
+    targets = params.get("targets") or {}
     rows = {}
     for experiment in params["experiments"]:
         accuracy, fit = [], []
@@ -35,15 +38,26 @@ def table(runs: Path) -> dict:
             "test_acc_max": round(max(accuracy), 4),
             "fit_seconds_mean": round(statistics.mean(fit), 1),
         }
+        if experiment in targets:
+            rows[experiment].update(
+                target=targets[experiment],
+                seeds_reaching_target=sum(a >= targets[experiment] for a in accuracy),
+                fit_seconds_min=round(min(fit), 1),
+                fit_seconds_max=round(max(fit), 1),
+            )
     return rows
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4):
         raise SystemExit(__doc__)
-    result = table(Path(sys.argv[1]))
+    result = table(Path(sys.argv[1]), Path(sys.argv[3]) if len(sys.argv) == 4 else None)
     Path(sys.argv[2]).write_text(json.dumps(result, indent=2) + "\n")
     for name, row in result.items():
+        reached = (
+            f", {row['seeds_reaching_target']}/{len(row['seeds'])} seeds >= {row['target']}" if "target" in row else ""
+        )
         print(
             f"{name}: test accuracy {row['test_acc_min']:.4f} / {row['test_acc_mean']:.4f} / {row['test_acc_max']:.4f}"
+            f"{reached}, fit {row['fit_seconds_mean']:.1f} s"
         )

@@ -15,7 +15,9 @@ def test_leftovers_of_documented_commands_are_ignored(path):
     assert done.returncode == 0, f"{path} is not ignored by .gitignore"
 
 
-@pytest.mark.parametrize("path", ["dvc.lock", "pipelines/transfer/dvc.lock", "pipelines/fashion/dvc.lock"])
+@pytest.mark.parametrize(
+    "path", ["dvc.lock", "pipelines/transfer/dvc.lock", "pipelines/fashion/dvc.lock", "pipelines/speedrun/dvc.lock"]
+)
 def test_no_dvc_lock_is_ignored(path):
     """DVC refuses every command ("'.../dvc.lock' is git-ignored") in a repository that ignores a lock file."""
     done = subprocess.run(["git", "check-ignore", "--no-index", "-q", path], cwd=REPO)
