@@ -126,6 +126,8 @@ def configure_backends(cfg, device) -> None:
         if benchmark is not None or deterministic:
             torch.backends.cudnn.benchmark = bool(benchmark)
     torch.use_deterministic_algorithms(deterministic)
+    # as cnnlab-train does (training.py): deterministic mode's NaN-fill of every fresh tensor is off
+    torch.utils.deterministic.fill_uninitialized_memory = False
 
 
 def autocast_dtype(cfg):

@@ -112,3 +112,11 @@ def test_the_keras_sides_one_cycle_is_torchs(monkeypatch):
         assert float(schedule(step)) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-5), step
         optimizer.step()
         reference.step()
+
+
+def test_the_committed_table_is_made_of_the_committed_runs_and_every_seed_reaches_its_target():
+    rows = _table_module().table(REPO / "artifacts" / "speedrun", PIPELINE / "params.yaml")
+    assert rows == json.loads((REPO / "artifacts" / "speedrun_table.json").read_text())
+    for name, row in rows.items():  # the README's claim: a miss would show here
+        assert row["seeds_reaching_target"] == len(PARAMS["seeds"]) >= 5, name
+        assert row["test_acc_min"] >= PARAMS["targets"][name], name
