@@ -238,19 +238,8 @@ def input_balance(project: Path, overrides: list[str], settings: Settings) -> di
     target = overhead.plain_device(cfg, settings.device)
     overhead.configure_backends(cfg, target)
     loader = datamodule_from_config(cfg, ("label",)).train_dataloader()
-    wanted = settings.supply_batches * cfg.data.batch_size
-    iterator, count, epoch = iter(loader), 0, 0
-    first = next(iterator)  # workers started, first batch out: start-up is not supply
-    wall = time.perf_counter()
-    while count < wanted:
-        try:
-            count += len(next(iterator)["label"])
-        except StopIteration:
-            epoch += 1
-            loader.sampler.set_epoch(epoch)
-            iterator = iter(loader)
-    supply = count / (time.perf_counter() - wall)
-    del iterator
+    count, wall, _, first = overhead.drain(loader, settings.supply_batches * cfg.data.batch_size)
+    supply = count / wall
 
     channels_last = bool(cfg.task.module.get("channels_last", False))
     batch = overhead.device_batch(first, target, channels_last)

@@ -473,6 +473,22 @@ def overhead(project: Path, recipe: str, rounds: int, epochs: int | None, env: d
     return report
 
 
+def drain(loader, images: int) -> tuple[int, float, float, dict]:
+    """Draw batches from a training `loader`, across epochs, until `images` images: (images drawn, wall s, CPU s,
+    the first batch). The first batch is not timed: workers started, first batch out: start-up is not supply."""
+    iterator, count, epoch = iter(loader), 0, 0
+    first = next(iterator)
+    wall, cpu = time.perf_counter(), time.process_time()
+    while count < images:
+        try:
+            count += len(next(iterator)["label"])
+        except StopIteration:
+            epoch += 1
+            loader.sampler.set_epoch(epoch)
+            iterator = iter(loader)
+    return count, time.perf_counter() - wall, time.process_time() - cpu, first
+
+
 def input_supply(project: Path, recipe: str, augment: str | None, workers: int, batches: int = 200) -> dict:
     """Images/s the train loader supplies vs. images/s the training step consumes."""
     import torch
@@ -487,18 +503,7 @@ def input_supply(project: Path, recipe: str, augment: str | None, workers: int, 
     )
     cfg, meta = prepared(project, overrides)
     loader = datamodule_from_config(cfg, ("label",)).train_dataloader()
-    count, epoch = 0, 0
-    iterator = iter(loader)
-    next(iterator)  # workers started, first batch out: start-up is not supply
-    wall, cpu = time.perf_counter(), time.process_time()
-    while count < batches * cfg.data.batch_size:
-        try:
-            count += len(next(iterator)["label"])
-        except StopIteration:
-            epoch += 1
-            loader.sampler.set_epoch(epoch)
-            iterator = iter(loader)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    count, wall, cpu, _ = drain(loader, batches * cfg.data.batch_size)
     supply = count / wall
     batch = next(iter(datamodule_from_config(cfg, ("label",)).train_dataloader()))
     network = build_task(cfg, meta).backbone.train()

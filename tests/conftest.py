@@ -68,6 +68,19 @@ def run_dvc(root: Path, *args: str) -> str:
     return done.stdout + done.stderr
 
 
+def pipeline_stages(pipeline: str) -> set[str]:
+    """The stage names `dvc stage list` gives for a pipeline folder of this repository (train@<recipe>-<seed>, ...)."""
+    done = subprocess.run(
+        [str(BIN / "dvc"), "stage", "list", "--name-only", "-R", pipeline],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return {line.split(":")[-1] for line in done.stdout.split()}
+
+
 def stages_ran(output: str) -> set[str]:
     """The stages a `dvc repro` output says it ran."""
     return set(re.findall(r"Running stage '(\w+)'", output))

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.conftest import pipeline_stages
 
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE = REPO / "pipelines" / "fashion"
@@ -65,15 +65,7 @@ def test_a_run_without_its_test_accuracy_is_named(tmp_path, monkeypatch):
 
 
 def test_dvc_lists_a_train_and_evaluate_stage_per_recipe_and_seed():
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "dvc"), "stage", "list", "--name-only", "-R", "pipelines/fashion"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    stages = {line.split(":")[-1] for line in done.stdout.split()}
+    stages = pipeline_stages("pipelines/fashion")
     for name in PARAMS["experiments"]:
         for seed in PARAMS["seeds"]:
             assert {f"train@{name}-{seed}", f"evaluate@{name}-{seed}"} <= stages

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from hydra import compose, initialize_config_dir
 from cnnlab.config import register_configs
 from cnnlab.models import build_backbone
 from cnnlab.models.networks import ClassificationNetwork
+from tests.conftest import pipeline_stages
 
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE = REPO / "pipelines" / "speedrun"
@@ -83,15 +83,7 @@ def test_the_table_counts_the_seeds_that_reach_the_target(tmp_path):
 
 
 def test_dvc_lists_the_speedrun_stages_per_recipe_and_seed():
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "dvc"), "stage", "list", "--name-only", "-R", "pipelines/speedrun"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    stages = {line.split(":")[-1] for line in done.stdout.split()}
+    stages = pipeline_stages("pipelines/speedrun")
     for name in PARAMS["experiments"]:
         for seed in PARAMS["seeds"]:
             assert {f"train@{name}-{seed}", f"evaluate@{name}-{seed}"} <= stages
