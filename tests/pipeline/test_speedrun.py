@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -90,18 +92,28 @@ def test_dvc_lists_the_speedrun_stages_per_recipe_and_seed():
     assert "table" in stages
 
 
-def test_the_keras_sides_one_cycle_is_torchs(monkeypatch):
-    monkeypatch.setenv("KERAS_BACKEND", "torch")
-    pytest.importorskip("keras")  # the bench extra (make setup installs it)
-    sys.path.insert(0, str(REPO))
-    from benchmarks.keras_side import one_cycle
-
+def test_the_keras_sides_one_cycle_is_torchs():
+    # in a process of its own: importing keras (absl) in pytest's process breaks its capture of stderr
     steps, peak = 40, 0.2
+    script = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); from benchmarks.keras_side import one_cycle; "
+        f"s = one_cycle({peak}, {steps}, 0.25); print(json.dumps([float(s(i)) for i in range({steps})]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(REPO)],
+        env={**os.environ, "KERAS_BACKEND": "torch"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if done.returncode != 0 and "No module named 'keras'" in done.stderr:
+        pytest.skip("keras is not installed (the bench extra: make setup installs it)")
+    assert done.returncode == 0, done.stderr[-3000:]
+    rates = json.loads(done.stdout.strip().splitlines()[-1])
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=peak)
     reference = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peak, total_steps=steps, pct_start=0.25)
-    schedule = one_cycle(peak, steps, 0.25)
     for step in range(steps):
-        assert float(schedule(step)) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-5), step
+        assert rates[step] == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-5), step
         optimizer.step()
         reference.step()
 
