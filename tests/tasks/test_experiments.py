@@ -80,6 +80,8 @@ def test_experiment_composes_validates_and_builds(path):
     assert cfg.data.name in DATA_META
     if cfg.data.name == "fashion_mnist" and cfg.model.weights:  # only the ImageNet recipe sets its own size
         assert (cfg.model.weights, cfg.data.image_size) == ("imagenet", 64)
+    elif path.stem.startswith("fashion_speed"):  # the speedrun trains at the photos' own 28 px, not LeNet-5's 32
+        assert cfg.data.image_size == 28
     else:  # a recipe leaves the size to its data config
         assert cfg.data.image_size == DATA_META[cfg.data.name]["image_size"]
     data_meta = dict(DATA_META[cfg.data.name], image_size=cfg.data.image_size)
