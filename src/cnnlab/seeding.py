@@ -33,6 +33,11 @@ class EpochSeed(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         value = epoch_seed(self.seed, trainer.current_epoch) + trainer.global_rank
-        torch.manual_seed(value)
+        if pl_module.device.type == "cpu":
+            # the CPU generator is the only one a CPU run draws from; torch.manual_seed also queues a seed for
+            # each accelerator not yet initialised, formatting a stack trace each time (2 ms an epoch)
+            torch.default_generator.manual_seed(value)
+        else:
+            torch.manual_seed(value)
         np.random.seed(value)
         random.seed(value)

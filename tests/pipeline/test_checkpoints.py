@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,7 +59,7 @@ class Files(pl.Callback):
         self.look()
 
 
-def fit(dirpath: Path, kind=Checkpoint, ckpt_path=None, epochs=len(VAL_LOSS), look=True):  # noqa: B008
+def fit(dirpath: Path, kind=Checkpoint, ckpt_path=None, epochs=len(VAL_LOSS), look=True, plugins=None):  # noqa: B008
     pl.seed_everything(0)
     best = kind(dirpath=dirpath, filename="best", monitor="val/loss", mode="min", save_top_k=1)
     last = kind(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
@@ -70,6 +72,7 @@ def fit(dirpath: Path, kind=Checkpoint, ckpt_path=None, epochs=len(VAL_LOSS), lo
         enable_model_summary=False,
         callbacks=[best, last] + ([files] if look else []),
         num_sanity_val_steps=0,
+        plugins=plugins,
     )
     trainer.fit(Scripted(), loader(), loader(), ckpt_path=ckpt_path)
     return best, last, files
@@ -129,3 +132,30 @@ def test_a_vanished_best_file_means_last_is_written(tmp_path, monkeypatch):
     assert last.linked == 0
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 0
     assert not list(tmp_path.glob("*.link-*"))
+
+
+def test_a_local_checkpoint_directory_costs_no_object_storage_import(tmp_path):
+    """Lightning's "directory not empty" check imports s3fs to ask whether the filesystem is object storage
+    (0.2 s of each fit where dvc-s3 is installed); a local directory skips it, a remote one keeps it."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from tests.pipeline.test_checkpoints import fit
+from pathlib import Path
+from cnnlab.checkpointing import AtomicCheckpointIO
+fit(Path({str(tmp_path / "ckpts")!r}), epochs=2, look=False, plugins=[AtomicCheckpointIO()])  # as cnnlab-train fits
+print("s3fs" in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-1] == "False"
+    assert sorted(p.name for p in (tmp_path / "ckpts").iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+def test_a_remote_checkpoint_directory_keeps_lightnings_not_empty_check(monkeypatch):
+    seen = []
+    monkeypatch.setattr(ModelCheckpoint, "_ModelCheckpoint__warn_if_dir_not_empty", lambda self, d: seen.append(d))
+    callback = Checkpoint(dirpath="s3://bucket/run/checkpoints", filename="best", monitor="val/loss")
+    callback._ModelCheckpoint__warn_if_dir_not_empty("s3://bucket/run/checkpoints")
+    callback._ModelCheckpoint__warn_if_dir_not_empty("/local/run/checkpoints")
+    assert seen == ["s3://bucket/run/checkpoints"]
