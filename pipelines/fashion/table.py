@@ -1,7 +1,8 @@
 """The Fashion-MNIST table: per recipe of a pipeline's params.yaml, test accuracy min / mean / max over its seeds
 and the mean fit time, from each seed's evaluate/metrics.json and metrics.json. A recipe with a test-accuracy
 target (params.yaml `targets`, as pipelines/speedrun/ has) also gets its target, how many seeds reached it and
-the fit time min / max: the speedrun's time to target, a miss counted as a miss.
+the fit time min / max: the speedrun's time to target, a miss counted as a miss. A recipe with a time budget
+(`budgets`, seconds of fit) gets its budget and how many seeds trained within it: the best accuracy in 10 minutes.
 
     python pipelines/fashion/table.py artifacts/fashion artifacts/fashion_table.json [pipelines/<name>/params.yaml]
 """
@@ -21,6 +22,7 @@ PARAMS = Path(__file__).with_name("params.yaml")
 def table(runs: Path, params_file: Path | None = None) -> dict:
     params = yaml.safe_load((params_file or PARAMS).read_text())
     targets = params.get("targets") or {}
+    budgets = params.get("budgets") or {}
     rows = {}
     for experiment in params["experiments"]:
         accuracy, fit = [], []
@@ -40,11 +42,14 @@ def table(runs: Path, params_file: Path | None = None) -> dict:
         }
         if experiment in targets:
             rows[experiment].update(
-                target=targets[experiment],
-                seeds_reaching_target=sum(a >= targets[experiment] for a in accuracy),
-                fit_seconds_min=round(min(fit), 1),
-                fit_seconds_max=round(max(fit), 1),
+                target=targets[experiment], seeds_reaching_target=sum(a >= targets[experiment] for a in accuracy)
             )
+        if experiment in budgets:
+            rows[experiment].update(
+                budget_seconds=budgets[experiment], seeds_within_budget=sum(s <= budgets[experiment] for s in fit)
+            )
+        if experiment in targets or experiment in budgets:
+            rows[experiment].update(fit_seconds_min=round(min(fit), 1), fit_seconds_max=round(max(fit), 1))
     return rows
 
 
@@ -57,6 +62,8 @@ if __name__ == "__main__":
         reached = (
             f", {row['seeds_reaching_target']}/{len(row['seeds'])} seeds >= {row['target']}" if "target" in row else ""
         )
+        if "budget_seconds" in row:
+            reached += f", {row['seeds_within_budget']}/{len(row['seeds'])} seeds within {row['budget_seconds']} s"
         print(
             f"{name}: test accuracy {row['test_acc_min']:.4f} / {row['test_acc_mean']:.4f} / {row['test_acc_max']:.4f}"
             f"{reached}, fit {row['fit_seconds_mean']:.1f} s"
